@@ -1,0 +1,180 @@
+"""The data source: a stationary binary first-order Markov chain (claim ID ``SRC``).
+
+States {0, 1}, kernel ``P = [[1-p, p], [q, 1-q]]`` with ``P[i, j] = P(x_{n+1}=j | x_n=i)``,
+stationary law ``π = (q, p) / (p + q)``.  All entropies are in nats.
+
+The chain is the only source of randomness in the population loss, so everything that
+enumerates or samples sequences lives here: the prefixes used by the exact loss
+(``prefix_tree``) and the seeded sampler used by the Monte-Carlo loss (``sample``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+class InvalidInputError(ValueError):
+    """An input outside the domain of the theory (reported to users as one line, exit 2)."""
+
+
+def check_probability(name: str, value: object) -> float:
+    """Return ``value`` as a float in the open interval (0, 1), or raise InvalidInputError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        try:
+            value = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"{name} must be a number in (0, 1), got {value!r}") from None
+    value = float(value)
+    if not math.isfinite(value) or not 0.0 < value < 1.0:
+        raise InvalidInputError(f"{name} must lie strictly between 0 and 1, got {value!r}")
+    return value
+
+
+def check_positive_int(name: str, value: object) -> int:
+    """Return ``value`` as an int ≥ 1, or raise InvalidInputError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidInputError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
+def binary_entropy(t: float) -> float:
+    """h(t) = -t log t - (1-t) log(1-t) in nats, with h(0) = h(1) = 0."""
+    return -sum(u * math.log(u) for u in (t, 1.0 - t) if u > 0.0)
+
+
+@dataclass(frozen=True)
+class MarkovChain:
+    """Binary first-order chain with switching probabilities p = P(0→1) and q = P(1→0)."""
+
+    p: float
+    q: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "p", check_probability("p", self.p))
+        object.__setattr__(self, "q", check_probability("q", self.q))
+
+    # --- closed forms (plain floats; the SymPy derivations live in theory/markov.py) ---
+
+    @property
+    def pi(self) -> tuple[float, float]:
+        """Stationary law π = (π0, π1) = (q, p) / (p + q)."""
+        s = self.p + self.q
+        return self.q / s, self.p / s
+
+    @property
+    def eigenvalue(self) -> float:
+        """Second eigenvalue λ = 1 - p - q of the kernel."""
+        return 1.0 - self.p - self.q
+
+    def unigram_loss(self) -> float:
+        """H(π) = h(π1): the loss of the best predictor that ignores the past (claim UNIGRAM)."""
+        return binary_entropy(self.pi[1])
+
+    def entropy_rate(self) -> float:
+        """H(x_{n+1} | x_n) = π0 h(p) + π1 h(q): the bigram loss (claim BIGRAM)."""
+        pi0, pi1 = self.pi
+        return pi0 * binary_entropy(self.p) + pi1 * binary_entropy(self.q)
+
+    def mutual_information(self) -> float:
+        """I(x_n; x_{n+1}) = H(π) - H_rate ≥ 0, zero iff p + q = 1."""
+        return self.unigram_loss() - self.entropy_rate()
+
+    def unigram_logit(self) -> float:
+        """log(π1/π0) = log(p/q), the constant logit of the unigram predictor."""
+        return math.log(self.p) - math.log(self.q)
+
+    # --- tensors ---
+
+    def kernel(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float64) -> Tensor:
+        """The 2×2 transition matrix P."""
+        p, q = self.p, self.q
+        return torch.tensor([[1 - p, p], [q, 1 - q]], device=device, dtype=dtype)
+
+    def next_one_probability(self, x: Tensor) -> Tensor:
+        """P(x_{n+1} = 1 | x_n) for a tensor of current symbols (0/1, any float dtype)."""
+        return self.p + (1.0 - self.p - self.q) * x
+
+    def sample(
+        self,
+        batch: int,
+        length: int,
+        *,
+        seed: int | None = None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float64,
+    ) -> Tensor:
+        """Draw ``batch`` stationary sequences of ``length`` symbols, shape (batch, length).
+
+        Seeded through a private generator, so results do not depend on global RNG state.
+        The draw happens on the CPU (bit-identical across devices) and is moved afterwards.
+        """
+        check_positive_int("batch", batch)
+        check_positive_int("length", length)
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        u = torch.rand(batch, length, generator=gen, dtype=torch.float64)
+        x = torch.empty(batch, length, dtype=torch.float64)
+        x[:, 0] = (u[:, 0] < self.pi[1]).double()
+        for n in range(1, length):
+            x[:, n] = (u[:, n] < self.next_one_probability(x[:, n - 1])).double()
+        return x.to(device=device, dtype=dtype)
+
+
+@dataclass(frozen=True)
+class PrefixTree:
+    """Every binary prefix x_1^n, n = 1..N, once: 2^{N+1} - 2 rows, shortest first.
+
+    Rows are zero-padded on the right to N symbols; ``length`` says how many are real.
+    """
+
+    bits: Tensor  # (2^{N+1} - 2, N) the symbols x_1..x_n of each prefix, then zeros
+    length: Tensor  # (2^{N+1} - 2,) n, as a long tensor
+    log_prob: Tensor  # (2^{N+1} - 2,) log P(x_1^n) under the stationary chain
+
+    @property
+    def last(self) -> Tensor:
+        """The current symbol x_n of each prefix."""
+        return self.bits.gather(1, (self.length - 1)[:, None])[:, 0]
+
+
+def prefix_tree(
+    chain: MarkovChain,
+    length: int,
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float64,
+) -> PrefixTree:
+    """All prefixes of the chain up to ``length`` symbols, with their probabilities."""
+    check_positive_int("length", length)
+    full = all_sequences(length, device=device, dtype=dtype)
+    cumulative = prefix_log_probs(chain, full)
+    position = torch.arange(length, device=device)
+    bits, lengths, log_probs = [], [], []
+    for n in range(1, length + 1):
+        rows = slice(None, None, 2 ** (length - n))  # the first full sequence of each prefix
+        bits.append(full[rows] * (position < n))
+        lengths.append(torch.full((2**n,), n, device=device))
+        log_probs.append(cumulative[rows, n - 1])
+    return PrefixTree(torch.cat(bits), torch.cat(lengths), torch.cat(log_probs))
+
+
+def all_sequences(length: int, *, device: torch.device | str = "cpu", dtype=torch.float64) -> Tensor:
+    """All 2^length binary sequences as rows, x_1 most significant (shape (2^length, length))."""
+    index = torch.arange(2**length, device=device)
+    shifts = torch.arange(length - 1, -1, -1, device=device)
+    return ((index[:, None] >> shifts) & 1).to(dtype)
+
+
+def prefix_log_probs(chain: MarkovChain, x: Tensor) -> Tensor:
+    """log P(x_1..x_n) for every row of ``x`` and every n: log π_{x_1} + Σ_{i<n} log P[x_i, x_{i+1}].
+
+    Summed in log space, so p, q near 0 or 1 do not underflow; shape as ``x``.
+    """
+    log_kernel = chain.kernel(x.device, x.dtype).log()
+    log_pi = torch.tensor(chain.pi, device=x.device, dtype=x.dtype).log()
+    idx = x.long()
+    steps = torch.cat([log_pi[idx[:, :1]], log_kernel[idx[:, :-1], idx[:, 1:]]], dim=1)
+    return steps.cumsum(dim=1)

@@ -1,0 +1,163 @@
+"""Population cross-entropy of the transformer under the stationary chain (claim ID ``LOSS``).
+
+    L(θ) = (1/N) Σ_{n=1}^{N} E[ softplus(ℓ_n) - x_{n+1} ℓ_n ]        (nats)
+
+with ℓ_n = logit_n(x_1^n).  The next symbol is averaged analytically,
+E[· | x_1^n] = P(1|x_n) softplus(-ℓ_n) + P(0|x_n) softplus(ℓ_n), so only the prefix x_1^n is
+random.  Three evaluations:
+
+* ``exact``: every distinct prefix once (2^{N+1} - 2 evaluations, the floor; one-layer
+  models, deeper ones are enumerated naively);
+* ``naive``: every position of all 2^N full sequences (N 2^N evaluations), the baseline the
+  benchmarks compare against and an independent cross-check;
+* ``mc``: sampled sequences, unbiased, with a standard error (for N beyond exact reach).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from numerics.markov import (
+    InvalidInputError,
+    MarkovChain,
+    all_sequences,
+    check_positive_int,
+    prefix_log_probs,
+    prefix_tree,
+)
+from numerics.transformer import Params, logits, num_layers, prefix_logits, softplus
+
+METHODS = ("exact", "naive", "mc")
+
+
+class EnumerationTooLargeError(InvalidInputError):
+    """Exact enumeration would not fit in memory."""
+
+
+def expected_cross_entropy(logit: Tensor, p_one: Tensor) -> Tensor:
+    """E_{x'~Bernoulli(p_one)}[-log P_θ(x')] = p_one softplus(-ℓ) + (1 - p_one) softplus(ℓ)."""
+    return p_one * softplus(-logit) + (1.0 - p_one) * softplus(logit)
+
+
+def memory_budget_bytes(device: torch.device) -> int:
+    """Bytes an enumeration may use: half the host RAM, or 80 % of free GPU memory."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(0.8 * free)
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+
+
+def enumeration_bytes(params: Params, method: str) -> int:
+    """Estimated peak memory (forward + autograd) of an exact enumeration.
+
+    ``exact``: 2^{N+1} prefixes, each with N (padded) bits, scores and attention weights
+    (about 5 N numbers), the FF hidden layer (2 r) and a few d-vectors.
+    ``naive``: 2^N sequences of N positions, each with N scores and weights (full square
+    attention matrices) and the same per-position vectors.
+    """
+    seq_len, d = params["pos"].shape
+    r = params["W_1"].shape[0]
+    if method == "exact":
+        numbers = 2 ** (seq_len + 1) * (5 * seq_len + 2 * r + 6 * d)
+    else:
+        numbers = 2**seq_len * seq_len * (2 * seq_len + 2 * r + 6 * d)
+    return 2 * num_layers(params) * numbers * params["pos"].element_size()
+
+
+def check_enumeration_fits(params: Params, method: str) -> None:
+    """Raise EnumerationTooLargeError (naming the Monte-Carlo option) if it would not fit."""
+    need = enumeration_bytes(params, method)
+    budget = memory_budget_bytes(params["pos"].device)
+    if need > budget:
+        seq_len = params["pos"].shape[0]
+        raise EnumerationTooLargeError(
+            f"{method} enumeration at seq_len={seq_len} needs about {need / 2**30:.1f} GiB "
+            f"(budget {budget / 2**30:.1f} GiB); lower seq_len or use the Monte-Carlo "
+            "estimate (method='mc', num_samples=...)"
+        )
+
+
+def exact_loss(params: Params, chain: MarkovChain, *, tying: bool) -> Tensor:
+    """Σ_n Σ_{x_1^n} P(x_1^n) E[ℓ | x_1^n] / N over the prefix tree (2^{N+1} - 2 logits).
+
+    One-layer models only (``prefix_logits``); ``population_loss`` sends deeper ones to
+    ``naive_loss``, which is just as exact.
+    """
+    pos = params["pos"]
+    tree = prefix_tree(chain, pos.shape[0], device=pos.device, dtype=pos.dtype)
+    loss = expected_cross_entropy(prefix_logits(params, tree, tying=tying), chain.next_one_probability(tree.last))
+    return (tree.log_prob.exp() * loss).sum() / pos.shape[0]
+
+
+def naive_loss(params: Params, chain: MarkovChain, *, tying: bool) -> Tensor:
+    """The same population loss from every position of all 2^N full sequences (baseline)."""
+    pos = params["pos"]
+    x = all_sequences(pos.shape[0], device=pos.device, dtype=pos.dtype)
+    weight = prefix_log_probs(chain, x)[:, -1].exp()
+    per_position = expected_cross_entropy(logits(params, x, tying=tying), chain.next_one_probability(x))
+    return (weight * per_position.mean(dim=1)).sum()
+
+
+@dataclass(frozen=True)
+class MonteCarloEstimate:
+    """A Monte-Carlo loss: ``mean`` (differentiable tensor) and its standard error (float)."""
+
+    mean: Tensor
+    stderr: float
+    num_samples: int
+
+
+def monte_carlo_loss(
+    params: Params, p: float, q: float, *, tying: bool, num_samples: int, seed: int | None = None
+) -> MonteCarloEstimate:
+    """Average over ``num_samples`` stationary sequences of the per-sequence expected loss.
+
+    Each sequence contributes (1/N) Σ_n E[ℓ_n | x_1^n]; these are i.i.d. across sequences, so
+    the standard error is their sample standard deviation over √num_samples.
+    """
+    chain = MarkovChain(p, q)
+    check_positive_int("num_samples", num_samples)
+    pos = params["pos"]
+    x = chain.sample(num_samples, pos.shape[0], seed=seed, device=pos.device, dtype=pos.dtype)
+    per_position = expected_cross_entropy(logits(params, x, tying=tying), chain.next_one_probability(x))
+    per_sequence = per_position.mean(dim=1)
+    spread = per_sequence.std().item() if num_samples > 1 else math.inf
+    return MonteCarloEstimate(per_sequence.mean(), spread / math.sqrt(num_samples), num_samples)
+
+
+def population_loss(
+    params: Params,
+    p: float,
+    q: float,
+    *,
+    tying: bool,
+    method: str = "exact",
+    num_samples: int | None = None,
+    seed: int | None = None,
+) -> Tensor:
+    """Population loss L(θ) in nats as a differentiable 0-dim tensor on the params' device.
+
+    N is ``params["pos"].shape[0]``.  ``method``: "exact" (prefix tree, the default), "naive"
+    (all full sequences) or "mc" (needs ``num_samples``; the standard error is available from
+    ``monte_carlo_loss``).  Exact methods refuse sizes that would not fit in memory.
+    """
+    if method == "mc":
+        if num_samples is None:
+            raise InvalidInputError("method='mc' needs num_samples")
+        return monte_carlo_loss(params, p, q, tying=tying, num_samples=num_samples, seed=seed).mean
+    chain = MarkovChain(p, q)
+    if not tying and "a" not in params:
+        raise InvalidInputError("tying=False needs a head vector 'a' in params")
+    if method not in METHODS:
+        raise InvalidInputError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "exact" and num_layers(params) > 1:
+        method = "naive"  # the prefix tree is written for one layer; naive is equally exact
+    check_enumeration_fits(params, method)
+    if method == "exact":
+        return exact_loss(params, chain, tying=tying)
+    return naive_loss(params, chain, tying=tying)

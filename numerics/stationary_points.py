@@ -1,0 +1,96 @@
+"""Explicit stationary points of the population loss (claims ``STAT-PI`` and ``GLOBAL-MIN``).
+
+θ_π (unigram): e = a = 0, every other weight 0, b = log(p/q); then f ≡ π1 and L = H(π).
+Any pos and W with e = a = 0, b = log(p/q) is stationary too (the critical manifold M_π).
+
+θ_* (bigram): attention off (W_V = W_O = 0), pos_n = c u, e = s u, W_1 = w v uᵀ,
+W_2 = (g/w) u vᵀ with unit u ∈ R^d and v = 1_r/√r ∈ R^r.  Every hidden unit then receives
+w (x s + c)/√r > 0, so the ReLU is linear on a neighbourhood (no kink anywhere), and
+
+    logit(x) = t (1 + g)(x s + c) + b,          t = s when tied, a = t u otherwise.
+
+Matching logit(0) = β = log(p/(1-p)) and logit(1) - logit(0) = α = log((1-p)(1-q)/(pq)) makes
+σ(logit) = P(x_{n+1} = 1 | x_n), hence L = H_rate.  Tied needs t(1+g)s = (1+g)s² = α, so the
+feed-forward must flip the sign (g < -1) exactly when α < 0, i.e. p + q > 1.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from numerics.markov import MarkovChain
+from numerics.transformer import Params, init_params
+
+
+def kernel_logits(chain: MarkovChain) -> tuple[float, float]:
+    """(α, β): logit(P(1|1)) - logit(P(1|0)) and logit(P(1|0)), computed stably."""
+    p, q = chain.p, chain.q
+    beta = math.log(p) - math.log1p(-p)
+    alpha = math.log1p(-p) + math.log1p(-q) - math.log(p) - math.log(q)
+    return alpha, beta
+
+
+def theta_pi(
+    chain: MarkovChain,
+    d: int,
+    seq_len: int,
+    *,
+    r: int | None = None,
+    tying: bool = True,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float64,
+) -> Params:
+    """θ_π: all weights 0 and b = log(p/q), so f ≡ π1 (the unigram predictor)."""
+    params = init_params(d, seq_len, r=r, tying=tying, std=0.0, device=device, dtype=dtype)
+    params["b"] = torch.tensor(chain.unigram_logit(), device=device, dtype=dtype)
+    return params
+
+
+def default_ff_gain(chain: MarkovChain, tying: bool) -> float:
+    """g = -2 (the FF flips the sign) for tied models with p + q > 1, else g = 0."""
+    return -2.0 if tying and chain.p + chain.q > 1 else 0.0
+
+
+def theta_star(
+    chain: MarkovChain,
+    d: int,
+    seq_len: int,
+    *,
+    r: int | None = None,
+    tying: bool = True,
+    c: float = 1.0,
+    g: float | None = None,
+    w: float = 1.0,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float64,
+) -> Params:
+    """θ_*: the bigram predictor f = P(x_{n+1}=1 | x_n), along unit u = first basis vector.
+
+    Tied: s = √(α/(1+g)) with g from ``default_ff_gain``; untied: g = 0, s = 1, t = α.
+    Needs c > 0 and w > 0 so the ReLU is in its linear regime.
+    """
+    if c <= 0 or w <= 0:
+        raise ValueError("theta_star needs c > 0 and w > 0 (ReLU in its linear regime)")
+    alpha, beta = kernel_logits(chain)
+    g = default_ff_gain(chain, tying) if g is None else g
+    if tying:
+        if alpha / (1 + g) < 0:
+            raise ValueError(f"tied θ_* needs sign(1+g) = sign(α); got g={g}, α={alpha:.3g}")
+        s = t = math.sqrt(alpha / (1 + g))
+    else:
+        s, t = 1.0, alpha / (1 + g)
+    params = init_params(d, seq_len, r=r, tying=tying, std=0.0, device=device, dtype=dtype)
+    r = params["W_1"].shape[0]
+    u = torch.zeros(d, dtype=dtype, device=device)
+    u[0] = 1.0
+    v = torch.full((r,), 1 / math.sqrt(r), dtype=dtype, device=device)
+    params["e"] = s * u
+    params["pos"] = c * u.expand(seq_len, d).clone()
+    params["W_1"] = w * torch.outer(v, u)
+    params["W_2"] = (g / w) * torch.outer(u, v)
+    if not tying:
+        params["a"] = t * u
+    params["b"] = torch.tensor(beta - t * c * (1 + g), dtype=dtype, device=device)
+    return params

@@ -1,0 +1,159 @@
+"""The paper's single-layer transformer on binary inputs, as pure functions of a parameter dict.
+
+For inputs x_1..x_N ∈ {0, 1}, embedding dim d and feed-forward width r (claim ID ``MODEL``)::
+
+    x̃_n     = x_n e + p_n                                        (embedding)
+    y_n     = x̃_n + W_O Σ_{i≤n} att_{n,i} W_V x̃_i                 (causal attention, residual)
+    att_n   = softmax_i( <W_Q x̃_n, W_K x̃_i> / √d ),  i ≤ n
+    z_n     = y_n + W_2 ReLU(W_1 y_n)                             (feed-forward, residual)
+    logit_n = <a, z_n> + b,       f_θ(x_1^n) = σ(logit_n)         (head; a = e when tied)
+
+No layer norm, no biases except the scalar b.  Parameters are a plain ``dict[str, Tensor]``
+with the SPEC's names (``e``, ``pos``, ``W_Q``, ``W_K``, ``W_V``, ``W_O``, ``W_1``, ``W_2``,
+``a``, ``b``) so that ``torch.func`` can differentiate with respect to any of them.  Deeper
+models stack the attention + feed-forward block; layer ℓ ≥ 1 stores its block under
+``"W_Q.ℓ"`` etc., so a one-layer dict uses exactly the SPEC's names.
+
+Two evaluations: ``logits`` runs whole sequences with a causal mask (the textbook forward
+pass, any depth); ``prefix_logits`` runs every distinct prefix of a one-layer model exactly
+once, for the exact population loss.  Tests check that they agree.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from numerics.markov import PrefixTree, check_positive_int
+
+Params = dict[str, Tensor]
+BLOCK = ("W_Q", "W_K", "W_V", "W_O", "W_1", "W_2")
+
+
+def layer_key(name: str, layer: int) -> str:
+    """Dict key of block parameter ``name`` in layer ``layer`` (0-based)."""
+    return name if layer == 0 else f"{name}.{layer}"
+
+
+def num_layers(params: Params) -> int:
+    """Number of attention + feed-forward blocks stored in ``params``."""
+    return sum(1 for k in params if k == "W_Q" or k.startswith("W_Q."))
+
+
+def init_params(
+    d: int,
+    seq_len: int,
+    *,
+    r: int | None = None,
+    layers: int = 1,
+    tying: bool = True,
+    std: float = 0.02,
+    seed: int | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float64,
+) -> Params:
+    """Parameters for embedding dim d, FF width r (default 4d) and N = seq_len positions.
+
+    Entries are i.i.d. N(0, std²) (``std=0`` gives the all-zero point); ``a`` exists only
+    when ``tying`` is False.  Seeded through a private generator; drawn on the CPU in float64
+    so the same seed gives the same point on every device and dtype.
+    """
+    for name, value in (("d", d), ("seq_len", seq_len), ("layers", layers)):
+        check_positive_int(name, value)
+    r = 4 * d if r is None else check_positive_int("r", r)
+    shapes: dict[str, tuple[int, ...]] = {"e": (d,), "pos": (seq_len, d)}
+    for layer in range(layers):
+        shapes |= {
+            layer_key("W_Q", layer): (d, d),
+            layer_key("W_K", layer): (d, d),
+            layer_key("W_V", layer): (d, d),
+            layer_key("W_O", layer): (d, d),
+            layer_key("W_1", layer): (r, d),
+            layer_key("W_2", layer): (d, r),
+        }
+    if not tying:
+        shapes["a"] = (d,)
+    shapes["b"] = ()
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    return {
+        name: (std * torch.randn(shape, generator=gen, dtype=torch.float64)).to(device, dtype)
+        for name, shape in shapes.items()
+    }
+
+
+def softplus(x: Tensor) -> Tensor:
+    """log(1 + e^x), exact in float64 for every x (torch's default switches to x above 20)."""
+    return x.clamp(min=0) + torch.log1p(torch.exp(-x.abs()))
+
+
+def keys_values(params: Params, layer: int, context: Tensor) -> tuple[Tensor, Tensor]:
+    """Keys W_K c_i and values W_V c_i of context states c (..., S, d)."""
+    return context @ params[layer_key("W_K", layer)].T, context @ params[layer_key("W_V", layer)].T
+
+
+def attention(params: Params, layer: int, h: Tensor, key: Tensor, value: Tensor, mask: Tensor | None) -> Tensor:
+    """W_O Σ_i softmax_i(<W_Q h, k_i>/√d) v_i for queries h (..., T, d) and keys, values (..., S, d).
+
+    Written out instead of ``scaled_dot_product_attention``, whose fused CPU kernel has no
+    forward-mode AD nor double backward (torch.func.hessian would fail through it).
+    """
+    scores = (h @ params[layer_key("W_Q", layer)].T) @ key.transpose(-1, -2) / math.sqrt(h.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.softmax(scores, dim=-1) @ value @ params[layer_key("W_O", layer)].T
+
+
+def feed_forward(params: Params, layer: int, y: Tensor) -> Tensor:
+    """W_2 ReLU(W_1 y)."""
+    return torch.relu(y @ params[layer_key("W_1", layer)].T) @ params[layer_key("W_2", layer)].T
+
+
+def block(params: Params, layer: int, h: Tensor, key: Tensor, value: Tensor, mask: Tensor | None) -> Tensor:
+    """One layer: y = h + attention(h; keys, values);  z = y + W_2 ReLU(W_1 y)."""
+    y = h + attention(params, layer, h, key, value, mask)
+    return y + feed_forward(params, layer, y)
+
+
+def head(params: Params, z: Tensor, *, tying: bool) -> Tensor:
+    """logit = <a, z> + b with a = e under weight tying."""
+    a = params["e"] if tying else params["a"]
+    return z @ a + params["b"]
+
+
+def logits(params: Params, x: Tensor, *, tying: bool) -> Tensor:
+    """Logits of every position of a batch of sequences x (B, n), n ≤ N; returns (B, n)."""
+    n = x.shape[-1]
+    h = x[..., None] * params["e"] + params["pos"][:n]
+    causal = torch.ones(n, n, dtype=torch.bool, device=x.device).tril()
+    for layer in range(num_layers(params)):
+        h = block(params, layer, h, *keys_values(params, layer, h), causal)
+    return head(params, h, tying=tying)
+
+
+def prefix_logits(params: Params, tree: PrefixTree, *, tying: bool) -> Tensor:
+    """The logit of every distinct prefix x_1^n of a one-layer model (one per row of ``tree``).
+
+    A causal model's logit at position n depends only on x_1^n, so each of the 2^{N+1} - 2
+    prefixes is evaluated once, where running every position of all 2^N full sequences costs
+    N/2 times more.  In one layer the key and value of position i depend on x_i alone,
+    k_i = W_K(x_i e + p_i) = k_i(0) + x_i Δk_i (the same for v_i), so with the prefix bits X
+    the attention of the sequence forward pass becomes two dense products per prefix:
+
+        scores = Q K(0)ᵀ + X ⊙ (Q ΔKᵀ),   A = softmax over i ≤ n,   mix = A V(0) + (A ⊙ X) ΔV
+
+    Deeper models have prefix-dependent keys and go through ``logits`` instead.
+    """
+    if num_layers(params) != 1:
+        raise ValueError("prefix_logits evaluates one-layer models; use logits() for deeper ones")
+    e, pos = params["e"], params["pos"]
+    bits = tree.bits
+    h = tree.last[:, None] * e + pos[tree.length - 1]
+    (key0, key1), (value0, value1) = keys_values(params, 0, torch.stack([pos, pos + e]))
+    query = h @ params["W_Q"].T / math.sqrt(h.shape[-1])
+    scores = query @ key0.T + bits * (query @ (key1 - key0).T)
+    causal = torch.arange(pos.shape[0], device=bits.device) < tree.length[:, None]
+    att = torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1)
+    y = h + (att @ value0 + (att * bits) @ (value1 - value0)) @ params["W_O"].T
+    return head(params, y + feed_forward(params, 0, y), tying=tying)
