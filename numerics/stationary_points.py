@@ -53,34 +53,29 @@ def default_ff_gain(chain: MarkovChain, tying: bool) -> float:
     return -2.0 if tying and chain.p + chain.q > 1 else 0.0
 
 
-def theta_star(
-    chain: MarkovChain,
+def reduced_point(
+    s: float,
+    t: float,
+    b: float,
+    c: float,
+    g: float,
     d: int,
     seq_len: int,
     *,
     r: int | None = None,
     tying: bool = True,
-    c: float = 1.0,
-    g: float | None = None,
     w: float = 1.0,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float64,
 ) -> Params:
-    """θ_*: the bigram predictor f = P(x_{n+1}=1 | x_n), along unit u = first basis vector.
+    """φ(ρ): the full parameter dict of the reduced family ρ = (s, t, b, c, g) (claim ``REDUCED``).
 
-    Tied: s = √(α/(1+g)) with g from ``default_ff_gain``; untied: g = 0, s = 1, t = α.
-    Needs c > 0 and w > 0 so the ReLU is in its linear regime.
+    Attention off, e = s u, pos_n = c u, W_1 = w v uᵀ, W_2 = (g/w) u vᵀ, a = t u (t = s when
+    tied).  Exact, logit(x) = t(1+g)(x s + c) + b, wherever every ReLU input w(x s + c)/√r is
+    positive: c > 0, s + c > 0 and w > 0 (the region ``theory.reduced.EXACT_REGION``).
     """
-    if c <= 0 or w <= 0:
-        raise ValueError("theta_star needs c > 0 and w > 0 (ReLU in its linear regime)")
-    alpha, beta = kernel_logits(chain)
-    g = default_ff_gain(chain, tying) if g is None else g
-    if tying:
-        if alpha / (1 + g) < 0:
-            raise ValueError(f"tied θ_* needs sign(1+g) = sign(α); got g={g}, α={alpha:.3g}")
-        s = t = math.sqrt(alpha / (1 + g))
-    else:
-        s, t = 1.0, alpha / (1 + g)
+    if w <= 0 or c <= 0 or s + c <= 0:
+        raise ValueError(f"reduced point outside the exact region (need w, c, s + c > 0): {s=}, {c=}, {w=}")
     params = init_params(d, seq_len, r=r, tying=tying, std=0.0, device=device, dtype=dtype)
     r = params["W_1"].shape[0]
     u = torch.zeros(d, dtype=dtype, device=device)
@@ -92,5 +87,34 @@ def theta_star(
     params["W_2"] = (g / w) * torch.outer(u, v)
     if not tying:
         params["a"] = t * u
-    params["b"] = torch.tensor(beta - t * c * (1 + g), dtype=dtype, device=device)
+    params["b"] = torch.tensor(b, dtype=dtype, device=device)
     return params
+
+
+def theta_star(
+    chain: MarkovChain,
+    d: int,
+    seq_len: int,
+    *,
+    r: int | None = None,
+    tying: bool = True,
+    c: float = 1.0,
+    g: float | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float64,
+) -> Params:
+    """θ_*: the bigram predictor f = P(x_{n+1}=1 | x_n), a point of the reduced family.
+
+    Tied: s = t = √(α/(1+g)) with g from ``default_ff_gain``; untied: g = 0, s = 1, t = α.
+    In both, b = β - t c (1+g) so that logit(0) = β and logit(1) - logit(0) = α.
+    """
+    alpha, beta = kernel_logits(chain)
+    g = default_ff_gain(chain, tying) if g is None else g
+    if tying:
+        if alpha / (1 + g) < 0:
+            raise ValueError(f"tied θ_* needs sign(1+g) = sign(α); got g={g}, α={alpha:.3g}")
+        s = t = math.sqrt(alpha / (1 + g))
+    else:
+        s, t = 1.0, alpha / (1 + g)
+    b = beta - t * c * (1 + g)
+    return reduced_point(s, t, b, c, g, d, seq_len, r=r, tying=tying, device=device, dtype=dtype)

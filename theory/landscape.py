@@ -1,0 +1,229 @@
+"""Gradient, Hessian and their values at θ_π and θ_* of the reduced model, proven in SymPy.
+
+Every result is a ``Result``: the expression, its canonical (reduced) form, the expected
+canonical form when it is an identity, the assumptions used and the claim ID it supports.
+An identity is *proven* when ``canonical(expr - expected)`` is exactly 0.  Everything is
+derived once per process (``functools.cache``); ``derive_all`` runs the whole set.
+
+Logs are combined with ``expand_log(force=True)``, valid on the domain 0 < p, q < 1 which is
+listed in each result's assumptions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+
+import sympy as sp
+
+from theory import reduced as R
+from theory.markov import canonical, entropy_rate, p, q, stationary, unigram_loss
+
+DOMAIN = "0 < p < 1, 0 < q < 1"
+pi0, pi1 = stationary()
+K = sp.factor(pi0 * pi1)  # π0 π1, the curvature unit
+alpha = sp.log(1 - p) + sp.log(1 - q) - sp.log(p) - sp.log(q)  # logit P(1|1) - logit P(1|0)
+beta = sp.log(p) - sp.log(1 - p)  # logit P(1|0)
+UNIGRAM_BIAS = sp.log(p) - sp.log(q)  # logit π1
+
+
+@dataclass(frozen=True)
+class Result:
+    """One derived statement: ``expr`` reduces to ``form``; an identity holds if form == expected."""
+
+    name: str
+    claim: str
+    expr: sp.Expr | sp.Matrix
+    form: sp.Expr | sp.Matrix
+    expected: sp.Expr | sp.Matrix | None = None
+    assumptions: tuple[str, ...] = (DOMAIN,)
+    notes: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def proven(self) -> bool | None:
+        """True if form - expected is exactly 0; None for results that are not identities."""
+        if self.expected is None:
+            return None
+        diff = self.form - self.expected
+        if isinstance(diff, sp.MatrixBase):
+            return all(canonical(entry) == 0 for entry in diff)
+        return canonical(diff) == 0
+
+
+def _identity(name: str, claim: str, expr, expected, *assumptions: str, notes: str = "") -> Result:
+    form = expr.applyfunc(canonical) if isinstance(expr, sp.MatrixBase) else canonical(expr)
+    return Result(name, claim, expr, form, expected, (DOMAIN, *assumptions), notes)
+
+
+@cache
+def gradient(tying: bool) -> sp.Matrix:
+    """∇_ρ L of the reduced model."""
+    L = R.loss(tying)
+    return sp.Matrix([sp.diff(L, x) for x in R.parameters(tying)])
+
+
+@cache
+def hessian(tying: bool) -> sp.Matrix:
+    """∇²_ρ L of the reduced model."""
+    return sp.hessian(R.loss(tying), R.parameters(tying))
+
+
+def theta_pi(tying: bool) -> dict[sp.Symbol, sp.Expr]:
+    """θ_π in reduced coordinates: e = a = 0 (s = t = 0), b = log(p/q); c, g free."""
+    point = {R.s: 0, R.b: UNIGRAM_BIAS}
+    return point if tying else point | {R.t: 0}
+
+
+def theta_star(tying: bool) -> dict[sp.Symbol, sp.Expr]:
+    """θ_* in reduced coordinates with c, g (and untied s) free.
+
+    Tied: s = √(α/(1+g)) (real when sign(1+g) = sign(α)); untied: t = α/((1+g)s).
+    Both: b = β - t c (1+g), so logit(0) = β and logit(1) = α + β.
+    """
+    if tying:
+        root = sp.sqrt(alpha / (1 + R.g))
+        return {R.s: root, R.b: beta - root * R.c * (1 + R.g)}
+    head = alpha / ((1 + R.g) * R.s)
+    return {R.t: head, R.b: beta - head * R.c * (1 + R.g)}
+
+
+def _hessian_at_pi(tying: bool) -> sp.Matrix:
+    return hessian(tying).subs(theta_pi(tying)).applyfunc(canonical)
+
+
+@cache
+def stationarity_pi(tying: bool) -> Result:
+    """∇L(θ_π) = 0 for every c, g (claim STAT-PI)."""
+    grad = gradient(tying).subs(theta_pi(tying))
+    return _identity("grad L(theta_pi) = 0", "STAT-PI", grad, sp.zeros(*grad.shape))
+
+
+@cache
+def loss_pi(tying: bool) -> Result:
+    """L(θ_π) = H(π) (claim STAT-PI)."""
+    return _identity("L(theta_pi) = H(pi)", "STAT-PI", R.loss(tying).subs(theta_pi(tying)), unigram_loss())
+
+
+@cache
+def stationarity_star(tying: bool) -> Result:
+    """∇L(θ_*) = 0 for every admissible c, g, s (claim GLOBAL-MIN)."""
+    grad = gradient(tying).subs(theta_star(tying))
+    sign = ("(1+g) alpha > 0 (g < -1 iff p+q > 1)",) if tying else ("s != 0, g != -1",)
+    return _identity("grad L(theta_*) = 0", "GLOBAL-MIN", grad, sp.zeros(*grad.shape), *sign)
+
+
+@cache
+def loss_star(tying: bool) -> Result:
+    """L(θ_*) = H_rate (claim GLOBAL-MIN)."""
+    return _identity("L(theta_*) = H_rate", "GLOBAL-MIN", R.loss(tying).subs(theta_star(tying)), entropy_rate())
+
+
+@cache
+def gauss_newton_star() -> Result:
+    """At the logits of θ_*, ∇²_z of the transition loss is diag(π0 p(1-p), π1 q(1-q)) (claim GLOBAL-MIN).
+
+    L(ρ) = F(z(ρ)) with z = (logit_0, logit_1) and F the transition loss, so by the chain rule
+    ∇²L = Jᵀ ∇²F J + Σ_x ∂F/∂z_x ∇²z_x.  At θ_* the logits are z* = (β, α + β), where ∇F = 0
+    (``stationarity_star``), so ∇²L(θ_*) = Jᵀ diag(π0 p(1-p), π1 q(1-q)) J: a Gram matrix
+    with positive weights, positive semidefinite in every parametrisation (tied or not).
+    """
+    z = sp.symbols("z0 z1", real=True)
+    F = R.transition_loss(z)
+    hess = sp.hessian(F, z).subs({z[0]: beta, z[1]: alpha + beta})
+    expected = sp.diag(pi0 * p * (1 - p), pi1 * q * (1 - q))
+    return _identity("Hess of F at the logits of theta_* (Gauss-Newton, PSD)", "GLOBAL-MIN", hess, expected)
+
+
+@cache
+def normal_block_pi() -> Result:
+    """Tied θ_π: the (s, b) block of ∇²L, its determinant 2π0²π1²(1+g)(p+q-1) (claim LOCAL-MIN).
+
+    With H_bb = π0π1 > 0, Sylvester's criterion on the order (b, s) makes the block positive
+    definite iff det > 0 iff (1+g)(p+q-1) > 0: at g = 0 iff p + q > 1.  The c and g rows
+    vanish (the loss ignores c and g when s = 0): they are tangent to the critical manifold.
+    """
+    H = _hessian_at_pi(True)
+    block = H.extract([0, 1], [0, 1])
+    det = canonical(block.det())
+    expected = 2 * K**2 * (1 + R.g) * (p + q - 1)
+    result = _identity("det of (s,b) block at theta_pi", "LOCAL-MIN", det, expected)
+    return Result(result.name, result.claim, det, result.form, expected, result.assumptions,
+                  notes="positive definite iff (1+g)(p+q-1) > 0",
+                  extra={"block": block, "hessian": H, "H_bb": block[1, 1]})
+
+
+@cache
+def untied_block_pi() -> Result:
+    """Untied θ_π: det of the (s, t, b) block is -(π0π1)³(1+g)²(p+q-1)² < 0 (claim SADDLE-UNTIED).
+
+    A 3×3 symmetric matrix with negative determinant has a negative eigenvalue, and H_bb > 0
+    gives a positive one: indefinite whenever (1+g)(p+q-1) ≠ 0.
+    """
+    H = _hessian_at_pi(False)
+    block = H.extract([0, 1, 2], [0, 1, 2])
+    expected = -(K**3) * (1 + R.g) ** 2 * (p + q - 1) ** 2
+    result = _identity("det of (s,t,b) block at untied theta_pi", "SADDLE-UNTIED", canonical(block.det()), expected)
+    return Result(result.name, result.claim, result.expr, result.form, expected, result.assumptions,
+                  notes="indefinite whenever p+q != 1", extra={"block": block})
+
+
+@cache
+def spectrum_pi(tying: bool) -> dict[sp.Expr, int]:
+    """Nonzero eigenvalues of the full-space Hessian at θ_π (pos = 0, all W = 0), per unit of d.
+
+    At that point the loss sees e (and a) only through |e|² (and <e, a>): the e-block is
+    isotropic, so each eigenvalue of the reduced block at c = g = 0 appears d times, except the
+    b-eigenvalue.  Returned as {eigenvalue: multiplicity in units of d, or 0 for "once"}.
+    Tied: {π0π1: once, 2π0π1(p+q-1): d}.  Untied: {π0π1: once, ±π0π1(p+q-1): d each}.
+    """
+    block = _hessian_at_pi(tying).subs({R.c: 0, R.g: 0})
+    if tying:
+        assert block[0, 1] == 0
+        return {canonical(block[1, 1]): 0, canonical(block[0, 0]): 1}
+    st = block.extract([0, 1], [0, 1])  # [[0, A], [A, 0]] in (s, t); b decoupled at c = 0
+    return {canonical(block[2, 2]): 0} | {canonical(ev): 1 for ev in st.eigenvals()}
+
+
+@cache
+def l2g_results() -> tuple[Result, ...]:
+    """The companion three-parameter model (claim L2G): global locus and the line e = 0.
+
+    * On e²κ = α with b = β + e²/2: ∇L = 0 and L = H_rate (the global-minimum locus);
+    * on e = 0 with b = log(p/q): ∇L = 0, L = H(π), ∂²L/∂e² = 2π0π1(p+q-1)κ, H_eb = 0,
+      so the line is locally minimal in e iff (p+q-1)κ > 0, i.e. (1-p-q)(1+2w|w|) < 0.
+    """
+    L = R.l2g_loss()
+    coords = (R.e, R.kappa, R.b)
+    grad = sp.Matrix([sp.diff(L, x) for x in coords])
+    locus = {R.kappa: alpha / R.e**2, R.b: beta + R.e**2 / 2}
+    line = {R.e: 0, R.b: UNIGRAM_BIAS}
+    H = sp.hessian(L, (R.e, R.b)).subs(line)
+    return (
+        _identity("L2G: grad L = 0 on e^2 kappa = alpha", "L2G", grad.subs(locus), sp.zeros(3, 1), "e != 0"),
+        _identity("L2G: L = H_rate on e^2 kappa = alpha", "L2G", L.subs(locus), entropy_rate(), "e != 0"),
+        _identity("L2G: grad L = 0 on e = 0", "L2G", grad.subs(line), sp.zeros(3, 1)),
+        _identity("L2G: d2L/de2 on e = 0", "L2G", H[0, 0], 2 * K * (p + q - 1) * R.kappa),
+        _identity("L2G: d2L/de db on e = 0", "L2G", H[0, 1], sp.Integer(0)),
+    )
+
+
+def identities() -> list[Result]:
+    """Every identity of the theory, for tests, the LaTeX document and the CLI."""
+    out = []
+    for tying in (True, False):
+        out += [stationarity_pi(tying), loss_pi(tying), stationarity_star(tying), loss_star(tying)]
+    return [*out, gauss_newton_star(), normal_block_pi(), untied_block_pi(), *l2g_results()]
+
+
+def spectrum_closed_form(tying: bool, d: int) -> list[tuple[sp.Expr, int]]:
+    """Nonzero full-space eigenvalues at θ_π (pos = 0) with multiplicities, for embedding dim d."""
+    return [(ev, d if per_d else 1) for ev, per_d in spectrum_pi(tying).items()]
+
+
+@cache
+def numeric_spectrum(tying: bool):
+    """lambdify of the θ_π spectrum: f(p, q) -> list of (eigenvalue, per-d flag), vectorised."""
+    items = list(spectrum_pi(tying).items())
+    fn = sp.lambdify((p, q), [ev for ev, _ in items], modules="numpy", cse=True)
+    return fn, [per_d for _, per_d in items]
