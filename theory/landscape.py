@@ -172,17 +172,19 @@ def untied_block_pi() -> Result:
 def spectrum_pi(tying: bool) -> dict[sp.Expr, int]:
     """Nonzero eigenvalues of the full-space Hessian at θ_π (pos = 0, all W = 0), per unit of d.
 
-    At that point the loss sees e (and a) only through |e|² (and <e, a>): the e-block is
-    isotropic, so each eigenvalue of the reduced block at c = g = 0 appears d times, except the
-    b-eigenvalue.  Returned as {eigenvalue: multiplicity in units of d, or 0 for "once"}.
+    That point is the reduced θ_π at c = g = 0, where the loss sees e (and a) only through
+    |e|² (and <e, a>): the e-block is isotropic, so each eigenvalue of the reduced (s, b) or
+    (s, t, b) block appears d times, except the b-eigenvalue.  Returned as
+    {eigenvalue: 1 if it appears d times, 0 if once}.
     Tied: {π0π1: once, 2π0π1(p+q-1): d}.  Untied: {π0π1: once, ±π0π1(p+q-1): d each}.
     """
-    block = _hessian_at_pi(tying).subs({R.c: 0, R.g: 0})
-    if tying:
-        assert block[0, 1] == 0
-        return {canonical(block[1, 1]): 0, canonical(block[0, 0]): 1}
-    st = block.extract([0, 1], [0, 1])  # [[0, A], [A, 0]] in (s, t); b decoupled at c = 0
-    return {canonical(block[2, 2]): 0} | {canonical(ev): 1 for ev in st.eigenvals()}
+    coords = (R.s, R.b) if tying else (R.s, R.t, R.b)
+    L = R.loss(tying).subs({R.c: 0, R.g: 0})
+    block = sp.hessian(L, coords).subs(theta_pi(tying)).applyfunc(canonical)
+    if tying:  # diagonal at c = 0: the s and b directions decouple
+        return {block[1, 1]: 0, block[0, 0]: 1}
+    st = block.extract([0, 1], [0, 1])  # [[0, A], [A, 0]]; b decoupled at c = 0
+    return {block[2, 2]: 0} | {canonical(ev): 1 for ev in st.eigenvals()}
 
 
 @cache
