@@ -1,0 +1,13 @@
+"""The paper's claims with IDs, where they stand in the paper, and the checks that verify them."""
+
+from __future__ import annotations
+
+import tomllib
+from functools import cache
+from importlib import resources
+
+
+@cache
+def claims() -> list[dict]:
+    """The registry: a list of {id, where, statement, checks}."""
+    return tomllib.loads(resources.files(__name__).joinpath("claims.toml").read_text("utf-8"))["claim"]

@@ -17,7 +17,18 @@ from functools import cache
 import sympy as sp
 
 from theory import reduced as R
-from theory.markov import canonical, entropy_rate, p, q, stationary, unigram_loss
+from theory.markov import (
+    canonical,
+    covariance,
+    entropy_rate,
+    k,
+    mutual_information,
+    p,
+    q,
+    second_eigenvalue,
+    stationary,
+    unigram_loss,
+)
 
 DOMAIN = "0 < p < 1, 0 < q < 1"
 pi0, pi1 = stationary()
@@ -210,9 +221,19 @@ def l2g_results() -> tuple[Result, ...]:
     )
 
 
+@cache
+def chain_results() -> tuple[Result, ...]:
+    """Claim SRC: the covariance and mutual information of the source, derived then matched."""
+    lam = second_eigenvalue()
+    return (
+        _identity("Cov(x_n, x_{n+k}) = pi0 pi1 lambda^k", "SRC", covariance() / lam**k, K),
+        _identity("I(x_n; x_{n+1}) = H(pi) - H_rate", "SRC", mutual_information(), unigram_loss() - entropy_rate()),
+    )
+
+
 def identities() -> list[Result]:
     """Every identity of the theory, for tests, the LaTeX document and the CLI."""
-    out = []
+    out = list(chain_results())
     for tying in (True, False):
         out += [stationarity_pi(tying), loss_pi(tying), stationarity_star(tying), loss_star(tying)]
     return [*out, gauss_newton_star(), normal_block_pi(), untied_block_pi(), *l2g_results()]
