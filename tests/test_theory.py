@@ -27,7 +27,7 @@ def test_identities_hold_at_random_rational_points_exactly(result):
                  R.c: sp.Rational(rng.randint(1, 9), 7), R.g: sp.Rational(rng.randint(1, 9), 5), R.s: sp.Rational(1, 2)}
         if result.name.startswith("grad L(theta_*)") and (point[p] + point[q] > 1):
             point[R.g] = -3  # tied θ_* needs (1+g) α > 0
-        value = diff.subs(point) if not isinstance(diff, sp.MatrixBase) else diff.subs(point)
+        value = diff.subs(point)
         entries = list(value) if isinstance(value, sp.MatrixBase) else [value]
         assert all(abs(sp.N(v, 30)) < 1e-25 for v in entries)
 
@@ -74,8 +74,8 @@ def test_closed_form_gradient_and_hessian_match_autograd(pv, qv, s, c, g):
         z = [s_ * (1 + g_) * (x * s_ + c_) + b_ for x in (0, 1)]
         pi = (qv / (pv + qv), pv / (pv + qv))
         P = ((1 - pv, pv), (qv, 1 - qv))
-        return sum(pi[x] * (P[x][1] * torch.nn.functional.softplus(-z[x]) + P[x][0] * torch.nn.functional.softplus(z[x]))
-                   for x in (0, 1))
+        softplus = torch.nn.functional.softplus
+        return sum(pi[x] * (P[x][1] * softplus(-z[x]) + P[x][0] * softplus(z[x])) for x in (0, 1))
 
     rho = torch.tensor(point[2:], dtype=torch.float64)
     assert f(*point) == pytest.approx(torch_loss(rho).item(), rel=1e-12)

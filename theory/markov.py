@@ -99,7 +99,8 @@ def canonical(expr: sp.Expr) -> sp.Expr:
     when their logs are of rational functions of p, q (all of ours are).
     """
     expr = sp.sympify(expr)
-    expr = expr.replace(lambda x: isinstance(x, sp.exp), lambda x: sp.expand_power_exp(sp.exp(sp.expand(sp.cancel(x.args[0])))))
+    expr = expr.replace(lambda x: isinstance(x, sp.exp),
+                        lambda x: sp.expand_power_exp(sp.exp(sp.expand(sp.cancel(x.args[0])))))
     expr = expr.replace(lambda x: isinstance(x, sp.log), lambda x: _log_normal_form(x.args[0]))
     expr = sp.expand(expr)
     logs = sorted(expr.atoms(sp.log), key=sp.default_sort_key)

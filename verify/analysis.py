@@ -91,7 +91,7 @@ def predict_unigram(config: Config) -> str:
 def analyse_unigram(config: Config, theorem: str) -> Report:
     """θ_π (e = a = 0, pos = 0, W = 0, b = log(p/q)): stationarity, spectrum, and the prediction."""
     chain = MarkovChain(config.p, config.q)
-    g_tol, l_tol, e_rtol = TOLERANCE[config.dtype]
+    _, l_tol, e_rtol = TOLERANCE[config.dtype]
     params = theta_pi(chain, config.d, config.seq_len, tying=config.tying,
                       device=config.device, dtype=config.torch_dtype)
     loss = _loss_fn(config)
@@ -138,9 +138,11 @@ def analyse_unigram(config: Config, theorem: str) -> Report:
         step = 1e-2
         drop = loss(unflatten(theta + step * lowest.to(theta), layout)).item() - numeric["loss"]
         predicted = 0.5 * step**2 * spectrum.min_eigenvalue
-        checks.append(Check("descent along negative curvature", drop < 0 and abs(drop - predicted) <= 0.05 * abs(predicted),
-                            drop, predicted, 0.05 * abs(predicted),
-                            f"L(θ + 0.01 v_min) - L(θ) vs λ_min/2 · 0.01²; v_min = {describe(composition(lowest, layout))}"))
+        tol = 0.05 * abs(predicted)
+        checks.append(Check("descent along negative curvature", drop < 0 and abs(drop - predicted) <= tol,
+                            drop, predicted, tol,
+                            "L(θ + 0.01 v_min) - L(θ) vs λ_min/2 · 0.01²; "
+                            f"v_min = {describe(composition(lowest, layout))}"))
     if config.tying:
         checks.append(manifold_condition_check(config, chain))
     return Report(theorem, ["STAT-PI", "LOCAL-MIN" if config.tying else "SADDLE-UNTIED", "SADDLE", "MANIFOLD"],
@@ -167,7 +169,8 @@ def local_min_checks(config: Config, loss, theta, layout, base: float, chain: Ma
     point = theta + 0.05 * directions[0]
     start = loss(unflatten(point, layout)).item() - base
     step = 1 / max(curvatures)
-    steps = min(400, math.ceil(math.log(1e-3) / math.log(1 - min(curvatures) / max(curvatures))) + 1)
+    contraction = max(1 - min(curvatures) / max(curvatures), 1e-12)  # per step, slowest direction
+    steps = min(400, math.ceil(math.log(1e-3) / math.log(contraction)) + 1)
     for _ in range(steps):
         point = point - step * gradient(loss, unflatten(point, layout))
     gap = loss(unflatten(point, layout)).item() - base
@@ -206,7 +209,7 @@ def manifold_condition_check(config: Config, chain: MarkovChain) -> Check:
 def analyse_bigram(config: Config, theorem: str) -> Report:
     """θ_*: stationarity, loss = H_rate, PSD Hessian, no random point below H_rate, reduced = full."""
     chain = MarkovChain(config.p, config.q)
-    g_tol, l_tol, _ = TOLERANCE[config.dtype]
+    l_tol = TOLERANCE[config.dtype][1]
     params = theta_star(chain, config.d, config.seq_len, tying=config.tying,
                         device=config.device, dtype=config.torch_dtype)
     loss = _loss_fn(config)
@@ -218,7 +221,6 @@ def analyse_bigram(config: Config, theorem: str) -> Report:
     lam, bound = spectrum.min_eigenvalue, spectrum.bounds[0].item()
     checks.append(Check("Hessian positive semidefinite", lam >= -bound, lam, 0.0, bound,
                         "smallest eigenvalue ≥ -(certified error bound)"))
-    theta, layout = flatten(params)
     gen_seed = config.seed + 11
     random_losses = [population_loss(init_params(config.d, config.seq_len, tying=config.tying, std=std,
                                                  seed=gen_seed + i, device=config.device, dtype=config.torch_dtype),
