@@ -1,5 +1,7 @@
 import math
 import random
+import shutil
+import subprocess
 
 import pytest
 import sympy as sp
@@ -90,3 +92,12 @@ def test_latex_document_structure():
     assert text.startswith("\\documentclass{article}") and text.rstrip().endswith("\\end{document}")
     assert "amsmath" in text and text.count("\\begin{equation}") == text.count("\\end{equation}") > 20
     assert "NOT proven" not in text and "0.6662784424" in text
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed")
+def test_latex_document_compiles(tmp_path):
+    (tmp_path / "d.tex").write_text(document(0.2, 0.3))
+    run = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "d.tex"],
+                         cwd=tmp_path, capture_output=True, timeout=120)
+    assert run.returncode == 0, run.stdout[-2000:]
+    assert (tmp_path / "d.pdf").stat().st_size > 10_000
