@@ -10,9 +10,11 @@ enumerates or samples sequences lives here: the prefixes used by the exact loss
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -147,34 +149,45 @@ def prefix_tree(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float64,
 ) -> PrefixTree:
-    """All prefixes of the chain up to ``length`` symbols, with their probabilities."""
-    check_positive_int("length", length)
-    full = all_sequences(length, device=device, dtype=dtype)
-    cumulative = prefix_log_probs(chain, full)
-    position = torch.arange(length, device=device)
-    bits, lengths, log_probs = [], [], []
-    for n in range(1, length + 1):
-        rows = slice(None, None, 2 ** (length - n))  # the first full sequence of each prefix
-        bits.append(full[rows] * (position < n))
-        lengths.append(torch.full((2**n,), n, device=device))
-        log_probs.append(cumulative[rows, n - 1])
-    return PrefixTree(torch.cat(bits), torch.cat(lengths), torch.cat(log_probs))
+    """All prefixes of the chain up to ``length`` symbols, with their probabilities.
 
-
-def all_sequences(length: int, *, device: torch.device | str = "cpu", dtype=torch.float64) -> Tensor:
-    """All 2^length binary sequences as rows, x_1 most significant (shape (2^length, length))."""
-    index = torch.arange(2**length, device=device)
-    shifts = torch.arange(length - 1, -1, -1, device=device)
-    return ((index[:, None] >> shifts) & 1).to(dtype)
-
-
-def prefix_log_probs(chain: MarkovChain, x: Tensor) -> Tensor:
-    """log P(x_1..x_n) for every row of ``x`` and every n: log π_{x_1} + Σ_{i<n} log P[x_i, x_{i+1}].
-
-    Summed in log space, so p, q near 0 or 1 do not underflow; shape as ``x``.
+    The enumeration is done once per (p, q, length) and kept (``_prefix_arrays``); each call
+    only wraps it as tensors, so repeated losses (Hessians, descent steps) do not enumerate
+    again.  The cache holds NumPy arrays because tensors created inside a ``torch.func``
+    transform are tied to it and must not outlive it.
     """
-    log_kernel = chain.kernel(x.device, x.dtype).log()
-    log_pi = torch.tensor(chain.pi, device=x.device, dtype=x.dtype).log()
-    idx = x.long()
-    steps = torch.cat([log_pi[idx[:, :1]], log_kernel[idx[:, :-1], idx[:, 1:]]], dim=1)
-    return steps.cumsum(dim=1)
+    check_positive_int("length", length)
+    bits, lengths, log_prob = _prefix_arrays(chain.p, chain.q, length)
+    # On the CPU in float64 these share memory with the cache: treat the tree as read-only.
+    return PrefixTree(
+        torch.from_numpy(bits).to(device=device, dtype=dtype),
+        torch.from_numpy(lengths).to(device=device),
+        torch.from_numpy(log_prob).to(device=device, dtype=dtype),
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _prefix_arrays(p: float, q: float, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(bits, length, log P) of every prefix, shortest first, as NumPy arrays.
+
+    Prefix x_1^n is the first n symbols of every 2^{N-n}-th full sequence (x_1 most
+    significant), and log P(x_1^n) = log π_{x_1} + Σ_{i<n} log P[x_i, x_{i+1}] is the running
+    sum along that sequence, in log space so p, q near 0 or 1 do not underflow.
+    """
+    full = all_sequences(length)
+    log_kernel = np.array([[math.log1p(-p), math.log(p)], [math.log(q), math.log1p(-q)]])
+    log_pi = np.log(np.array([q, p])) - math.log(p + q)
+    steps = np.concatenate([log_pi[full[:, :1]], log_kernel[full[:, :-1], full[:, 1:]]], axis=1)
+    cumulative = steps.cumsum(axis=1)
+    position = np.arange(length)
+    rows = [slice(None, None, 2 ** (length - n)) for n in range(1, length + 1)]
+    bits = np.concatenate([full[r] * (position < n) for n, r in enumerate(rows, start=1)])
+    lengths = np.concatenate([np.full(2**n, n) for n in range(1, length + 1)])
+    log_prob = np.concatenate([cumulative[r, n - 1] for n, r in enumerate(rows, start=1)])
+    return bits.astype(np.float64), lengths, log_prob
+
+
+def all_sequences(length: int) -> np.ndarray:
+    """All 2^length binary sequences as integer rows, x_1 most significant, shape (2^length, length)."""
+    index = np.arange(2**length)
+    return (index[:, None] >> np.arange(length - 1, -1, -1)) & 1

@@ -25,9 +25,7 @@ from torch import Tensor
 from numerics.markov import (
     InvalidInputError,
     MarkovChain,
-    all_sequences,
     check_positive_int,
-    prefix_log_probs,
     prefix_tree,
 )
 from numerics.transformer import Params, logits, num_layers, prefix_logits, softplus
@@ -97,8 +95,10 @@ def exact_loss(params: Params, chain: MarkovChain, *, tying: bool) -> Tensor:
 def naive_loss(params: Params, chain: MarkovChain, *, tying: bool) -> Tensor:
     """The same population loss from every position of all 2^N full sequences (baseline)."""
     pos = params["pos"]
-    x = all_sequences(pos.shape[0], device=pos.device, dtype=pos.dtype)
-    weight = prefix_log_probs(chain, x)[:, -1].exp()
+    seq_len = pos.shape[0]
+    tree = prefix_tree(chain, seq_len, device=pos.device, dtype=pos.dtype)
+    full = tree.length == seq_len  # the full sequences are the longest prefixes
+    x, weight = tree.bits[full], tree.log_prob[full].exp()
     per_position = expected_cross_entropy(logits(params, x, tying=tying), chain.next_one_probability(x))
     return (weight * per_position.mean(dim=1)).sum()
 

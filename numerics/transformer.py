@@ -137,23 +137,39 @@ def prefix_logits(params: Params, tree: PrefixTree, *, tying: bool) -> Tensor:
 
     A causal model's logit at position n depends only on x_1^n, so each of the 2^{N+1} - 2
     prefixes is evaluated once, where running every position of all 2^N full sequences costs
-    N/2 times more.  In one layer the key and value of position i depend on x_i alone,
-    k_i = W_K(x_i e + p_i) = k_i(0) + x_i Δk_i (the same for v_i), so with the prefix bits X
-    the attention of the sequence forward pass becomes two dense products per prefix:
+    N/2 times more.  In one layer every quantity of position i depends on x_i alone: the
+    embedding x̃_i(x_i), key k_i(x_i), value v_i(x_i), and the query of position n on x_n.  So
+    the unnormalised attention weight of i seen from n is one of two table entries,
 
-        scores = Q K(0)ᵀ + X ⊙ (Q ΔKᵀ),   A = softmax over i ≤ n,   mix = A V(0) + (A ⊙ X) ΔV
+        ω_{n,i}(x_i) = exp(<q_n(x_n), k_i(x_i)>/√d - m_n),   ω = ω_{n,i}(0) + x_i Δω_{n,i},
 
-    Deeper models have prefix-dependent keys and go through ``logits`` instead.
+    (m_n a per-row shift for stability) and the attention mix of a level-n prefix with bits X is
+
+        mix = (Σ_i ω_i(0) v_i(0) + X (Δ(ω v))) / (Σ_i ω_i(0) + X Δω):
+
+    one matrix product X [Δ(ωv) | Δω] per level (rows 2^n - 2 .. 2^{n+1} - 3 of the tree), with
+    no mask and no per-prefix softmax.  This
+    is ``attention`` evaluated prefix by prefix.  Deeper models have prefix-dependent keys and
+    go through ``logits`` instead.
     """
     if num_layers(params) != 1:
         raise ValueError("prefix_logits evaluates one-layer models; use logits() for deeper ones")
     e, pos = params["e"], params["pos"]
-    bits = tree.bits
-    h = tree.last[:, None] * e + pos[tree.length - 1]
-    (key0, key1), (value0, value1) = keys_values(params, 0, torch.stack([pos, pos + e]))
-    query = h @ params["W_Q"].T / math.sqrt(h.shape[-1])
-    scores = query @ key0.T + bits * (query @ (key1 - key0).T)
-    causal = torch.arange(pos.shape[0], device=bits.device) < tree.length[:, None]
-    att = torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1)
-    y = h + (att @ value0 + (att * bits) @ (value1 - value0)) @ params["W_O"].T
+    seq_len, d = pos.shape
+    embedded = torch.stack([pos, pos + e])  # (2, N, d): x̃_i for x_i = 0 and 1
+    query = embedded @ params["W_Q"].T / math.sqrt(d)  # (2, N, d): [x_n, n]
+    key, value = keys_values(params, 0, embedded)  # (2, N, d): [x_i, i]
+    scores = torch.einsum("and,bid->abni", query, key)  # [x_n, x_i, n, i]
+    causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=pos.device).tril()
+    # the mix does not depend on the shift, so it carries no gradient
+    shift = scores.detach().masked_fill(~causal, float("-inf")).amax(dim=(1, 3), keepdim=True)
+    omega = torch.exp(scores - shift).masked_fill(~causal, 0.0)  # [x_n, x_i, n, i]
+    weighted = torch.cat([omega[..., None] * value[None, :, None, :, :], omega[..., None]], dim=-1)
+    base = torch.cat(list(weighted[:, 0].sum(dim=2)), dim=-1)  # (N, 2(d+1)): Σ_i ω_i(0)[v_i(0) | 1], x_n = 0 | 1
+    slope = torch.cat(list(weighted[:, 1] - weighted[:, 0]), dim=-1)  # (N, N, 2(d+1)): per unit of x_i
+    both = torch.cat([tree.bits[2**n - 2 : 2 ** (n + 1) - 2, :n] @ slope[n - 1, :n] for n in range(1, seq_len + 1)])
+    both = both + base[tree.length - 1]
+    last = tree.last[:, None]
+    mixed = torch.lerp(both[:, : d + 1], both[:, d + 1 :], last)  # pick the half of x_n
+    y = pos[tree.length - 1] + last * e + (mixed[:, :d] / mixed[:, d:]) @ params["W_O"].T
     return head(params, y + feed_forward(params, 0, y), tying=tying)

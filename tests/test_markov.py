@@ -51,7 +51,7 @@ def test_prefix_rows_are_the_distinct_prefixes():
     tree = prefix_tree(MarkovChain(0.5, 0.8), 4)
     for n in range(1, 5):
         rows = tree.bits[tree.length == n]
-        assert torch.equal(rows[:, :n], all_sequences(n))
+        assert torch.equal(rows[:, :n], torch.from_numpy(all_sequences(n)).double())
         assert torch.count_nonzero(rows[:, n:]) == 0
     assert torch.equal(tree.last, tree.bits[torch.arange(len(tree.length)), tree.length - 1])
 
