@@ -75,3 +75,11 @@ def loss(tying: bool) -> sp.Expr:
 def l2g_loss() -> sp.Expr:
     """L(e, κ, b) of the companion three-parameter model."""
     return transition_loss((l2g_logit(0), l2g_logit(1)))
+
+
+@cache
+def numeric_loss(tying: bool):
+    """L(ρ) as a plain function f(p, q, *ρ) -> float (``lambdify``, built once)."""
+    from theory.markov import p, q
+
+    return sp.lambdify((p, q, *parameters(tying)), loss(tying), modules="math", cse=True)

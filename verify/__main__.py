@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         reports = [symbolic_report()]
         for module, analyse in THEOREMS:
             defaults = argparse.Namespace(**(vars(args) | module.DEFAULTS))
-            reports.append(analyse(config_from(defaults), module.THEOREM))
+            reports.append(analyse(config_from(defaults), module.THEOREM, args.scan_manifold))
     except InvalidInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -7,10 +7,11 @@ Exit codes: 0 every check agrees with the theory's prediction; 1 some check disa
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -63,6 +64,10 @@ def parser(description: str, defaults: dict) -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: %(default)s)")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the text report")
     ap.add_argument("--latex", metavar="FILE", help="also write the LaTeX derivation for these inputs to FILE")
+    ap.add_argument("--scan-manifold", type=int, default=0, metavar="K",
+                    help="also classify K random points of the unigram manifold M_π (all weights random)")
+    ap.add_argument("--sweep", type=int, default=0, metavar="K",
+                    help="run K random (p, q) in (0.02, 0.98)^2 instead of one, and print a summary table")
     return ap
 
 
@@ -85,21 +90,49 @@ def config_from(args: argparse.Namespace) -> Config:
     return Config(p, q, args.tying, args.d, args.seq_len, device, args.dtype, args.seed)
 
 
-def main(description: str, defaults: dict, analyse: Callable[[Config], Report], argv: list[str] | None = None) -> int:
+Analysis = Callable[[Config, str, int], Report]
+
+
+def sweep_configs(config: Config, count: int) -> list[Config]:
+    """``count`` random (p, q), uniform on (0.02, 0.98)², seeded by ``config.seed``."""
+    gen = torch.Generator().manual_seed(config.seed)
+    draws = (0.02 + 0.96 * torch.rand(count, 2, generator=gen, dtype=torch.float64)).tolist()
+    return [replace(config, p=p, q=q) for p, q in draws]
+
+
+def sweep_table(reports: list[Report]) -> str:
+    lines = [f"{'p':>8} {'q':>8} {'p+q':>7} {'tying':>6}  {'prediction':<16} {'checks':>7}  verdict"]
+    for r in reports:
+        i = r.inputs
+        passed = sum(c.passed is True for c in r.checks)
+        lines.append(f"{i['p']:>8.4f} {i['q']:>8.4f} {i['p'] + i['q']:>7.3f} {i['tying']!s:>6}  "
+                     f"{r.prediction[:16]:<16} {passed:>3}/{len(r.checks):<3}  {r.verdict}")
+    verdicts = [r.verdict for r in reports]
+    lines.append(", ".join(f"{v}: {verdicts.count(v)}" for v in ("confirmed", "inconclusive", "contradicted")))
+    return "\n".join(lines)
+
+
+def main(description: str, defaults: dict, analyse: Analysis, theorem: str, argv: list[str] | None = None) -> int:
     """Parse, run, print; return the exit code (bad input: one stderr line and 2)."""
+    from tqdm import tqdm
+
     try:
         args = parser(description, defaults).parse_args(argv)
         config = config_from(args)
-        report = analyse(config)
+        if args.sweep < 0 or args.scan_manifold < 0:
+            raise InvalidInputError("--sweep and --scan-manifold take a count >= 0")
+        configs = sweep_configs(config, args.sweep) if args.sweep else [config]
+        reports = [analyse(c, theorem, args.scan_manifold)
+                   for c in tqdm(configs, desc=theorem, disable=len(configs) < 2, leave=False)]
         if args.latex:
             from theory.latex import write_document
 
             write_document(args.latex, p=config.p, q=config.q)
-    except InvalidInputError as err:
+    except (InvalidInputError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except OSError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(report.to_json() if args.json else report.to_text())
-    return report.exit_code
+    if args.sweep:
+        print(json.dumps([json.loads(r.to_json()) for r in reports], indent=2) if args.json else sweep_table(reports))
+    else:
+        print(reports[0].to_json() if args.json else reports[0].to_text())
+    return max(r.exit_code for r in reports)

@@ -18,7 +18,7 @@ DEFAULTS = {"p": 0.5, "q": 0.8, "tying": True}
 
 
 def run(argv: list[str] | None = None) -> int:
-    return main(__doc__, DEFAULTS, lambda config: analyse_bigram(config, THEOREM), argv)
+    return main(__doc__, DEFAULTS, analyse_bigram, THEOREM, argv)
 
 
 if __name__ == "__main__":
