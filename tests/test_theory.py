@@ -3,6 +3,7 @@ import random
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
 import sympy as sp
 import torch
@@ -92,6 +93,19 @@ def test_closed_form_gradient_and_hessian_match_autograd(pv, qv, s, c, g):
                                torch.func.grad(torch_loss)(rho), rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(torch.tensor(hess(*point), dtype=torch.float64),
                                torch.func.hessian(torch_loss)(rho), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("tying", [True, False])
+def test_chain_rule_derivatives_equal_direct_differentiation(tying):
+    """gradient_at / hessian_at (through the two logits) agree with sp.diff of the whole loss."""
+    rng = np.random.default_rng(7)
+    for _ in range(2):
+        point = dict(zip(R.parameters(tying), rng.uniform(-1, 1, 5)))
+        source = {p: rng.uniform(0.05, 0.95), q: rng.uniform(0.05, 0.95)}
+        for chain, direct in ((T.gradient_at, T.gradient), (T.hessian_at, T.hessian)):
+            ours = np.array(chain(tying, point).subs(source), dtype=float)
+            reference = np.array(direct(tying).subs(point | source), dtype=float)
+            np.testing.assert_allclose(ours, reference, rtol=1e-12, atol=1e-14)
 
 
 def test_latex_document_structure():

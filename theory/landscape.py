@@ -99,35 +99,91 @@ def theta_star(tying: bool) -> dict[sp.Symbol, sp.Expr]:
     return {R.t: head, R.b: beta - head * R.c * (1 + R.g)}
 
 
-def _hessian_at_pi(tying: bool) -> sp.Matrix:
-    return hessian(tying).subs(theta_pi(tying)).applyfunc(canonical)
+_TYING = {True: "(tied)", False: "(untied)"}
+Z = sp.symbols("z0 z1", real=True)  # the two logits, z_x = logit(x)
+
+
+@cache
+def _logit_derivatives() -> tuple[sp.Matrix, sp.Matrix]:
+    """∇_z F and ∇²_z F of the transition loss F(z_0, z_1), derived once.
+
+    ∂F/∂z_x = π_x (σ(z_x) - P(1|x)) and ∂²F/∂z_x² = π_x σ(z_x)(1 - σ(z_x)); F is separable.
+    """
+    F = R.transition_loss(Z)
+    return sp.Matrix([sp.diff(F, z) for z in Z]), sp.hessian(F, Z)
+
+
+def _model_logits(tying: bool) -> tuple[sp.Expr, sp.Expr]:
+    return R.logit(0, tying), R.logit(1, tying)
+
+
+def _at_logits(logits: tuple[sp.Expr, sp.Expr], point: dict) -> dict[sp.Symbol, sp.Expr]:
+    return {z: canonical(zx.subs(point)) for z, zx in zip(Z, logits)}
+
+
+def logit_gradient(point: dict | None = None, tying: bool = True) -> sp.Matrix:
+    """∇_z F, in general (point None) or at the logits of the reduced model at ``point``, canonical."""
+    at_z = {} if point is None else _at_logits(_model_logits(tying), point)
+    return _logit_derivatives()[0].subs(at_z).applyfunc(canonical)
+
+
+def _chain_rule(logits: tuple[sp.Expr, sp.Expr], coords: tuple[sp.Symbol, ...],
+                point: dict, order: int) -> sp.Matrix:
+    """∇L (order 1) or ∇²L (order 2) at ``point``, through the two logits z(ρ).
+
+    L(ρ) = F(z(ρ)), so ∇L = Jᵀ ∇F(z) and ∇²L = Jᵀ ∇²F(z) J + Σ_x ∂F/∂z_x ∇²z_x, with J the
+    Jacobian of the (polynomial) logits.  The transcendental part is evaluated at the two
+    logit values only, which keeps every canonical form small.
+    """
+    dF, d2F = _logit_derivatives()
+    at_z = _at_logits(logits, point)
+    dF = dF.subs(at_z).applyfunc(canonical)
+    J = sp.Matrix([[sp.diff(zx, v) for v in coords] for zx in logits]).subs(point)
+    if order == 1:
+        return (J.T * dF).applyfunc(canonical)
+    curvature = J.T * d2F.subs(at_z).applyfunc(canonical) * J
+    residual = sum((dF[x] * sp.hessian(zx, coords).subs(point) for x, zx in enumerate(logits)),
+                   sp.zeros(len(coords)))
+    return (curvature + residual).applyfunc(canonical)
+
+
+def gradient_at(tying: bool, point: dict) -> sp.Matrix:
+    """∇_ρ L at ``point`` (a substitution for some of the reduced coordinates), canonical."""
+    return _chain_rule(_model_logits(tying), R.parameters(tying), point, order=1)
+
+
+def hessian_at(tying: bool, point: dict) -> sp.Matrix:
+    """∇²_ρ L at ``point``, canonical."""
+    return _chain_rule(_model_logits(tying), R.parameters(tying), point, order=2)
 
 
 @cache
 def stationarity_pi(tying: bool) -> Result:
     """∇L(θ_π) = 0 for every c, g (claim STAT-PI)."""
-    grad = gradient(tying).subs(theta_pi(tying))
-    return _identity("grad L(theta_pi) = 0", "STAT-PI", grad, sp.zeros(*grad.shape))
+    grad = gradient_at(tying, theta_pi(tying))
+    return _identity("grad L(theta_pi) = 0 " + _TYING[tying], "STAT-PI", grad, sp.zeros(*grad.shape))
 
 
 @cache
 def loss_pi(tying: bool) -> Result:
     """L(θ_π) = H(π) (claim STAT-PI)."""
-    return _identity("L(theta_pi) = H(pi)", "STAT-PI", R.loss(tying).subs(theta_pi(tying)), unigram_loss())
+    loss = R.loss(tying).subs(theta_pi(tying))
+    return _identity("L(theta_pi) = H(pi) " + _TYING[tying], "STAT-PI", loss, unigram_loss())
 
 
 @cache
 def stationarity_star(tying: bool) -> Result:
     """∇L(θ_*) = 0 for every admissible c, g, s (claim GLOBAL-MIN)."""
-    grad = gradient(tying).subs(theta_star(tying))
+    grad = gradient_at(tying, theta_star(tying))
     sign = ("(1+g) alpha > 0 (g < -1 iff p+q > 1)",) if tying else ("s != 0, g != -1",)
-    return _identity("grad L(theta_*) = 0", "GLOBAL-MIN", grad, sp.zeros(*grad.shape), *sign)
+    return _identity("grad L(theta_*) = 0 " + _TYING[tying], "GLOBAL-MIN", grad, sp.zeros(*grad.shape), *sign)
 
 
 @cache
 def loss_star(tying: bool) -> Result:
     """L(θ_*) = H_rate (claim GLOBAL-MIN)."""
-    return _identity("L(theta_*) = H_rate", "GLOBAL-MIN", R.loss(tying).subs(theta_star(tying)), entropy_rate())
+    loss = R.loss(tying).subs(theta_star(tying))
+    return _identity("L(theta_*) = H_rate " + _TYING[tying], "GLOBAL-MIN", loss, entropy_rate())
 
 
 @cache
@@ -139,9 +195,7 @@ def gauss_newton_star() -> Result:
     (``stationarity_star``), so ∇²L(θ_*) = Jᵀ diag(π0 p(1-p), π1 q(1-q)) J: a Gram matrix
     with positive weights, positive semidefinite in every parametrisation (tied or not).
     """
-    z = sp.symbols("z0 z1", real=True)
-    F = R.transition_loss(z)
-    hess = sp.hessian(F, z).subs({z[0]: beta, z[1]: alpha + beta})
+    hess = _logit_derivatives()[1].subs({Z[0]: beta, Z[1]: alpha + beta})
     expected = sp.diag(pi0 * p * (1 - p), pi1 * q * (1 - q))
     return _identity("Hess of F at the logits of theta_* (Gauss-Newton, PSD)", "GLOBAL-MIN", hess, expected)
 
@@ -154,7 +208,7 @@ def normal_block_pi() -> Result:
     definite iff det > 0 iff (1+g)(p+q-1) > 0: at g = 0 iff p + q > 1.  The c and g rows
     vanish (the loss ignores c and g when s = 0): they are tangent to the critical manifold.
     """
-    H = _hessian_at_pi(True)
+    H = hessian_at(True, theta_pi(True))
     block = H.extract([0, 1], [0, 1])
     det = canonical(block.det())
     expected = 2 * K**2 * (1 + R.g) * (p + q - 1)
@@ -171,7 +225,7 @@ def untied_block_pi() -> Result:
     A 3×3 symmetric matrix with negative determinant has a negative eigenvalue, and H_bb > 0
     gives a positive one: indefinite whenever (1+g)(p+q-1) ≠ 0.
     """
-    H = _hessian_at_pi(False)
+    H = hessian_at(False, theta_pi(False))
     block = H.extract([0, 1, 2], [0, 1, 2])
     expected = -(K**3) * (1 + R.g) ** 2 * (p + q - 1) ** 2
     result = _identity("det of (s,t,b) block at untied theta_pi", "SADDLE-UNTIED", canonical(block.det()), expected)
@@ -189,9 +243,8 @@ def spectrum_pi(tying: bool) -> dict[sp.Expr, int]:
     {eigenvalue: 1 if it appears d times, 0 if once}.
     Tied: {π0π1: once, 2π0π1(p+q-1): d}.  Untied: {π0π1: once, ±π0π1(p+q-1): d each}.
     """
-    coords = (R.s, R.b) if tying else (R.s, R.t, R.b)
-    L = R.loss(tying).subs({R.c: 0, R.g: 0})
-    block = sp.hessian(L, coords).subs(theta_pi(tying)).applyfunc(canonical)
+    H = hessian_at(tying, theta_pi(tying) | {R.c: 0, R.g: 0})
+    block = H.extract([0, 1], [0, 1]) if tying else H.extract([0, 1, 2], [0, 1, 2])
     if tying:  # diagonal at c = 0: the s and b directions decouple
         return {block[1, 1]: 0, block[0, 0]: 1}
     st = block.extract([0, 1], [0, 1])  # [[0, A], [A, 0]]; b decoupled at c = 0
@@ -207,15 +260,16 @@ def l2g_results() -> tuple[Result, ...]:
       so the line is locally minimal in e iff (p+q-1)κ > 0, i.e. (1-p-q)(1+2w|w|) < 0.
     """
     L = R.l2g_loss()
+    logits = (R.l2g_logit(0), R.l2g_logit(1))
     coords = (R.e, R.kappa, R.b)
-    grad = sp.Matrix([sp.diff(L, x) for x in coords])
     locus = {R.kappa: alpha / R.e**2, R.b: beta + R.e**2 / 2}
     line = {R.e: 0, R.b: UNIGRAM_BIAS}
-    H = sp.hessian(L, (R.e, R.b)).subs(line)
+    H = _chain_rule(logits, (R.e, R.b), line, order=2)
     return (
-        _identity("L2G: grad L = 0 on e^2 kappa = alpha", "L2G", grad.subs(locus), sp.zeros(3, 1), "e != 0"),
+        _identity("L2G: grad L = 0 on e^2 kappa = alpha", "L2G", _chain_rule(logits, coords, locus, order=1),
+                  sp.zeros(3, 1), "e != 0"),
         _identity("L2G: L = H_rate on e^2 kappa = alpha", "L2G", L.subs(locus), entropy_rate(), "e != 0"),
-        _identity("L2G: grad L = 0 on e = 0", "L2G", grad.subs(line), sp.zeros(3, 1)),
+        _identity("L2G: grad L = 0 on e = 0", "L2G", _chain_rule(logits, coords, line, order=1), sp.zeros(3, 1)),
         _identity("L2G: d2L/de2 on e = 0", "L2G", H[0, 0], 2 * K * (p + q - 1) * R.kappa),
         _identity("L2G: d2L/de db on e = 0", "L2G", H[0, 1], sp.Integer(0)),
     )

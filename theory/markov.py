@@ -37,18 +37,29 @@ def stationary() -> tuple[sp.Expr, sp.Expr]:
 
 @cache
 def second_eigenvalue() -> sp.Expr:
-    """λ: the kernel's eigenvalue other than 1 (found, then checked to be 1 - p - q)."""
-    (other,) = [ev for ev in kernel().eigenvals() if sp.simplify(ev - 1) != 0]
-    return sp.expand(other)
+    """λ: the kernel's eigenvalue other than 1.
+
+    Rows of P sum to 1, so 1 is an eigenvalue; the two eigenvalues sum to tr P, so
+    λ = tr P - 1.  The characteristic polynomial is checked to be (x - 1)(x - λ).
+    """
+    lam = sp.expand(kernel().trace() - 1)
+    x = sp.Symbol("x")
+    if sp.expand(kernel().charpoly(x).as_expr() - (x - 1) * (x - lam)) != 0:
+        raise ArithmeticError("characteristic polynomial is not (x - 1)(x - λ)")
+    return lam
 
 
 @cache
 def covariance() -> sp.Expr:
-    """Cov(x_n, x_{n+k}) = π1 P^k[1, 1] - π1², with P^k from the spectral form V D^k V^{-1}."""
-    V, D = kernel().diagonalize()
-    power = V * sp.diag(*[D[i, i] ** k for i in range(2)]) * V.inv()
+    """Cov(x_n, x_{n+k}) = π1 P^k[1, 1] - π1², with P^k from the spectral form V D^k V^{-1}.
+
+    The columns of V are right eigenvectors for the eigenvalues 1 and λ (null spaces of P - μI).
+    """
+    eigenvalues = (sp.Integer(1), second_eigenvalue())
+    V = sp.Matrix.hstack(*[(kernel() - mu * sp.eye(2)).nullspace(simplify=sp.cancel)[0] for mu in eigenvalues])
+    power = V * sp.diag(*[mu**k for mu in eigenvalues]) * V.inv()
     pi1 = stationary()[1]
-    return sp.factor(sp.simplify(pi1 * power[1, 1] - pi1**2))
+    return sp.factor(sp.cancel(pi1 * power[1, 1] - pi1**2))
 
 
 @cache
@@ -102,9 +113,9 @@ def canonical(expr: sp.Expr) -> sp.Expr:
     expr = expr.replace(lambda x: isinstance(x, sp.exp),
                         lambda x: sp.expand_power_exp(sp.exp(sp.expand(sp.cancel(x.args[0])))))
     expr = expr.replace(lambda x: isinstance(x, sp.log), lambda x: _log_normal_form(x.args[0]))
+    if not expr.has(sp.log):  # a rational function: no expansion needed
+        return sp.factor(sp.cancel(expr))
     expr = sp.expand(expr)
     logs = sorted(expr.atoms(sp.log), key=sp.default_sort_key)
-    if not logs:
-        return sp.factor(sp.cancel(expr))
     parts = sp.collect(expr, logs, evaluate=False)
     return sp.Add(*(sp.cancel(coeff) * term for term, coeff in parts.items()))
