@@ -48,6 +48,15 @@ def binary_entropy(t: float) -> float:
     return -sum(u * math.log(u) for u in (t, 1.0 - t) if u > 0.0)
 
 
+def _uniforms(batch: int, length: int, seed: int | None) -> Tensor:
+    """(batch, length) U(0, 1) draws in float64 on the CPU from a private generator (seeded runs
+    do not depend on global RNG state and give bit-identical sequences on every device)."""
+    check_positive_int("batch", batch)
+    check_positive_int("length", length)
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    return torch.rand(batch, length, generator=gen, dtype=torch.float64)
+
+
 @dataclass(frozen=True)
 class MarkovChain:
     """Binary first-order chain with switching probabilities p = P(0→1) and q = P(1→0)."""
@@ -114,10 +123,7 @@ class MarkovChain:
         Seeded through a private generator, so results do not depend on global RNG state.
         The draw happens on the CPU (bit-identical across devices) and is moved afterwards.
         """
-        check_positive_int("batch", batch)
-        check_positive_int("length", length)
-        gen = torch.Generator().manual_seed(seed) if seed is not None else None
-        u = torch.rand(batch, length, generator=gen, dtype=torch.float64)
+        u = _uniforms(batch, length, seed)
         x = torch.empty(batch, length, dtype=torch.float64)
         x[:, 0] = (u[:, 0] < self.pi[1]).double()
         for n in range(1, length):
@@ -191,3 +197,85 @@ def all_sequences(length: int) -> np.ndarray:
     """All 2^length binary sequences as integer rows, x_1 most significant, shape (2^length, length)."""
     index = np.arange(2**length)
     return (index[:, None] >> np.arange(length - 1, -1, -1)) & 1
+
+
+@dataclass(frozen=True)
+class SecondOrderChain:
+    """Binary second-order chain: ``table[a][b] = P(x_{n+1} = 1 | x_{n-1} = a, x_n = b)``.
+
+    The paper's second-order source is the lagged chain x_{n+1} ~ P(· | x_{n-1}) of a first-order
+    kernel (p, q) (``lagged``): two interleaved first-order chains, so x_n alone says nothing
+    about x_{n+1} and the order-1 conditional entropy equals the order-0 one, H(π).  The chain
+    starts from the stationary law μ of the pair (x_{n-1}, x_n).  Entropies in nats.
+    """
+
+    table: tuple[tuple[float, float], tuple[float, float]]
+
+    def __post_init__(self) -> None:
+        rows = tuple(tuple(check_probability(f"table[{a}][{b}]", self.table[a][b]) for b in range(2))
+                     for a in range(2))
+        object.__setattr__(self, "table", rows)
+
+    @classmethod
+    def lagged(cls, p: float, q: float) -> SecondOrderChain:
+        """x_{n+1} depends on x_{n-1} through the first-order kernel [[1-p, p], [q, 1-q]]."""
+        p, q = check_probability("p", p), check_probability("q", q)
+        return cls(((p, p), (1.0 - q, 1.0 - q)))
+
+    @property
+    def pair_law(self) -> np.ndarray:
+        """μ[a, b] = P(x_{n-1} = a, x_n = b) under stationarity (left Perron vector of the pair chain)."""
+        T = np.array(self.table)
+        move = np.zeros((4, 4))  # (a, b) -> (b, c)
+        for a in range(2):
+            for b in range(2):
+                move[2 * a + b, 2 * b + 1] = T[a, b]
+                move[2 * a + b, 2 * b] = 1.0 - T[a, b]
+        values, vectors = np.linalg.eig(move.T)
+        mu = np.real(vectors[:, np.argmin(np.abs(values - 1.0))])
+        return (mu / mu.sum()).reshape(2, 2)
+
+    def conditional_one(self) -> np.ndarray:
+        """P(x_{n+1} = 1 | x_n = b) for b = 0, 1 (the best order-1 predictor)."""
+        mu = self.pair_law
+        return (mu * np.array(self.table)).sum(axis=0) / mu.sum(axis=0)
+
+    def entropies(self) -> dict[str, float]:
+        """Conditional entropies of x_{n+1} given the last 0, 1 and 2 symbols (the last is the rate)."""
+        mu = self.pair_law
+        marginal = mu.sum(axis=0)  # law of x_n, also of x_{n+1}
+        return {
+            "order-0": binary_entropy(float(marginal[1])),
+            "order-1": float(sum(marginal[b] * binary_entropy(t) for b, t in enumerate(self.conditional_one()))),
+            "order-2": float(sum(mu[a, b] * binary_entropy(self.table[a][b]) for a in range(2) for b in range(2))),
+        }
+
+    def next_one_probability(self, x: Tensor) -> Tensor:
+        """P(x_{n+1} = 1 | x_1..x_n) at every position of sequences x (..., n): order 1 at n = 1."""
+        T = torch.tensor(self.table, dtype=x.dtype, device=x.device)
+        first = torch.tensor(self.conditional_one(), dtype=x.dtype, device=x.device)
+        current = x.long()
+        later = T[current[..., :-1], current[..., 1:]]
+        return torch.cat([first[current[..., :1]], later], dim=-1)
+
+    def sample(
+        self,
+        batch: int,
+        length: int,
+        *,
+        seed: int | None = None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float64,
+    ) -> Tensor:
+        """``batch`` stationary sequences of ``length`` ≥ 2 symbols, seeded, drawn on the CPU."""
+        if check_positive_int("length", length) < 2:
+            raise InvalidInputError(f"a second-order chain needs length >= 2, got {length}")
+        u = _uniforms(batch, length, seed)
+        cumulative = torch.from_numpy(self.pair_law.reshape(-1).cumsum())
+        pair = torch.searchsorted(cumulative, u[:, 0].contiguous()).clamp(max=3)  # (a, b) as 2a + b
+        x = torch.empty(batch, length, dtype=torch.float64)
+        x[:, 0], x[:, 1] = pair // 2, pair % 2
+        T = torch.tensor(self.table, dtype=torch.float64)
+        for n in range(2, length):
+            x[:, n] = (u[:, n] < T[x[:, n - 2].long(), x[:, n - 1].long()]).double()
+        return x.to(device=device, dtype=dtype)

@@ -28,7 +28,7 @@ from numerics.markov import (
     check_positive_int,
     prefix_tree,
 )
-from numerics.transformer import Params, logits, num_layers, prefix_logits, softplus
+from numerics.transformer import Params, has_layer_norm, logits, num_layers, prefix_logits, softplus
 
 METHODS = ("exact", "naive", "mc")
 
@@ -155,8 +155,8 @@ def population_loss(
         raise InvalidInputError("tying=False needs a head vector 'a' in params")
     if method not in METHODS:
         raise InvalidInputError(f"method must be one of {METHODS}, got {method!r}")
-    if method == "exact" and num_layers(params) > 1:
-        method = "naive"  # the prefix tree is written for one layer; naive is equally exact
+    if method == "exact" and (num_layers(params) > 1 or has_layer_norm(params)):
+        method = "naive"  # the prefix tree is written for the theory's one-layer model; naive is equally exact
     check_enumeration_fits(params, method)
     if method == "exact":
         return exact_loss(params, chain, tying=tying)

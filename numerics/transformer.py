@@ -49,6 +49,7 @@ def init_params(
     r: int | None = None,
     layers: int = 1,
     tying: bool = True,
+    layer_norm: bool = False,
     std: float = 0.02,
     seed: int | None = None,
     device: torch.device | str = "cpu",
@@ -57,8 +58,11 @@ def init_params(
     """Parameters for embedding dim d, FF width r (default 4d) and N = seq_len positions.
 
     Entries are i.i.d. N(0, std²) (``std=0`` gives the all-zero point); ``a`` exists only
-    when ``tying`` is False.  Seeded through a private generator; drawn on the CPU in float64
-    so the same seed gives the same point on every device and dtype.
+    when ``tying`` is False.  ``layer_norm`` adds GPT-2 style pre-norm gains and biases
+    (``ln_1``, ``ln_2`` per layer, ``ln_f`` before the head; gains 1, biases 0): the
+    architecture of the paper's released training code, not of the theory.  Seeded through a
+    private generator; drawn on the CPU in float64 so the same seed gives the same point on
+    every device and dtype.
     """
     for name, value in (("d", d), ("seq_len", seq_len), ("layers", layers)):
         check_positive_int(name, value)
@@ -77,10 +81,16 @@ def init_params(
         shapes["a"] = (d,)
     shapes["b"] = ()
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
-    return {
+    params = {
         name: (std * torch.randn(shape, generator=gen, dtype=torch.float64)).to(device, dtype)
         for name, shape in shapes.items()
     }
+    if layer_norm:
+        norms = [layer_key(name, layer) for layer in range(layers) for name in ("ln_1", "ln_2")] + ["ln_f"]
+        for name in norms:
+            params[f"{name}.gain"] = torch.ones(d, device=device, dtype=dtype)
+            params[f"{name}.bias"] = torch.zeros(d, device=device, dtype=dtype)
+    return params
 
 
 def softplus(x: Tensor) -> Tensor:
@@ -110,10 +120,35 @@ def feed_forward(params: Params, layer: int, y: Tensor) -> Tensor:
     return torch.relu(y @ params[layer_key("W_1", layer)].T) @ params[layer_key("W_2", layer)].T
 
 
-def block(params: Params, layer: int, h: Tensor, key: Tensor, value: Tensor, mask: Tensor | None) -> Tensor:
-    """One layer: y = h + attention(h; keys, values);  z = y + W_2 ReLU(W_1 y)."""
-    y = h + attention(params, layer, h, key, value, mask)
-    return y + feed_forward(params, layer, y)
+def has_layer_norm(params: Params) -> bool:
+    """Does ``params`` carry the pre-norm parameters of ``init_params(layer_norm=True)``?"""
+    return "ln_f.gain" in params
+
+
+def norm(params: Params, name: str, h: Tensor) -> Tensor:
+    """LayerNorm ``name`` (gain ⊙ (h - mean)/std + bias over the last axis), or h without layer norm."""
+    if not has_layer_norm(params):
+        return h
+    return torch.nn.functional.layer_norm(h, h.shape[-1:], params[f"{name}.gain"], params[f"{name}.bias"])
+
+
+def attention_mask(n: int, memory: int | None = None, device: torch.device | str = "cpu") -> Tensor:
+    """Boolean (n, n) mask: position i is visible from n iff i ≤ n (causal) and n - i ≤ memory.
+
+    ``memory`` = W restricts attention to the current symbol and the W before it (the masking
+    experiment; W = 2 sees x_{n-2}, x_{n-1}, x_n); None keeps the whole past.
+    """
+    rows = torch.arange(n, device=device)
+    lag = rows[:, None] - rows[None, :]
+    visible = lag >= 0
+    return visible if memory is None else visible & (lag <= memory)
+
+
+def block(params: Params, layer: int, h: Tensor, mask: Tensor) -> Tensor:
+    """One layer: y = h + attention(u; u) with u = h (or LN_1(h)); z = y + W_2 ReLU(W_1 y) (or of LN_2(y))."""
+    u = norm(params, layer_key("ln_1", layer), h)
+    y = h + attention(params, layer, u, *keys_values(params, layer, u), mask)
+    return y + feed_forward(params, layer, norm(params, layer_key("ln_2", layer), y))
 
 
 def head(params: Params, z: Tensor, *, tying: bool) -> Tensor:
@@ -122,14 +157,17 @@ def head(params: Params, z: Tensor, *, tying: bool) -> Tensor:
     return z @ a + params["b"]
 
 
-def logits(params: Params, x: Tensor, *, tying: bool) -> Tensor:
-    """Logits of every position of a batch of sequences x (B, n), n ≤ N; returns (B, n)."""
+def logits(params: Params, x: Tensor, *, tying: bool, memory: int | None = None) -> Tensor:
+    """Logits of every position of a batch of sequences x (B, n), n ≤ N; returns (B, n).
+
+    ``memory``: see ``attention_mask``.  With layer-norm parameters the head reads LN_f(z).
+    """
     n = x.shape[-1]
     h = x[..., None] * params["e"] + params["pos"][:n]
-    causal = torch.ones(n, n, dtype=torch.bool, device=x.device).tril()
+    mask = attention_mask(n, memory, x.device)
     for layer in range(num_layers(params)):
-        h = block(params, layer, h, *keys_values(params, layer, h), causal)
-    return head(params, h, tying=tying)
+        h = block(params, layer, h, mask)
+    return head(params, norm(params, "ln_f", h), tying=tying)
 
 
 def prefix_logits(params: Params, tree: PrefixTree, *, tying: bool) -> Tensor:
@@ -152,15 +190,15 @@ def prefix_logits(params: Params, tree: PrefixTree, *, tying: bool) -> Tensor:
     is ``attention`` evaluated prefix by prefix.  Deeper models have prefix-dependent keys and
     go through ``logits`` instead.
     """
-    if num_layers(params) != 1:
-        raise ValueError("prefix_logits evaluates one-layer models; use logits() for deeper ones")
+    if num_layers(params) != 1 or has_layer_norm(params):
+        raise ValueError("prefix_logits evaluates one-layer models without layer norm; use logits()")
     e, pos = params["e"], params["pos"]
     seq_len, d = pos.shape
     embedded = torch.stack([pos, pos + e])  # (2, N, d): x̃_i for x_i = 0 and 1
     query = embedded @ params["W_Q"].T / math.sqrt(d)  # (2, N, d): [x_n, n]
     key, value = keys_values(params, 0, embedded)  # (2, N, d): [x_i, i]
     scores = torch.einsum("and,bid->abni", query, key)  # [x_n, x_i, n, i]
-    causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=pos.device).tril()
+    causal = attention_mask(seq_len, device=pos.device)
     # the mix does not depend on the shift, so it carries no gradient
     shift = scores.detach().masked_fill(~causal, float("-inf")).amax(dim=(1, 3), keepdim=True)
     omega = torch.exp(scores - shift).masked_fill(~causal, 0.0)  # [x_n, x_i, n, i]

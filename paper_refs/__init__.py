@@ -9,5 +9,6 @@ from importlib import resources
 
 @cache
 def claims() -> list[dict]:
-    """The registry: a list of {id, where, statement, checks}."""
+    """The registry: a list of {id, where, statement, checks}, plus ``experiment`` (a
+    ``verify.experiments`` NAME) for the empirical claims, whose checks are training runs."""
     return tomllib.loads(resources.files(__name__).joinpath("claims.toml").read_text("utf-8"))["claim"]

@@ -9,6 +9,7 @@ from paper_refs import claims
 from verify import theorem_global_min, theorem_local_min, theorem_saddle
 from verify.__main__ import main as verify_all
 from verify.__main__ import symbolic_report
+from verify.experiments import EXPERIMENTS
 
 REQUIRED = {"theorem", "inputs", "prediction", "verdict", "closed_form", "numeric", "checks"}
 SMALL = ["--d", "2", "--seq-len", "4"]
@@ -95,7 +96,8 @@ def _head_sign(mp):
 
 
 def _causal_mask(mp):
-    mp.setattr(model.torch.Tensor, "tril", lambda self, *a, **k: torch.ones_like(self))
+    mp.setattr(model, "attention_mask", lambda n, memory=None, device="cpu":
+               torch.ones(n, n, dtype=torch.bool, device=device))
 
 
 def _tying_ignored(mp):
@@ -189,7 +191,11 @@ def test_every_check_is_caught_by_some_mutation(capsys):
 def test_every_claim_has_checks_and_every_check_a_claim(capsys):
     names = _all_numeric_checks(capsys) | {c.name for c in symbolic_report().checks}
     registered = {name for claim in claims() for name in claim["checks"]}
-    assert all(claim["checks"] for claim in claims())
+    assert all(claim["checks"] or claim.get("experiment") in EXPERIMENTS for claim in claims())
+    trained = {claim["id"]: claim.get("experiment") for claim in claims() if not claim["checks"]}
+    settings = [s for make in EXPERIMENTS.values() for s in make()]
+    assert all(trained.get(s.claim) == s.experiment for s in settings), "settings pointing at the wrong claim"
+    assert set(trained.values()) == set(EXPERIMENTS), "experiments without a claim"
     assert names - registered == set(), "checks without a claim"
     assert registered - names == set(), "claims pointing at checks that do not exist"
 

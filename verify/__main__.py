@@ -45,8 +45,9 @@ def claim_status(reports: list[Report]) -> list[dict]:
     table = []
     for claim in claims():
         seen = [r for name in claim["checks"] for r in results.get(name, [])]
-        status = ("not run" if not seen else "contradicted" if False in seen
-                  else "inconclusive" if None in seen else "confirmed")
+        status = ("contradicted" if False in seen else "inconclusive" if None in seen else "confirmed" if seen
+                  else f"see python -m verify.experiments {claim['experiment']}" if "experiment" in claim
+                  else "not run")
         table.append({"id": claim["id"], "where": claim["where"], "status": status, "checks": len(seen)})
     return table
 
@@ -76,9 +77,9 @@ def main(argv: list[str] | None = None) -> int:
                 if c.passed is not True:
                     print(f"    {'FAIL' if c.passed is False else 'undecided'}: {c.name} (measured {c.measured})")
         if args.list:
-            print(f"\n{'claim':<14} {'status':<13} {'checks':>6}  where in the paper")
+            print(f"\n{'claim':<19} {'status':<13} {'checks':>6}  where in the paper")
             for row in status:
-                print(f"{row['id']:<14} {row['status']:<13} {row['checks']:>6}  {row['where']}")
+                print(f"{row['id']:<19} {row['status']:<13} {row['checks']:>6}  {row['where']}")
     return max(r.exit_code for r in reports)
 
 

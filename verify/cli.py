@@ -38,7 +38,18 @@ class Config:
         return {k: getattr(self, k) for k in ("p", "q", "tying", "d", "seq_len", "device", "dtype")}
 
 
-class _Parser(argparse.ArgumentParser):
+def resolve_device(name: str) -> str:
+    """``auto`` → cuda when available, else cpu; ``cuda`` without a GPU is bad input."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InvalidInputError("--device cuda requested but no CUDA device is available")
+    return name
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with usage errors raised as InvalidInputError (one stderr line, exit 2)."""
+
     def error(self, message: str):  # one line, exit 2
         raise InvalidInputError(message)
 
@@ -51,7 +62,7 @@ def _number(text: str) -> float:
 
 
 def parser(description: str, defaults: dict) -> argparse.ArgumentParser:
-    ap = _Parser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = Parser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--p", type=_number, default=defaults.get("p", 0.5), help="P(x_{n+1}=1 | x_n=0), in (0, 1)")
     ap.add_argument("--q", type=_number, default=defaults.get("q", 0.8), help="P(x_{n+1}=0 | x_n=1), in (0, 1)")
     ap.add_argument("--tying", action=argparse.BooleanOptionalAction, default=defaults.get("tying", True),
@@ -80,11 +91,7 @@ def config_from(args: argparse.Namespace) -> Config:
                                 "(D grows with N and the exact loss with 2^N); use --seq-len <= 16")
     if args.d > 16:
         raise InvalidInputError(f"--d {args.d} is too large for the dense full-space Hessian; use --d <= 16")
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif device == "cuda" and not torch.cuda.is_available():
-        raise InvalidInputError("--device cuda requested but no CUDA device is available")
+    device = resolve_device(args.device)
     if not math.isfinite(p + q):
         raise InvalidInputError("p and q must be finite")
     return Config(p, q, args.tying, args.d, args.seq_len, device, args.dtype, args.seed)
