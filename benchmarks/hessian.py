@@ -7,7 +7,8 @@ meaningful) the script times, best of
 the naive all-sequences loss, prints their ratio (target ≥ 10), and compares the package's
 Hessian with independent references: the naive autodiff Hessian (whole matrix) and
 scipy.differentiate.hessian finite differences with their own error estimate (on a random
-8 × 8 principal block: finite differences of all D² entries would take hours).
+8 × 8 principal block: finite differences of all D² entries would take hours).  Last, the
+extreme eigenvalues from Lanczos on Hessian-vector products against the dense eigenvalues.
 Run:  python benchmarks/hessian.py [--d 4 --seq-len 10]
 """
 
@@ -22,7 +23,7 @@ from scipy.differentiate import hessian as fd_hessian
 from torch.func import hessian as func_hessian
 from torch.func import vmap
 
-from numerics.curvature import flatten, hessian, unflatten
+from numerics.curvature import flatten, hessian, hessian_vector_product, lanczos, unflatten
 from numerics.markov import MarkovChain
 from numerics.population import population_loss
 from numerics.stationary_points import theta_star
@@ -43,6 +44,7 @@ def main() -> None:
     ap.add_argument("--d", type=int, default=4)
     ap.add_argument("--seq-len", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--lanczos-steps", type=int, default=60)
     args = ap.parse_args()
     noise = init_params(args.d, args.seq_len, std=0.02, seed=0)
     params = {k: v + noise[k] for k, v in theta_star(MarkovChain(0.5, 0.8), args.d, args.seq_len).items()}
@@ -76,6 +78,15 @@ def main() -> None:
     within = int(np.sum(gap <= 3 * fd.error + 1e-12))
     print(f"  scipy finite differences, 8×8 block max |Δ| = {gap.max():.1e}; {within}/64 entries within 3× "
           f"scipy's error estimate (median estimate {np.median(fd.error):.1e}, {int(fd.success.sum())}/64 converged)")
+
+    dense_s, exact = best_of(args.repeats, lambda: torch.linalg.eigvalsh(hessian(loss("exact"), params)))
+    product = hessian_vector_product(loss("exact"), params)
+    lanczos_s, ritz = best_of(args.repeats, lambda: lanczos(product, theta.numel(), steps=args.lanczos_steps))
+    print(f"\nextreme eigenvalues: Lanczos ({ritz.iterations} Hessian-vector products, full reorthogonalisation) "
+          f"{lanczos_s:.3f} s vs dense Hessian + eigvalsh {dense_s:.3f} s, ratio {dense_s / lanczos_s:.1f}x")
+    for name, i in (("smallest", 0), ("largest", -1)):
+        print(f"  {name:<8} Ritz {ritz.values[i].item(): .12f}  dense {exact[i].item(): .12f}  "
+              f"|Δ| = {abs(ritz.values[i] - exact[i]).item():.1e}  residual bound {ritz.residuals[i].item():.1e}")
 
 
 if __name__ == "__main__":

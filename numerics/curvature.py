@@ -2,8 +2,10 @@
 
 The Hessian is forward-over-reverse autodiff (``torch.func.hessian``) of the exact prefix-tree
 loss on the flat parameter vector: its speed comes from the loss (2^{N+1} - 2 prefixes, one
-matrix product per level, see ``prefix_logits``).  ``benchmarks/hessian.py`` compares it with
-the same transform over the naive all-sequences loss and with finite differences.
+matrix product per level, see ``prefix_logits``).  For large D, Hessian-vector products and
+Lanczos with full reorthogonalisation give the extreme eigenvalues from k ≪ D products.
+``benchmarks/hessian.py`` compares the dense Hessian with the same transform over the naive
+all-sequences loss and with finite differences.
 
 Eigenvalue certificates (claims LOCAL-MIN, SADDLE, SADDLE-UNTIED, GLOBAL-MIN).  For a computed
 pair (λ, v) of the symmetric matrix H the residual r = ‖Hv - λv‖ bounds the distance from λ to
@@ -17,6 +19,7 @@ depends on it is "inconclusive".
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -25,8 +28,6 @@ from torch.func import grad
 from torch.func import hessian as func_hessian
 
 from numerics.transformer import Params
-
-Loss = "Callable[[Params], Tensor]"
 
 
 def flatten(params: Params) -> tuple[Tensor, list[tuple[str, torch.Size]]]:
@@ -50,16 +51,92 @@ def block_names(layout: list[tuple[str, torch.Size]]) -> list[str]:
     return [name for name, shape in layout for _ in range(shape.numel())]
 
 
-def gradient(loss, params: Params) -> Tensor:
+def gradient(loss: Callable[[Params], Tensor], params: Params) -> Tensor:
     """∇L(θ) as a flat vector."""
     theta, layout = flatten(params)
     return grad(lambda th: loss(unflatten(th, layout)))(theta)
 
 
-def hessian(loss, params: Params) -> Tensor:
+def hessian(loss: Callable[[Params], Tensor], params: Params) -> Tensor:
     """∇²L(θ) as a dense D × D matrix (forward over reverse mode, vectorised over D tangents)."""
     theta, layout = flatten(params)
     return func_hessian(lambda th: loss(unflatten(th, layout)))(theta)
+
+
+def hessian_vector_product(loss: Callable[[Params], Tensor], params: Params) -> Callable[[Tensor], Tensor]:
+    """v ↦ ∇²L(θ) v without forming the D × D matrix (Pearlmutter's trick).
+
+    The reverse-mode gradient is recorded once with its own graph (``create_graph``); each
+    product is then one backward pass of <∇L, v> through that retained graph, about the cost
+    of a gradient and 8× cheaper here than ``torch.func.jvp`` of the gradient, which traces the
+    loss again on every call.  For large D a Krylov method (``lanczos``) with k ≪ D products
+    replaces the dense Hessian, which needs D of them.
+    """
+    theta, layout = flatten(params)
+    theta = theta.detach().requires_grad_(True)
+    (grad_theta,) = torch.autograd.grad(loss(unflatten(theta, layout)), theta, create_graph=True)
+
+    def product(v: Tensor) -> Tensor:
+        (hv,) = torch.autograd.grad(grad_theta, theta, v.to(theta), retain_graph=True)
+        return hv.detach()
+
+    return product
+
+
+@dataclass(frozen=True)
+class RitzPairs:
+    """Ritz values (ascending) and unit vectors of a Lanczos run, with their true residuals.
+
+    For a symmetric H and unit y, some eigenvalue of H lies within ‖Hy - θy‖ of θ
+    (``residuals``, formed from the stored products H q_j, not the Lanczos estimate |β s_k|): a
+    Ritz value with θ + residual < 0 *proves* negative curvature.  The converse is weaker:
+    Lanczos from a random start finds the extreme eigenvalues with probability 1, but a
+    run cannot prove that no eigenvalue lies beyond its extreme Ritz values.
+    """
+
+    values: Tensor  # (k,)
+    vectors: Tensor  # (D, k)
+    residuals: Tensor  # (k,)
+    iterations: int
+
+
+def lanczos(matvec: Callable[[Tensor], Tensor], dim: int, *, steps: int, seed: int = 0,
+            dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu") -> RitzPairs:
+    """Lanczos tridiagonalisation with full reorthogonalisation, and the Ritz pairs of T_k.
+
+    Plain Lanczos loses orthogonality once a Ritz value converges, and the converged value then
+    reappears as a spurious copy ("ghost").  Each new vector is therefore orthogonalised
+    against every previous one, twice (the second pass removes what rounding left of the
+    first), which keeps Q_kᵀQ_k = I to working precision at O(D k²) extra cost.  Stops early
+    when the Krylov space becomes invariant (β_k below D ε ‖T‖).
+    """
+    steps = min(steps, dim)
+    gen = torch.Generator().manual_seed(seed)
+    Q = torch.zeros(dim, steps, dtype=dtype, device=device)
+    HQ = torch.zeros_like(Q)  # H q_j, kept to form the residuals of the Ritz pairs without new products
+    start = torch.randn(dim, generator=gen, dtype=torch.float64).to(device, dtype)
+    Q[:, 0] = start / start.norm()
+    alphas, betas = [], []
+    for j in range(steps):
+        w = HQ[:, j] = matvec(Q[:, j])
+        alphas.append(torch.dot(Q[:, j], w))
+        for _ in range(2):
+            w = w - Q[:, : j + 1] @ (Q[:, : j + 1].T @ w)
+        beta = w.norm()
+        scale = max(abs(a.item()) for a in alphas) + max((b.item() for b in betas), default=0.0)
+        if j + 1 == steps or beta <= dim * torch.finfo(dtype).eps * max(scale, 1.0):
+            break
+        betas.append(beta)
+        Q[:, j + 1] = w / beta
+    k = len(alphas)
+    T = torch.diag(torch.stack(alphas))
+    if betas:
+        off = torch.stack(betas)
+        T = T + torch.diag(off, 1) + torch.diag(off, -1)
+    values, S = torch.linalg.eigh(T)
+    vectors = Q[:, :k] @ S
+    residuals = torch.linalg.vector_norm(HQ[:, :k] @ S - vectors * values, dim=0)  # ‖Hy - θy‖ with Hy = (HQ) s
+    return RitzPairs(values, vectors, residuals, k)
 
 
 @dataclass(frozen=True)

@@ -156,7 +156,8 @@ MUTATION_CASES = [
     (theorem_saddle, ["--p", "0.2", "--q", "0.3"], _hidden_negative_curvature, {
         "Hessian spectrum = closed form", "M_π Schur block = π0π1[Cov+2(p+q-1)I] (large spread)",
         "M_π point class follows λ_min(Cov)+2(p+q-1) (large spread)"}),
-    (theorem_local_min, [], _quadratic_bump, {"Hessian spectrum = closed form", "null-space dimension"}),
+    (theorem_local_min, [], _quadratic_bump, {"Hessian spectrum = closed form", "null-space dimension",
+                                              "Lanczos extremes = closed form"}),
     (theorem_local_min, [], _quartic_dip, {
         "flat along the null space", "no descent among 3000 perturbations", "gradient descent returns to H(pi)"}),
     (theorem_global_min, [], _hidden_negative_curvature, {"Hessian positive semidefinite"}),

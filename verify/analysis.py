@@ -41,6 +41,8 @@ def analyse_unigram(config: Config, theorem: str, scan: int = 0) -> Report:
     spectrum, decided = C.spectrum_checks(point, expected)
     checks = [*C.model_checks(config), *C.stationary_checks(point, chain.unigram_loss(), "H(pi)"), *spectrum,
               *C.flatness_check(point, config.seed)]
+    if decided:
+        checks += C.lanczos_check(point, expected)
     if decided and prediction == "local minimum":
         checks += C.local_min_checks(point, expected, chain.unigram_loss())
     elif decided and prediction == "saddle point":

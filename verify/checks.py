@@ -24,6 +24,8 @@ from numerics.curvature import (
     flatten,
     gradient,
     hessian,
+    hessian_vector_product,
+    lanczos,
     unflatten,
 )
 from numerics.markov import MarkovChain
@@ -144,6 +146,28 @@ def spectrum_checks(point: MeasuredPoint, expected: list[float]) -> tuple[list[C
         Check("null-space dimension", s.null_space_dim == D - len(expected), s.null_space_dim, D - len(expected), 0.0,
               "= dim of the tangent space of M_π (all directions with δe = δa = 0, δb = 0)"),
     ], True
+
+
+def lanczos_check(point: MeasuredPoint, expected: list[float], steps: int = 80) -> list[Check]:
+    """Matrix-free: Lanczos on Hessian-vector products of the loss finds the closed-form extremes.
+
+    Independent of the dense Hessian: the smallest and largest Ritz values must equal the
+    extremes of the closed-form spectrum (0 included when a null space is predicted), each
+    within rtol·scale plus its own residual ‖Hy - θy‖.
+    """
+    D = point.theta.numel()
+    predicted = [*expected, 0.0] if len(expected) < D else list(expected)
+    ritz = lanczos(hessian_vector_product(loss_of(point.config), point.params), D, steps=steps,
+                   seed=point.config.seed, dtype=point.theta.dtype, device=point.theta.device)
+    rtol = TOLERANCE[point.config.dtype][2]
+    scale = max(abs(v) for v in predicted)
+    found = [ritz.values[0].item(), ritz.values[-1].item()]
+    target = [min(predicted), max(predicted)]
+    tol = [rtol * scale + ritz.residuals[i].item() for i in (0, -1)]
+    ok = all(abs(a - b) <= t for a, b, t in zip(found, target, tol))
+    return [Check("Lanczos extremes = closed form", ok, found, target, max(tol),
+                  f"{ritz.iterations} Hessian-vector products, full reorthogonalisation; "
+                  f"lowest Ritz vector: {point.blocks(ritz.vectors[:, 0])}")]
 
 
 def flatness_check(point: MeasuredPoint, seed: int) -> list[Check]:
