@@ -1,9 +1,10 @@
 """Gradient, dense Hessian and certified spectrum of the loss over all D parameters.
 
-The Hessian is forward-over-reverse autodiff (``torch.func.hessian``) of the exact prefix-tree
-loss on the flat parameter vector: its speed comes from the loss (2^{N+1} - 2 prefixes, one
-matrix product per level, see ``prefix_logits``).  For large D, Hessian-vector products and
-Lanczos with full reorthogonalisation give the extreme eigenvalues from k ≪ D products.
+The Hessian is reverse-over-reverse autodiff (one batched backward through the recorded
+gradient graph) of the exact prefix-tree loss on the flat parameter vector: its speed comes
+from the loss (2^{N+1} - 2 prefixes, one matrix product per level, see ``prefix_logits``).
+For large D, Hessian-vector products and Lanczos with full reorthogonalisation give the
+extreme eigenvalues from k ≪ D products.
 ``benchmarks/hessian.py`` compares the dense Hessian with the same transform over the naive
 all-sequences loss and with finite differences.
 
@@ -25,7 +26,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 from torch.func import grad
-from torch.func import hessian as func_hessian
 
 from numerics.transformer import Params
 
@@ -57,24 +57,37 @@ def gradient(loss: Callable[[Params], Tensor], params: Params) -> Tensor:
     return grad(lambda th: loss(unflatten(th, layout)))(theta)
 
 
-def hessian(loss: Callable[[Params], Tensor], params: Params) -> Tensor:
-    """∇²L(θ) as a dense D × D matrix (forward over reverse mode, vectorised over D tangents)."""
+def _gradient_graph(loss: Callable[[Params], Tensor], params: Params) -> tuple[Tensor, Tensor]:
+    """(θ, ∇L(θ)) with the gradient's own graph recorded, for second derivatives by backward passes."""
     theta, layout = flatten(params)
-    return func_hessian(lambda th: loss(unflatten(th, layout)))(theta)
+    theta = theta.detach().requires_grad_(True)
+    (grad_theta,) = torch.autograd.grad(loss(unflatten(theta, layout)), theta, create_graph=True)
+    return theta, grad_theta
+
+
+def hessian(loss: Callable[[Params], Tensor], params: Params) -> Tensor:
+    """∇²L(θ) as a dense D × D matrix: the products with all D basis vectors in one batched backward.
+
+    Row i is ∂(∇L)/∂θ · e_i, a backward pass through the recorded gradient graph, vectorised over
+    the D basis vectors (``is_grads_batched``, i.e. vmap).  Same numbers as ``torch.func.hessian``
+    (forward over reverse) to rounding, without its one-off tracing cost of about 1.5 s per process.
+    """
+    theta, grad_theta = _gradient_graph(loss, params)
+    basis = torch.eye(theta.numel(), dtype=theta.dtype, device=theta.device)
+    (rows,) = torch.autograd.grad(grad_theta, theta, basis, is_grads_batched=True)
+    return rows.detach()
 
 
 def hessian_vector_product(loss: Callable[[Params], Tensor], params: Params) -> Callable[[Tensor], Tensor]:
     """v ↦ ∇²L(θ) v without forming the D × D matrix (Pearlmutter's trick).
 
-    The reverse-mode gradient is recorded once with its own graph (``create_graph``); each
-    product is then one backward pass of <∇L, v> through that retained graph, about the cost
-    of a gradient and 8× cheaper here than ``torch.func.jvp`` of the gradient, which traces the
-    loss again on every call.  For large D a Krylov method (``lanczos``) with k ≪ D products
-    replaces the dense Hessian, which needs D of them.
+    The reverse-mode gradient is recorded once with its own graph; each product is then one
+    backward pass of <∇L, v> through that retained graph, about the cost of a gradient and 8×
+    cheaper here than ``torch.func.jvp`` of the gradient, which traces the loss again on every
+    call.  For large D a Krylov method (``lanczos``) with k ≪ D products replaces the dense
+    Hessian, which needs D of them.
     """
-    theta, layout = flatten(params)
-    theta = theta.detach().requires_grad_(True)
-    (grad_theta,) = torch.autograd.grad(loss(unflatten(theta, layout)), theta, create_graph=True)
+    theta, grad_theta = _gradient_graph(loss, params)
 
     def product(v: Tensor) -> Tensor:
         (hv,) = torch.autograd.grad(grad_theta, theta, v.to(theta), retain_graph=True)
