@@ -222,9 +222,12 @@ class SecondOrderChain:
         p, q = check_probability("p", p), check_probability("q", q)
         return cls(((p, p), (1.0 - q, 1.0 - q)))
 
-    @property
+    @functools.cached_property
     def pair_law(self) -> np.ndarray:
-        """μ[a, b] = P(x_{n-1} = a, x_n = b) under stationarity (left Perron vector of the pair chain)."""
+        """μ[a, b] = P(x_{n-1} = a, x_n = b) under stationarity (left Perron vector of the pair chain).
+
+        Solved once per chain: sampling and every evaluation of the test loss read it.
+        """
         T = np.array(self.table)
         move = np.zeros((4, 4))  # (a, b) -> (b, c)
         for a in range(2):

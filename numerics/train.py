@@ -115,7 +115,7 @@ def _reference_gaps(model: Tensor, source: Source, x: Tensor, truth: Tensor) -> 
     """
     losses, gaps = {}, {}
     for name, prob in reference_probabilities(source, x[:, :-1]).items():
-        reference = expected_cross_entropy(torch.log(prob) - torch.log1p(-prob), truth).mean(dim=1)
+        reference = expected_cross_entropy(torch.logit(prob), truth).mean(dim=1)
         losses[name] = reference.mean().item()
         gaps[name] = mean_and_stderr(model - reference)
     return losses, gaps
@@ -175,7 +175,7 @@ def train(source: Source, config: TrainConfig, *, progress: Callable | None = No
     final = sequence_losses(params, test_x, truth, config)
     result.final_loss, result.final_stderr = mean_and_stderr(final)
     result.reference_test_loss, result.gap = _reference_gaps(final, source, test_x, truth)
-    result.add_beta_loss = add_beta_loss(counts, source, test_x)
+    result.add_beta_loss = add_beta_loss(counts, test_x, truth)
     result.params = {k: v.detach() for k, v in params.items()}
     if isinstance(source, MarkovChain) and config.memory is None and config.seq_len <= EXACT_MAX_SEQ_LEN:
         result.exact_loss = population_loss(result.params, source.p, source.q, tying=config.tying).item()
@@ -222,12 +222,13 @@ def count_transitions(x: Tensor, order: int, counts: dict[int, np.ndarray] | Non
     return counts
 
 
-def add_beta_loss(counts: dict[int, np.ndarray], source: Source, x: Tensor, *, beta: float = 1.0) -> float:
+def add_beta_loss(counts: dict[int, np.ndarray], x: Tensor, truth: Tensor, *, beta: float = 1.0) -> float:
     """Expected cross-entropy on test sequences x (S, N+1) of the add-β kernel estimate (nats).
 
     P̂(1 | context) = (n(context, 1) + β) / (n(context) + 2β) (Laplace for β = 1) from ``counts``
     (``count_transitions`` of the training batches), with the longest context available: the
-    source's order k, or the n symbols seen so far at positions n < k.
+    source's order k, or the n symbols seen so far at positions n < k.  ``truth`` (S, N) is the
+    source's P(x_{n+1} = 1 | x_1..x_n) on x, as for the model's test loss.
     """
     estimate = {j: (c[..., 1] + beta) / (c.sum(axis=-1) + 2 * beta) for j, c in counts.items()}
     context = x[:, :-1].long().cpu().numpy()
@@ -235,5 +236,4 @@ def add_beta_loss(counts: dict[int, np.ndarray], source: Source, x: Tensor, *, b
     for n in range(context.shape[1]):
         j = min(n + 1, max(estimate))
         p_hat[:, n] = estimate[j][tuple(context[:, n + 1 - j : n + 1].T)]
-    logit = torch.from_numpy(np.log(p_hat) - np.log1p(-p_hat))
-    return expected_cross_entropy(logit, source.next_one_probability(x[:, :-1].cpu().double())).mean().item()
+    return expected_cross_entropy(torch.logit(torch.from_numpy(p_hat)), truth.cpu().double()).mean().item()
