@@ -107,7 +107,14 @@ class MarkovChain:
 
     def next_one_probability(self, x: Tensor) -> Tensor:
         """P(x_{n+1} = 1 | x_n) for a tensor of current symbols (0/1, any float dtype)."""
-        return self.p + (1.0 - self.p - self.q) * x
+        return self.next_probabilities(x)[0]
+
+    def next_probabilities(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(P(x_{n+1} = 1 | x_n), P(x_{n+1} = 0 | x_n)) read from the kernel, each exact in relative
+        terms (p, 1 - p, q, 1 - q as given; no 1 - (1 - q) that would lose a small q)."""
+        P = self.kernel(device=x.device, dtype=x.dtype)
+        current = x.long()
+        return P[current, 1], P[current, 0]
 
     def sample(
         self,

@@ -28,7 +28,8 @@ from numerics.markov import (
     check_positive_int,
     prefix_tree,
 )
-from numerics.transformer import Params, has_layer_norm, logits, num_layers, prefix_logits, softplus
+from numerics.primitives import softplus
+from numerics.transformer import Params, has_layer_norm, logits, num_layers, prefix_logits
 
 METHODS = ("exact", "naive", "mc")
 
@@ -37,9 +38,14 @@ class EnumerationTooLargeError(InvalidInputError):
     """Exact enumeration would not fit in memory."""
 
 
-def expected_cross_entropy(logit: Tensor, p_one: Tensor) -> Tensor:
-    """E_{x'~Bernoulli(p_one)}[-log P_θ(x')] = p_one softplus(-ℓ) + (1 - p_one) softplus(ℓ)."""
-    return p_one * softplus(-logit) + (1.0 - p_one) * softplus(logit)
+def expected_cross_entropy(logit: Tensor, p_one: Tensor, p_zero: Tensor | None = None) -> Tensor:
+    """E_{x'~Bernoulli(p_one)}[-log P_θ(x')] = p_one softplus(-ℓ) + p_zero softplus(ℓ), in nats.
+
+    ``p_zero`` defaults to 1 - p_one; pass it when it is known exactly (1 - (1 - q) loses the
+    relative accuracy of a small q).
+    """
+    p_zero = 1.0 - p_one if p_zero is None else p_zero
+    return p_one * softplus(-logit) + p_zero * softplus(logit)
 
 
 def memory_budget_bytes(device: torch.device) -> int:
@@ -88,7 +94,7 @@ def exact_loss(params: Params, chain: MarkovChain, *, tying: bool) -> Tensor:
     """
     pos = params["pos"]
     tree = prefix_tree(chain, pos.shape[0], device=pos.device, dtype=pos.dtype)
-    loss = expected_cross_entropy(prefix_logits(params, tree, tying=tying), chain.next_one_probability(tree.last))
+    loss = expected_cross_entropy(prefix_logits(params, tree, tying=tying), *chain.next_probabilities(tree.last))
     return (tree.log_prob.exp() * loss).sum() / pos.shape[0]
 
 
@@ -99,7 +105,7 @@ def naive_loss(params: Params, chain: MarkovChain, *, tying: bool) -> Tensor:
     tree = prefix_tree(chain, seq_len, device=pos.device, dtype=pos.dtype)
     full = tree.length == seq_len  # the full sequences are the longest prefixes
     x, weight = tree.bits[full], tree.log_prob[full].exp()
-    per_position = expected_cross_entropy(logits(params, x, tying=tying), chain.next_one_probability(x))
+    per_position = expected_cross_entropy(logits(params, x, tying=tying), *chain.next_probabilities(x))
     return (weight * per_position.mean(dim=1)).sum()
 
 
@@ -124,7 +130,7 @@ def monte_carlo_loss(
     check_positive_int("num_samples", num_samples)
     pos = params["pos"]
     x = chain.sample(num_samples, pos.shape[0], seed=seed, device=pos.device, dtype=pos.dtype)
-    per_position = expected_cross_entropy(logits(params, x, tying=tying), chain.next_one_probability(x))
+    per_position = expected_cross_entropy(logits(params, x, tying=tying), *chain.next_probabilities(x))
     per_sequence = per_position.mean(dim=1)
     spread = per_sequence.std().item() if num_samples > 1 else math.inf
     return MonteCarloEstimate(per_sequence.mean(), spread / math.sqrt(num_samples), num_samples)

@@ -93,11 +93,6 @@ def init_params(
     return params
 
 
-def softplus(x: Tensor) -> Tensor:
-    """log(1 + e^x), exact in float64 for every x (torch's default switches to x above 20)."""
-    return x.clamp(min=0) + torch.log1p(torch.exp(-x.abs()))
-
-
 def keys_values(params: Params, layer: int, context: Tensor) -> tuple[Tensor, Tensor]:
     """Keys W_K c_i and values W_V c_i of context states c (..., S, d)."""
     return context @ params[layer_key("W_K", layer)].T, context @ params[layer_key("W_V", layer)].T
@@ -175,39 +170,30 @@ def prefix_logits(params: Params, tree: PrefixTree, *, tying: bool) -> Tensor:
 
     A causal model's logit at position n depends only on x_1^n, so each of the 2^{N+1} - 2
     prefixes is evaluated once, where running every position of all 2^N full sequences costs
-    N/2 times more.  In one layer every quantity of position i depends on x_i alone: the
-    embedding x̃_i(x_i), key k_i(x_i), value v_i(x_i), and the query of position n on x_n.  So
-    the unnormalised attention weight of i seen from n is one of two table entries,
+    N/2 times more.  In one layer every quantity of position i depends on x_i alone, and
+    linearly: with x̃_i = pos_i + x_i e,
 
-        ω_{n,i}(x_i) = exp(<q_n(x_n), k_i(x_i)>/√d - m_n),   ω = ω_{n,i}(0) + x_i Δω_{n,i},
+        k_i = W_K pos_i + x_i W_K e,     v_i = W_V pos_i + x_i W_V e,     q_n = W_Q x̃_n / √d,
 
-    (m_n a per-row shift for stability) and the attention mix of a level-n prefix with bits X is
-
-        mix = (Σ_i ω_i(0) v_i(0) + X (Δ(ω v))) / (Σ_i ω_i(0) + X Δω):
-
-    one matrix product X [Δ(ωv) | Δω] per level (rows 2^n - 2 .. 2^{n+1} - 3 of the tree), with
-    no mask and no per-prefix softmax.  This
-    is ``attention`` evaluated prefix by prefix.  Deeper models have prefix-dependent keys and
-    go through ``logits`` instead.
+    so a prefix's scores are s_i = <q_n, W_K pos_i> + x_i <q_n, W_K e> and its attention mix is
+    Σ_i a_i W_V pos_i + (Σ_i a_i x_i) W_V e with a = softmax(s) over i ≤ n: the scores of a
+    prefix are formed directly (no differences of exponentials) and each row gets its own
+    max-shifted softmax, exactly as ``attention`` does for one sequence.  The tree's rows are
+    zero-padded to N symbols; positions beyond a prefix's length are masked out of its softmax.
+    Deeper models have prefix-dependent keys and go through ``logits`` instead.
     """
     if num_layers(params) != 1 or has_layer_norm(params):
         raise ValueError("prefix_logits evaluates one-layer models without layer norm; use logits()")
     e, pos = params["e"], params["pos"]
     seq_len, d = pos.shape
-    embedded = torch.stack([pos, pos + e])  # (2, N, d): x̃_i for x_i = 0 and 1
-    query = embedded @ params["W_Q"].T / math.sqrt(d)  # (2, N, d): [x_n, n]
-    key, value = keys_values(params, 0, embedded)  # (2, N, d): [x_i, i]
-    scores = torch.einsum("and,bid->abni", query, key)  # [x_n, x_i, n, i]
-    causal = attention_mask(seq_len, device=pos.device)
-    # the mix does not depend on the shift, so it carries no gradient
-    shift = scores.detach().masked_fill(~causal, float("-inf")).amax(dim=(1, 3), keepdim=True)
-    omega = torch.exp(scores - shift).masked_fill(~causal, 0.0)  # [x_n, x_i, n, i]
-    weighted = torch.cat([omega[..., None] * value[None, :, None, :, :], omega[..., None]], dim=-1)
-    base = torch.cat(list(weighted[:, 0].sum(dim=2)), dim=-1)  # (N, 2(d+1)): Σ_i ω_i(0)[v_i(0) | 1], x_n = 0 | 1
-    slope = torch.cat(list(weighted[:, 1] - weighted[:, 0]), dim=-1)  # (N, N, 2(d+1)): per unit of x_i
-    both = torch.cat([tree.bits[2**n - 2 : 2 ** (n + 1) - 2, :n] @ slope[n - 1, :n] for n in range(1, seq_len + 1)])
-    both = both + base[tree.length - 1]
+    n = tree.length - 1  # 0-based index of each prefix's current position
     last = tree.last[:, None]
-    mixed = torch.lerp(both[:, : d + 1], both[:, d + 1 :], last)  # pick the half of x_n
-    y = pos[tree.length - 1] + last * e + (mixed[:, :d] / mixed[:, d:]) @ params["W_O"].T
+    x_now = pos[n] + last * e  # x̃_n of each prefix
+    query = x_now @ params["W_Q"].T / math.sqrt(d)
+    key_pos, value_pos = keys_values(params, 0, pos)
+    scores = query @ key_pos.T + tree.bits * (query @ (params["W_K"] @ e))[:, None]  # (prefixes, N)
+    visible = torch.arange(seq_len, device=pos.device) <= n[:, None]
+    weights = torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1)
+    mixed = weights @ value_pos + (weights * tree.bits).sum(dim=-1, keepdim=True) * (params["W_V"] @ e)
+    y = x_now + mixed @ params["W_O"].T
     return head(params, y + feed_forward(params, 0, y), tying=tying)

@@ -5,6 +5,7 @@ import torch
 
 import numerics.population as population
 import numerics.transformer as model
+from numerics.primitives import softplus
 from paper_refs import claims
 from verify import theorem_global_min, theorem_local_min, theorem_saddle
 from verify.__main__ import main as verify_all
@@ -136,7 +137,7 @@ def _hidden_negative_curvature(mp):  # same value and gradient, Hessian lowered 
 
 def _half_cross_entropy(mp):
     mp.setattr(population, "expected_cross_entropy",
-               lambda logit, p_one: 0.5 * p_one * model.softplus(-logit) + (1 - p_one) * model.softplus(logit))
+               lambda logit, p_one, p_zero: 0.5 * p_one * softplus(-logit) + p_zero * softplus(logit))
 
 
 MUTATION_CASES = [
