@@ -201,6 +201,18 @@ def gauss_newton_star() -> Result:
 
 
 @cache
+def numeric_curvature_weights():
+    """lambdify of σ'(ℓ(x)) = P(1|x)P(0|x) at θ_*: the Gauss-Newton weights per prefix ending in x.
+
+    Read off ``gauss_newton_star``: its diagonal is π_x P(1|x)P(0|x), so dividing by π_x gives the
+    weight of one prefix.  f(p, q) -> (w(0), w(1)).
+    """
+    form = gauss_newton_star().form
+    weights = [canonical(form[x, x] / pi) for x, pi in enumerate((pi0, pi1))]
+    return sp.lambdify((p, q), weights, modules="math", cse=True)
+
+
+@cache
 def normal_block_pi() -> Result:
     """Tied θ_π: the (s, b) block of ∇²L, its determinant 2π0²π1²(1+g)(p+q-1) (claim LOCAL-MIN).
 

@@ -11,30 +11,53 @@ from numerics.markov import MarkovChain
 from numerics.stationary_points import theta_pi, theta_star
 from verify import checks as C
 from verify.cli import Config
+from verify.measure import measure
 from verify.report import Report
 
 
 def closed_form_spectrum(config: Config, chain: MarkovChain) -> list[float]:
-    """Nonzero full-space eigenvalues at θ_π from the SymPy closed forms, ascending, with multiplicity."""
+    """Nonzero full-space eigenvalues at θ_π from the SymPy closed forms, ascending, with multiplicity.
+
+    At p + q = 1 exactly the eigenvalues 2π0π1(p+q-1) (or ±π0π1|1-p-q|) are 0 and are left out.
+    """
     from theory.landscape import numeric_spectrum
 
     fn, per_d = numeric_spectrum(config.tying)
-    return sorted(v for v, k in zip(fn(chain.p, chain.q), per_d) for _ in range(config.d if k else 1))
+    return sorted(v for v, k in zip(fn(chain.p, chain.q), per_d) if v != 0 for _ in range(config.d if k else 1))
+
+
+DEGENERATE = "global minimum (degenerate: p + q = 1, i.i.d. source)"
 
 
 def predict_unigram(config: Config) -> str:
     """What the theory says θ_π is for these inputs."""
     if config.p + config.q == 1:
-        return "global minimum (degenerate: p + q = 1, i.i.d. source)"
+        return DEGENERATE
     if config.tying and config.p + config.q > 1:
         return "local minimum"
     return "saddle point"
 
 
+def unigram_claims(config: Config, prediction: str) -> list[str]:
+    """The claims a θ_π run tests: the one its prediction belongs to, stationarity and M_π."""
+    if prediction == DEGENERATE:
+        specific = "IID-GLOBAL"
+    elif prediction == "local minimum":
+        specific = "LOCAL-MIN"
+    else:
+        specific = "SADDLE" if config.tying else "SADDLE-UNTIED"
+    return ["STAT-PI", specific, "MANIFOLD"]
+
+
 def analyse_unigram(config: Config, theorem: str, scan: int = 0) -> Report:
-    """θ_π (e = a = 0, pos = 0, W = 0, b = log(p/q)): stationarity, spectrum, and the prediction."""
+    """θ_π (e = a = 0, pos = 0, W = 0, b = log(p/q)): stationarity, spectrum, and the prediction.
+
+    Local minimum: no nearby descent and gradient descent returns; saddle: the loss's own
+    curvature along the lowest eigenvector; p + q = 1: no perturbation goes below H_rate (= H(π)),
+    the degenerate directions being flat only to second order.
+    """
     chain = MarkovChain(config.p, config.q)
-    point = C.measure(config, theta_pi(chain, config.d, config.seq_len, tying=config.tying,
+    point = measure(config, theta_pi(chain, config.d, config.seq_len, tying=config.tying,
                                        device=config.device, dtype=config.torch_dtype))
     expected = closed_form_spectrum(config, chain)
     prediction = predict_unigram(config)
@@ -43,32 +66,54 @@ def analyse_unigram(config: Config, theorem: str, scan: int = 0) -> Report:
               *C.flatness_check(point, config.seed)]
     if decided:
         checks += C.lanczos_check(point, expected)
-    if decided and prediction == "local minimum":
-        checks += C.local_min_checks(point, expected, chain.unigram_loss())
-    elif decided and prediction == "saddle point":
-        checks += C.saddle_check(point)
+    if prediction == DEGENERATE:
+        checks += C.no_descent_below_check(point, chain.entropy_rate())
+    elif decided and prediction == "local minimum":
+        checks += C.no_descent_check(point, min(expected))
+        checks += C.descent_returns_check(point, expected, chain.unigram_loss())
+    elif decided:
+        checks += C.saddle_check(point, min(expected))
     if config.tying:
         checks += C.manifold_checks(config, chain)
+    checks += C.manifold_formula_check(config, chain)
     numeric = point.summary()
-    if scan:
-        numeric["manifold_scan"] = C.scan_manifold(config, chain, scan)
-    claims = ["STAT-PI", "LOCAL-MIN" if config.tying else "SADDLE-UNTIED", "SADDLE", "MANIFOLD"]
-    report = Report(theorem, claims, config.inputs(), prediction,
+    report = Report(theorem, unigram_claims(config, prediction), config.inputs(), prediction,
                     {"loss": chain.unigram_loss(), "hessian_eigenvalues": expected}, numeric, checks)
     if scan:
+        numeric["manifold_scan"] = scan_manifold(config, chain, scan)
         found = numeric["manifold_scan"]
         report.notes.append(f"scan of M_π with all weights random: {found['local_minima']} of {found['points']} "
                             "points are local minima (the rest saddles or undecided)")
     return report
 
 
+def scan_manifold(config: Config, chain: MarkovChain, count: int) -> dict:
+    """Claim MANIFOLD, empirically: ``count`` random points of M_π with every weight random
+    (W_O, W_1, W_2 too), each classified by the exact (e, b) block of SPEC §10."""
+    from tqdm import tqdm
+
+    from numerics.manifold import manifold_curvature
+
+    classes = []
+    for i in tqdm(range(count), desc="scanning M_π", disable=count < 3, leave=False):
+        params = C.manifold_point(config, chain, pos_std=0.7, weight_std=0.7, seed=config.seed + 100 + i,
+                                  all_weights=True)
+        found = manifold_curvature(params, config.p, config.q, tying=config.tying)
+        classes.append({"class": found.classification, "min_eigenvalue": found.eigenvalues[0].item()})
+    minima = sum(c["class"] == "local minimum" for c in classes)
+    return {"points": count, "local_minima": minima, "fraction_minima": minima / count if count else None,
+            "classes": classes}
+
+
 def analyse_bigram(config: Config, theorem: str, scan: int = 0) -> Report:
-    """θ_*: stationarity, loss = H_rate, PSD Hessian, no random point below H_rate, reduced = full."""
+    """θ_*: stationarity, loss = H_rate, PSD Hessian equal to its Gauss-Newton form, no random point
+    below H_rate, reduced = full."""
     chain = MarkovChain(config.p, config.q)
-    point = C.measure(config, theta_star(chain, config.d, config.seq_len, tying=config.tying,
+    point = measure(config, theta_star(chain, config.d, config.seq_len, tying=config.tying,
                                          device=config.device, dtype=config.torch_dtype))
     checks = [*C.model_checks(config), *C.stationary_checks(point, chain.entropy_rate(), "H_rate"),
-              *C.psd_check(point), *C.below_entropy_rate_check(config, chain), *C.reduced_model_check(config, chain)]
+              *C.psd_check(point), *C.gauss_newton_check(point, chain), *C.below_entropy_rate_check(config, chain),
+              *C.reduced_model_check(config, chain)]
     return Report(theorem, ["GLOBAL-MIN", "REDUCED"], config.inputs(), "global minimum",
                   {"loss": chain.entropy_rate(), "hessian_eigenvalues": None,
                    "hessian": "positive semidefinite: Gauss-Newton Gram matrix, all residuals vanish"},

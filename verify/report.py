@@ -10,7 +10,12 @@ from typing import Any
 
 @dataclass
 class Check:
-    """One comparison. ``passed`` is None when the measurement cannot decide (inconclusive)."""
+    """One comparison. ``passed`` is None when the measurement cannot decide (inconclusive).
+
+    A measurement that is not finite (NaN or inf anywhere in ``measured``) fails the check,
+    whatever the comparison said: a broken computation never passes, nor vanishes.  ``inputs``
+    are those of the run that produced the check (``Report`` fills them in).
+    """
 
     name: str
     passed: bool | None
@@ -18,6 +23,12 @@ class Check:
     expected: Any
     tolerance: float | None
     detail: str = ""
+    inputs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if _nonfinite(self.measured):
+            self.passed = False
+            self.detail = ("measurement is not finite; " + self.detail).rstrip("; ")
 
 
 @dataclass
@@ -30,6 +41,10 @@ class Report:
     numeric: dict[str, Any]
     checks: list[Check] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for check in self.checks:
+            check.inputs = check.inputs or dict(self.inputs)
 
     @property
     def verdict(self) -> str:
@@ -44,10 +59,18 @@ class Report:
     def exit_code(self) -> int:
         return 1 if self.verdict == "contradicted" else 0
 
-    def to_json(self) -> str:
+    def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data: NaN and ±inf become null, their paths listed under
+        ``nonfinite`` (e.g. "checks[3].measured")."""
         data = asdict(self)
         data["verdict"] = self.verdict
-        return json.dumps(_finite(data), indent=2)
+        found: list[str] = []
+        data = _finite(data, "", found)
+        data["nonfinite"] = found
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
 
     def to_text(self) -> str:
         lines = [
@@ -78,12 +101,24 @@ def _fmt(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
-def _finite(value: Any) -> Any:
-    """JSON has no inf/nan: write them as strings."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
+def _nonfinite(value: Any) -> bool:
+    """Is there a NaN or ±inf anywhere in ``value`` (a number, or lists and dicts of them)?"""
+    if isinstance(value, float):
+        return not math.isfinite(value)
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
+        return any(_nonfinite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_nonfinite(v) for v in value)
+    return False
+
+
+def _finite(value: Any, path: str, found: list[str]) -> Any:
+    """JSON has no NaN or inf: write them as null and record where they were."""
+    if isinstance(value, float) and not math.isfinite(value):
+        found.append(path)
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v, f"{path}.{k}" if path else k, found) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v, f"{path}[{i}]", found) for i, v in enumerate(value)]
     return value

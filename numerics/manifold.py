@@ -1,0 +1,420 @@
+"""Curvature of the population loss at any point of the critical manifold M_π (claim ID ``MANIFOLD``).
+
+M_π (tied) = {e = 0, b = log(p/q), every other weight arbitrary}; untied also a = 0.  Every point of
+M_π predicts f ≡ π1 = σ(b), is stationary and has loss H(π) (nats).  On it the embedding ignores the
+input, x̃_i = x_i e + pos_i = pos_i, so the hidden states z_n and the Jacobians K_{n,i} = ∂z_n/∂x̃_i
+(d × d, i ≤ n) are deterministic: one forward pass at x̃ = pos.  With λ = 1 - p - q, k = π0 π1 and
+
+    A = (1/N) Σ_n Σ_{i≤n} λ^{n+1-i} K_{n,i}      (the "lag Jacobian", d × d),   z̄ = mean_n z_n,
+
+the Hessian of L(θ) = (1/N) Σ_n E[softplus(ℓ_n) - x_{n+1} ℓ_n] is (SPEC §10):
+
+* tied: zero outside the (e, b) block, and
+      H_ee = k [mean_n z_n z_nᵀ - (A + Aᵀ)],   H_eb = k z̄,   H_bb = k;
+  the Schur complement after eliminating b is S = k [Cov_n(z_n) - (A + Aᵀ)] (uniform weights 1/N,
+  no Bessel correction).  The point is a local minimum iff S ≻ 0 (Morse–Bott: the Hessian's kernel is
+  then exactly M_π's tangent space) and a saddle iff S has a negative eigenvalue.
+* untied: the (e, a, b) block is
+      H_ee = 0,   H_{e_c, a_j} = -k A_{jc},   H_aa = k mean_n z_n z_nᵀ,   H_ab = k z̄,   H_bb = k,   H_eb = 0,
+  so a nonzero A (hence a nonzero e–a block next to H_ee = 0) always makes a saddle.
+
+Why: with g_n = σ(ℓ_n) - x_{n+1} the Hessian is E[σ'(ℓ_n) ∇ℓ_n ∇ℓ_nᵀ + g_n ∇²ℓ_n], with σ(ℓ_n) = π1 and
+σ'(ℓ_n) = k on M_π.  The gradient of ℓ_n is (∂/∂e = z_n tied, ∂/∂a = z_n untied, ∂/∂b = 1, 0 for the
+rest): deterministic.  Second derivatives: tied ∂²ℓ_n/∂e² = Σ_i x_i (K_{n,i} + K_{n,i}ᵀ), untied
+∂²ℓ_n/∂e_c∂a_j = Σ_i x_i (K_{n,i})_{jc}; both meet E[(π1 - x_{n+1}) x_i] = -k λ^{n+1-i}.  Every other
+second derivative is deterministic or zero, and E[g_n] = 0 kills it.
+
+Special cases: θ_π (all W = 0, pos = 0) has z = 0 and A = λ I, so S = 2k(p+q-1) I (claims ``LOCAL-MIN``
+for p + q > 1, ``SADDLE`` for p + q < 1) and the untied block has eigenvalues ±k|1-p-q| (d each) and k
+(``SADDLE-UNTIED``).  W_O = W_1 = W_2 = 0 gives z_n = pos_n, A = λ I and S = k [Cov_n(pos_n) + 2(p+q-1) I].
+
+A is computed without forming any K_{n,i} (that would be O(N² d²) memory).  The one-layer Jacobian is
+    ∂m_n/∂x̃_i = a_{n,i} W_V + a_{n,i} (v_i - m_n) r_nᵀ + δ_{in} C_n,
+    r_n = W_Kᵀ W_Q x̃_n / √d,   C_n = Σ_l a_{n,l} (v_l - m_n) u_lᵀ,   u_l = W_Qᵀ W_K x̃_l / √d,
+    K_{n,i} = G_n (δ_{in} I + W_O ∂m_n/∂x̃_i),   G_n = I + W_2 diag(1[W_1 y_n > 0]) W_1,
+so with ω_{n,i} = λ^{n+1-i} a_{n,i}, σ_n = Σ_i ω_{n,i}, t_n = Σ_i ω_{n,i} v_i:
+    A_n := Σ_i λ^{n+1-i} K_{n,i} = G_n [λ (I + W_O C_n) + W_O (σ_n W_V + (t_n - σ_n m_n) r_nᵀ)],   A = mean_n A_n.
+Cost O(N² d² + N r d²) time (one (N × N)(N × d²) product for all C_n, then the FF per position) and
+O(N² + N d (d + r)) memory: N = 1024, d = 8 takes about 0.07 s on two CPU cores, where the exact loss
+needs 2^N sequences and the explicit K_{n,i} would need N² d² numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from numerics.markov import InvalidInputError, check_probability
+from numerics.transformer import BLOCK, Params, has_layer_norm, num_layers
+
+LOCAL_MINIMUM = "local minimum"
+SADDLE_POINT = "saddle point"
+UNDECIDED = "undecided"
+
+B_RELATIVE_TOLERANCE = 1e-12
+
+
+@dataclass(frozen=True)
+class ManifoldCurvature:
+    """The nonzero part of the Hessian at a point of M_π, its spectrum and the verdict.
+
+    ``block``: tied, the (e, b) block ordered [e_1..e_d, b]; untied, the (e, a, b) block ordered
+    [e_1..e_d, a_1..a_d, b] (float64 unless asked otherwise).  ``eigenvalues``: of ``block``, ascending.
+    ``schur``/``schur_eigenvalues``: the Schur complement of ``block`` after eliminating b (tied: S).
+    ``error_bound``: estimated rounding error of each eigenvalue of ``block`` (see ``error_estimate``).
+    ``classification``: "local minimum", "saddle point" or "undecided" (then ``reason`` says why).
+    ``escape_direction``: for a saddle, the unit eigenvector of the most negative eigenvalue of
+    ``block`` as {"e": tensor, "b": float} (tied) or {"e", "a", "b"} (untied); the loss decreases
+    along it to second order.  ``hidden_mean`` = z̄, ``second_moment`` = mean_n z_n z_nᵀ,
+    ``lag_jacobian`` = A, ``k`` = π0 π1, ``lam`` = λ = 1 - p - q.
+    """
+
+    tying: bool
+    block: Tensor
+    eigenvalues: Tensor
+    schur: Tensor
+    schur_eigenvalues: Tensor
+    classification: str
+    error_bound: float
+    reason: str
+    escape_direction: dict[str, Tensor | float] | None
+    hidden_mean: Tensor
+    second_moment: Tensor
+    lag_jacobian: Tensor
+    k: float
+    lam: float
+
+    @property
+    def min_eigenvalue(self) -> float:
+        return self.eigenvalues[0].item()
+
+
+@dataclass(frozen=True)
+class _Forward:
+    """Everything of the forward pass at x̃ = pos that the lag Jacobian needs, with magnitudes.
+
+    The ``*_abs`` fields are the same formulas evaluated on absolute values (|x|, |W|, |λ|): the sums
+    of absolute values of the terms whose rounding errors the error estimate scales.
+    """
+
+    z: Tensor  # (N, d)
+    lag_jacobian: Tensor  # (d, d)
+    z_abs: Tensor  # (N, d)
+    lag_jacobian_abs: Tensor  # (d, d)
+    max_score_abs: float
+    preactivation: Tensor  # (N, r): W_1 y_n
+    preactivation_abs: Tensor  # (N, r)
+
+
+def unigram_logit(p: float, q: float) -> float:
+    """b on M_π: log(π1/π0) = log p - log q (two logs, so the ratio p/q is never rounded)."""
+    return math.log(p) - math.log(q)
+
+
+def chain_constants(p: float, q: float) -> tuple[float, float]:
+    """(k, λ) = (π0 π1, 1 - p - q) = (p q / (p + q)², 1 - p - q)."""
+    return p * q / (p + q) ** 2, 1.0 - p - q
+
+
+def project_to_manifold(params: Params, p: float, q: float, *, tying: bool) -> Params:
+    """The point of M_π over ``params``: e → 0 (and a → 0 untied), b → log p - log q, the rest kept.
+
+    Returns a new dict of detached copies (the caller's tensors are not touched), same dtypes and
+    device.  This is the point whose curvature ``manifold_curvature`` classifies (claim ``MANIFOLD``).
+    """
+    p, q = check_probability("p", p), check_probability("q", q)
+    _check_architecture(params, tying)
+    out = {name: value.detach().clone() for name, value in params.items()}
+    out["e"] = torch.zeros_like(out["e"])
+    if not tying:
+        out["a"] = torch.zeros_like(out["a"])
+    out["b"] = torch.full_like(out["b"], unigram_logit(p, q))
+    return out
+
+
+def _check_architecture(params: Params, tying: bool) -> None:
+    """One layer, no layer norm, the SPEC's parameter names; refuse anything else with one message."""
+    layers = num_layers(params)
+    if layers > 1:
+        raise InvalidInputError(
+            f"the M_π curvature formula is derived for the one-layer model; got {layers} layers"
+        )
+    if has_layer_norm(params):
+        raise InvalidInputError("the M_π curvature formula is derived for the model without layer norm; "
+                                "params carry layer-norm gains and biases")
+    needed = ("e", "pos", *BLOCK, "b") + (() if tying else ("a",))
+    missing = [name for name in needed if name not in params]
+    if missing:
+        raise InvalidInputError(f"params lack {', '.join(missing)} (tying={tying})")
+
+
+def _check_on_manifold(params: Params, p: float, q: float, tying: bool) -> None:
+    """e = 0 (and a = 0) exactly, b = log(p/q) to 1e-12 relative (or b's own rounding in float32), all finite.
+
+    The relative tolerance is taken against max(1, |log(p/q)|) so that p = q (b = 0) is not held to 0 exactly.
+    """
+    for name in ("e",) if tying else ("e", "a"):
+        size = params[name].detach().abs().max().item()
+        if size != 0.0:
+            raise InvalidInputError(
+                f"point is not on M_π: {name} must be 0 (max |{name}| = {size:.3g}); "
+                "use project_to_manifold first"
+            )
+    bad = [name for name, value in params.items() if not bool(torch.isfinite(value.detach()).all())]
+    if bad:
+        raise InvalidInputError(f"params hold non-finite values in {', '.join(bad)}")
+    target = unigram_logit(p, q)
+    b = params["b"].detach().double().item()
+    # A float32 b cannot hold log(p/q) to 1e-12; its own rounding is then the best attainable.
+    tolerance = max(B_RELATIVE_TOLERANCE, 2 * torch.finfo(params["b"].dtype).eps) * max(1.0, abs(target))
+    if not abs(b - target) <= tolerance:
+        raise InvalidInputError(
+            f"point is not on M_π: b = {b!r} must equal log(p/q) = {target!r} "
+            f"(within {tolerance:.1g}); use project_to_manifold first"
+        )
+
+
+def lag_powers(lam: float, seq_len: int, *, device: torch.device | str, dtype: torch.dtype) -> Tensor:
+    """(N, N) lower-triangular Λ with Λ[n, i] = λ^{n+1-i} for i ≤ n (0-based n, i), 0 above.
+
+    |λ|^m by ``pow`` (accurate to an ulp, underflows cleanly to 0, 0^m = 0 for m ≥ 1), the sign
+    (-1)^m separately: no cumulative product whose rounding grows with m, no log of 0.
+    """
+    rows = torch.arange(seq_len, device=device)
+    lag = (rows[:, None] - rows[None, :] + 1).clamp(min=0)  # m = n + 1 - i ≥ 1 where visible
+    exponents = torch.arange(seq_len + 1, device=device, dtype=dtype)
+    powers = torch.pow(torch.tensor(abs(lam), device=device, dtype=dtype), exponents)
+    if lam < 0:
+        powers = powers * (1 - 2 * (exponents.remainder(2)))
+    return torch.where(lag > 0, powers[lag], torch.zeros((), device=device, dtype=dtype))
+
+
+def causal_softmax(scores: Tensor) -> Tensor:
+    """Row-wise softmax over i ≤ n, shifted by the row max so no exp overflows; exact zeros above."""
+    seq_len = scores.shape[0]
+    causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=scores.device).tril()
+    masked = scores.masked_fill(~causal, -math.inf)
+    weights = torch.exp(masked - masked.amax(dim=1, keepdim=True))
+    return weights / weights.sum(dim=1, keepdim=True)
+
+
+def _weighted_outer(att: Tensor, left: Tensor, right: Tensor) -> Tensor:
+    """Σ_l att[n, l] left_l right_lᵀ for every n: (N, d, d) from one (N × N)(N × d²) product."""
+    n, d = left.shape
+    return (att @ (left[:, :, None] * right[:, None, :]).reshape(n, d * d)).reshape(n, d, d)
+
+
+def _lag_jacobian_terms(
+    att: Tensor, omega: Tensor, lam: float, x: Tensor, v: Tensor, m: Tensor, r: Tensor, u: Tensor, W: Params
+) -> Tensor:
+    """The bracket of A_n before G_n: λ(I + W_O C_n) + W_O(σ_n W_V + (t_n - σ_n m_n) r_nᵀ), (N, d, d).
+
+    C_n = Σ_l a_{n,l} v_l u_lᵀ - m_n ū_nᵀ (ū_n = Σ_l a_{n,l} u_l): the centred sum in its expanded
+    form, which needs no (N, N, d) tensor; t_n - σ_n m_n likewise.  Also used with all inputs
+    replaced by absolute values (then ``m`` enters with a + sign, which the caller arranges).
+    """
+    d = x.shape[1]
+    C = _weighted_outer(att, v, u) - m[:, :, None] * (att @ u)[:, None, :]
+    sigma = omega.sum(dim=1)
+    drift = omega @ v - sigma[:, None] * m  # t_n - σ_n m_n
+    inside = lam * C + sigma[:, None, None] * W["W_V"] + drift[:, :, None] * r[:, None, :]
+    eye = torch.eye(d, dtype=x.dtype, device=x.device)
+    return lam * eye + W["W_O"] @ inside
+
+
+def _feed_forward_jacobian(bracket: Tensor, active: Tensor, W: Params) -> Tensor:
+    """G_n bracket_n = bracket_n + W_2 diag(active_n) W_1 bracket_n for every n."""
+    hidden = active[:, :, None] * (W["W_1"] @ bracket)  # (N, r, d)
+    return bracket + W["W_2"] @ hidden
+
+
+def _forward(params: Params, lam: float, dtype: torch.dtype) -> _Forward:
+    """z_n and A at x̃ = pos, and the same formulas on absolute values (for the error estimate)."""
+    W = {name: params[name].detach().to(dtype) for name in BLOCK}
+    x = params["pos"].detach().to(dtype)
+    seq_len, d = x.shape
+    scale = math.sqrt(d)
+    queries, keys = x @ W["W_Q"].T, x @ W["W_K"].T
+    att = causal_softmax(queries @ keys.T / scale)
+    v = x @ W["W_V"].T
+    m = att @ v
+    y = x + m @ W["W_O"].T
+    pre = y @ W["W_1"].T
+    z = y + torch.relu(pre) @ W["W_2"].T
+    r = queries @ W["W_K"] / scale  # rows r_nᵀ = (W_Kᵀ W_Q x̃_n / √d)ᵀ
+    u = keys @ W["W_Q"] / scale  # rows u_lᵀ = (W_Qᵀ W_K x̃_l / √d)ᵀ
+    Lam = lag_powers(lam, seq_len, device=x.device, dtype=dtype)
+    bracket = _lag_jacobian_terms(att, Lam * att, lam, x, v, m, r, u, W)
+    lag_jacobian = _feed_forward_jacobian(bracket, (pre > 0).to(dtype), W).mean(dim=0)
+
+    Wa = {name: value.abs() for name, value in W.items()}
+    xa = x.abs()
+    qa, ka, va = xa @ Wa["W_Q"].T, xa @ Wa["W_K"].T, xa @ Wa["W_V"].T
+    causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=x.device).tril()
+    max_score = ((qa @ ka.T) / scale).masked_fill(~causal, 0.0).max().item()
+    ma = att @ va
+    ya = xa + ma @ Wa["W_O"].T
+    pre_abs = ya @ Wa["W_1"].T
+    active = (pre > 0).to(dtype)
+    # an inactive unit contributes an exact 0 (no rounding); a kink is caught by ``_kink_reason``
+    za = ya + (active * pre_abs) @ Wa["W_2"].T
+    # -m with |m|: the absolute terms of C_n and t_n - σ_n m_n add instead of cancelling
+    bracket_abs = _lag_jacobian_terms(att, Lam.abs() * att, abs(lam), xa, va, -ma, qa @ Wa["W_K"] / scale,
+                                      ka @ Wa["W_Q"] / scale, Wa)
+    lag_abs = _feed_forward_jacobian(bracket_abs, active, Wa).mean(dim=0)
+    return _Forward(z, lag_jacobian, za, lag_abs, max_score, pre, pre_abs)
+
+
+def relative_rounding(fwd: _Forward, dtype: torch.dtype) -> float:
+    """γ ≈ u (L + 2(d + 2) s̄): the relative rounding error of a computed sum of products here.
+
+    L = 4N + 2r + 6d + 10 bounds the rounding steps along the longest chain (scores over d, softmax
+    normalisation over N, attention sums over N, the FF over r, C_n over N, the means over N); the
+    standard forward bound for such sums (Higham, Accuracy and Stability, §3.1) is
+    |error| ≤ γ_L Σ |terms| with γ_L ≈ L u.  A softmax weight exp(s - max s) carries in addition the
+    absolute error of its argument, ≈ 2(d + 2) u s̄ for scores of absolute size s̄.
+    """
+    u = torch.finfo(dtype).eps / 2
+    seq_len, d = fwd.z.shape
+    r = fwd.preactivation.shape[1]
+    return u * (4 * seq_len + 2 * r + 6 * d + 10 + 2 * (d + 2) * fwd.max_score_abs)
+
+
+def error_estimate(fwd: _Forward, k: float, block: Tensor, dtype: torch.dtype) -> float:
+    """Estimated rounding error of every eigenvalue of ``block`` (an estimate, not a proof).
+
+    Each entry of the block is k times a sum of products (mean z zᵀ, A); its error is about
+    γ Σ |terms| (``relative_rounding``), and Σ |terms| is the same formula evaluated on absolute
+    values: k (mean_n |z_n||z_n|ᵀ + Ā + Āᵀ), with Ā the lag Jacobian of |W|, |pos|, |λ| and the
+    same ReLU pattern (inactive units contribute exact zeros).  By Weyl each eigenvalue moves by at
+    most the spectral norm of that entrywise bound; ``eigh`` adds a backward error ≈ (size) u ‖block‖₂.
+    The result is doubled for the terms the first-order analysis drops.  Linear growth in L is the
+    worst case (errors of random sign grow like √L), so the estimate is pessimistic by orders of
+    magnitude in practice (tests observe errors ~1e-15 relative); it is not a certificate.
+    """
+    u = torch.finfo(dtype).eps / 2
+    seq_len = fwd.z.shape[0]
+    magnitude = fwd.z_abs.T @ fwd.z_abs / seq_len + fwd.lag_jacobian_abs + fwd.lag_jacobian_abs.T
+    spread = relative_rounding(fwd, dtype) * k * torch.linalg.matrix_norm(magnitude, ord=2).item()
+    solver = block.shape[0] * u * torch.linalg.matrix_norm(block, ord=2).item()
+    return float(2.0 * (spread + solver))
+
+
+def _kink_reason(fwd: _Forward, W_1: Tensor, W_2: Tensor, dtype: torch.dtype) -> str:
+    """Non-empty if a ReLU input at x̃ = pos is 0 (or within its rounding) for a unit that matters.
+
+    There the loss is not twice differentiable along e (ReLU(h_j(e)) with h_j(0) = 0), so the block
+    would depend on which side the kink is taken: refuse to guess.  A unit with W_1 row or W_2 column
+    zero does not change z and cannot make a kink.
+    """
+    live = (W_1.detach().to(dtype).abs().sum(dim=1) > 0) & (W_2.detach().to(dtype).abs().sum(dim=0) > 0)
+    rounding = relative_rounding(fwd, dtype)
+    exact = (fwd.preactivation == 0) & live
+    near = (fwd.preactivation.abs() <= rounding * fwd.preactivation_abs) & live
+    for mask, how in ((exact, "is exactly 0"), (near, "is 0 within its rounding error")):
+        if bool(mask.any()):
+            n, j = (int(t) for t in mask.nonzero()[0])
+            return (f"ReLU kink: the input (W_1 y_n)_j of hidden unit j={j} at position n={n + 1} {how} "
+                    f"({int(mask.sum())} such entries); the Hessian along e is not defined there")
+    return ""
+
+
+def _assemble(z: Tensor, A: Tensor, k: float, tying: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(block, Schur complement after eliminating b, z̄, mean z zᵀ) of the formulas in the module doc."""
+    seq_len, d = z.shape
+    zbar = z.mean(dim=0)
+    second = z.T @ z / seq_len
+    second = (second + second.T) / 2
+    centred = z - zbar
+    cov = centred.T @ centred / seq_len  # centred directly: no cancellation in mean zzᵀ - z̄z̄ᵀ
+    cov = (cov + cov.T) / 2
+    sym_lag = A + A.T
+    if tying:
+        block = torch.zeros(d + 1, d + 1, dtype=z.dtype, device=z.device)
+        block[:d, :d] = k * (second - sym_lag)
+        schur = k * (cov - sym_lag)
+    else:
+        block = torch.zeros(2 * d + 1, 2 * d + 1, dtype=z.dtype, device=z.device)
+        block[:d, d : 2 * d] = -k * A.T  # H_{e_c, a_j} = -k A_{jc}
+        block[d : 2 * d, :d] = -k * A
+        block[d : 2 * d, d : 2 * d] = k * second
+        schur = block[: 2 * d, : 2 * d].clone()
+        schur[d:, d:] = k * cov
+    block[-1, -1] = k
+    block[-1, -1 - d : -1] = block[-1 - d : -1, -1] = k * zbar  # the b row meets e (tied) or a (untied)
+    return block, schur, zbar, second
+
+
+def _classify(eigenvalues: Tensor, bound: float) -> tuple[str, str]:
+    """Second-order verdict: a sign counts only beyond ``bound``."""
+    low = eigenvalues[0].item()
+    if low < -bound:
+        return SADDLE_POINT, ""
+    if low > bound:
+        return LOCAL_MINIMUM, ""
+    flat = int((eigenvalues.abs() <= bound).sum())
+    return UNDECIDED, (f"{flat} eigenvalue(s) of the normal block within the error bound {bound:.2g} of 0 "
+                       f"(smallest {low:.3g}): degenerate, the second-order test cannot decide")
+
+
+def _escape_direction(vectors: Tensor, d: int, tying: bool) -> dict[str, Tensor | float]:
+    """The first eigenvector as named parts, sign fixed so that its largest entry is positive."""
+    v = vectors[:, 0]
+    v = v * torch.sign(v[v.abs().argmax()])
+    parts: dict[str, Tensor | float] = {"e": v[:d].clone()}
+    if not tying:
+        parts["a"] = v[d : 2 * d].clone()
+    parts["b"] = v[-1].item()
+    return parts
+
+
+def manifold_curvature(
+    params: Params, p: float, q: float, *, tying: bool, dtype: torch.dtype = torch.float64
+) -> ManifoldCurvature:
+    """The nonzero Hessian block of the population loss at a point of M_π and its verdict (``MANIFOLD``).
+
+    ``params`` must lie on M_π (e = 0, a = 0 untied, b = log(p/q); see ``project_to_manifold``),
+    one layer, no layer norm; anything else raises ``InvalidInputError``.  N = ``params["pos"].shape[0]``
+    is unrestricted (cost O(N² d²), no 2^N).  Computed in ``dtype`` (float64) on the params' device.
+
+    Tied: local minimum iff every eigenvalue of the (e, b) block exceeds ``error_bound`` (⇔ S ≻ 0,
+    since H_bb = k > 0); saddle iff one is below -``error_bound``.  Untied: saddle iff one is below
+    -``error_bound`` (H_ee = 0, so any nonzero A gives one); local minimum only if all 2d + 1 exceed it.
+    Otherwise, or at a ReLU kink, "undecided" with a ``reason``.  At θ_π this reproduces claims
+    ``LOCAL-MIN`` (p + q > 1), ``SADDLE`` (p + q < 1) and ``SADDLE-UNTIED``.
+    """
+    p, q = check_probability("p", p), check_probability("q", q)
+    _check_architecture(params, tying)
+    _check_on_manifold(params, p, q, tying)
+    k, lam = chain_constants(p, q)
+    fwd = _forward(params, lam, dtype)
+    block, schur, zbar, second = _assemble(fwd.z, fwd.lag_jacobian, k, tying)
+    eigenvalues, vectors = torch.linalg.eigh(block)
+    schur_eigenvalues = torch.linalg.eigvalsh(schur)
+    bound = error_estimate(fwd, k, block, dtype)
+    reason = _kink_reason(fwd, params["W_1"], params["W_2"], dtype)
+    if reason:
+        classification = UNDECIDED
+    else:
+        classification, reason = _classify(eigenvalues, bound)
+    d = fwd.z.shape[1]
+    escape = _escape_direction(vectors, d, tying) if classification == SADDLE_POINT else None
+    return ManifoldCurvature(
+        tying=tying,
+        block=block,
+        eigenvalues=eigenvalues,
+        schur=schur,
+        schur_eigenvalues=schur_eigenvalues,
+        classification=classification,
+        error_bound=bound,
+        reason=reason,
+        escape_direction=escape,
+        hidden_mean=zbar,
+        second_moment=second,
+        lag_jacobian=fwd.lag_jacobian,
+        k=k,
+        lam=lam,
+    )
