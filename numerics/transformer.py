@@ -98,13 +98,18 @@ def keys_values(params: Params, layer: int, context: Tensor) -> tuple[Tensor, Te
     return context @ params[layer_key("W_K", layer)].T, context @ params[layer_key("W_V", layer)].T
 
 
+def queries(params: Params, layer: int, h: Tensor) -> Tensor:
+    """W_Q h / √d: the query of states h (..., d), with the softmax temperature √d folded in."""
+    return h @ params[layer_key("W_Q", layer)].T / math.sqrt(h.shape[-1])
+
+
 def attention(params: Params, layer: int, h: Tensor, key: Tensor, value: Tensor, mask: Tensor | None) -> Tensor:
     """W_O Σ_i softmax_i(<W_Q h, k_i>/√d) v_i for queries h (..., T, d) and keys, values (..., S, d).
 
     Written out instead of ``scaled_dot_product_attention``, whose fused CPU kernel has no
     forward-mode AD nor double backward (torch.func.hessian would fail through it).
     """
-    scores = (h @ params[layer_key("W_Q", layer)].T) @ key.transpose(-1, -2) / math.sqrt(h.shape[-1])
+    scores = queries(params, layer, h) @ key.transpose(-1, -2)
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     return torch.softmax(scores, dim=-1) @ value @ params[layer_key("W_O", layer)].T
@@ -185,14 +190,14 @@ def prefix_logits(params: Params, tree: PrefixTree, *, tying: bool) -> Tensor:
     if num_layers(params) != 1 or has_layer_norm(params):
         raise ValueError("prefix_logits evaluates one-layer models without layer norm; use logits()")
     e, pos = params["e"], params["pos"]
-    seq_len, d = pos.shape
+    seq_len = pos.shape[0]
     n = tree.length - 1  # 0-based index of each prefix's current position
     last = tree.last[:, None]
     x_now = pos[n] + last * e  # x̃_n of each prefix
-    query = x_now @ params["W_Q"].T / math.sqrt(d)
+    query = queries(params, 0, x_now)
     key_pos, value_pos = keys_values(params, 0, pos)
     scores = query @ key_pos.T + tree.bits * (query @ (params["W_K"] @ e))[:, None]  # (prefixes, N)
-    visible = torch.arange(seq_len, device=pos.device) <= n[:, None]
+    visible = attention_mask(seq_len, device=pos.device)[n]  # row n of the causal mask
     weights = torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1)
     mixed = weights @ value_pos + (weights * tree.bits).sum(dim=-1, keepdim=True) * (params["W_V"] @ e)
     y = x_now + mixed @ params["W_O"].T

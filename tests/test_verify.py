@@ -5,6 +5,7 @@ import torch
 
 import numerics.population as population
 import numerics.transformer as model
+import verify.checks as checks
 from numerics.primitives import softplus
 from paper_refs import claims
 from verify import theorem_global_min, theorem_local_min, theorem_saddle
@@ -131,8 +132,16 @@ def _quadratic_bump(mp):  # curvature in directions the theory says are flat
     _loss_wrapper(mp, lambda params: (params["pos"] ** 2).sum())
 
 
+def _tangent_dip(mp):  # negative curvature along M_π (pos): a descent direction at θ_π
+    _loss_wrapper(mp, lambda params: -0.01 * (params["pos"] ** 2).sum())
+
+
 def _hidden_negative_curvature(mp):  # same value and gradient, Hessian lowered by 2 on e
     _loss_wrapper(mp, lambda params: -((params["e"] - params["e"].detach()) ** 2).sum())
+
+
+def _dip_below_minimum(mp):  # lowers the loss away from θ_π by a small quadratic in e
+    _loss_wrapper(mp, lambda params: -0.01 * (params["e"] ** 2).sum())
 
 
 def _half_cross_entropy(mp):
@@ -140,29 +149,55 @@ def _half_cross_entropy(mp):
                lambda logit, p_one, p_zero: 0.5 * p_one * softplus(-logit) + p_zero * softplus(logit))
 
 
+def _kinked_softplus(mp):  # the audit's bug: autograd of clamp and |x| gives σ(0) = 1, σ'(0) = 0
+    mp.setattr(population, "softplus", lambda x: x.clamp(min=0) + torch.log1p(torch.exp(-x.abs())))
+
+
+def _temperature(mp):  # 1/√d → 1/d in the model and its reference together
+    mp.setattr(model, "queries", lambda params, layer, h: h @ params[model.layer_key("W_Q", layer)].T / h.shape[-1])
+    _reference_follows_model(mp)
+
+
+def _reference_follows_model(mp):
+    mp.setattr(checks, "reference_logits", lambda params, x, *, tying: model.logits(
+        params, torch.tensor([x], dtype=torch.float64), tying=tying)[0].tolist())
+
+
+def _leaky_mask(mp):  # attention sees the future, in the model and its reference together
+    _causal_mask(mp)
+    _reference_follows_model(mp)
+
+
+LOCAL, SADDLE, GLOBAL = theorem_local_min, theorem_saddle, theorem_global_min
+IID = ["--p", "0.3", "--q", "0.7"]
 MUTATION_CASES = [
-    (theorem_local_min, [], _ff_sign, {"forward = paper's equations"}),
-    (theorem_global_min, [], _ff_sign, {"loss = H_rate", "full model on φ(ρ) = reduced L(ρ)"}),
-    (theorem_local_min, [], _bias, {"stationary: max |dL/dθ|", "loss = H(pi)"}),
-    (theorem_local_min, [], _causal_mask, {"forward = paper's equations"}),
-    (theorem_saddle, ["--no-tying"], _tying_ignored, {"forward = paper's equations"}),
-    (theorem_saddle, [], _softmax_scale, {"forward = paper's equations", "prefix-tree loss = all-sequence loss"}),
-    (theorem_local_min, [], _prefix_tree_offset, {"prefix-tree loss = all-sequence loss"}),
-    (theorem_local_min, [], _head_sign, {
+    (LOCAL, [], _ff_sign, {"forward = paper's equations"}),
+    (GLOBAL, [], _ff_sign, {"loss = H_rate", "full model on φ(ρ) = reduced L(ρ)"}),
+    (LOCAL, [], _bias, {"stationary: max |dL/dθ|", "loss = H(pi)"}),
+    (LOCAL, [], _causal_mask, {"forward = paper's equations"}),
+    (SADDLE, ["--no-tying"], _tying_ignored, {"forward = paper's equations"}),
+    (SADDLE, [], _softmax_scale, {"forward = paper's equations", "prefix-tree loss = all-sequence loss"}),
+    (LOCAL, [], _prefix_tree_offset, {"prefix-tree loss = all-sequence loss"}),
+    (LOCAL, [], _head_sign, {
         "Hessian spectrum = closed form",
         "M_π Schur block = π0π1[Cov+2(p+q-1)I] (small spread)",
         "M_π Schur block = π0π1[Cov+2(p+q-1)I] (large spread)",
         "M_π point class follows λ_min(Cov)+2(p+q-1) (small spread)"}),
-    (theorem_saddle, ["--p", "0.2", "--q", "0.3"], _head_sign, {"descent along negative curvature"}),
-    (theorem_saddle, ["--p", "0.2", "--q", "0.3"], _hidden_negative_curvature, {
+    (SADDLE, ["--p", "0.2", "--q", "0.3"], _head_sign, {"descent along negative curvature"}),
+    (SADDLE, ["--p", "0.2", "--q", "0.3"], _hidden_negative_curvature, {
         "Hessian spectrum = closed form", "M_π Schur block = π0π1[Cov+2(p+q-1)I] (large spread)",
         "M_π point class follows λ_min(Cov)+2(p+q-1) (large spread)"}),
-    (theorem_local_min, [], _quadratic_bump, {"Hessian spectrum = closed form", "null-space dimension",
-                                              "Lanczos extremes = closed form"}),
-    (theorem_local_min, [], _quartic_dip, {
-        "flat along the null space", "no descent among 3000 perturbations", "gradient descent returns to H(pi)"}),
-    (theorem_global_min, [], _hidden_negative_curvature, {"Hessian positive semidefinite"}),
-    (theorem_global_min, [], _half_cross_entropy, {"no random θ below H_rate"}),
+    (LOCAL, [], _quadratic_bump, {"Hessian spectrum = closed form", "null-space dimension",
+                                  "Lanczos extremes = closed form"}),
+    (LOCAL, [], _quartic_dip, {"flat along the manifold M_π", "gradient descent returns to H(pi)"}),
+    (LOCAL, [], _tangent_dip, {"no descent among nearby perturbations", "Hessian spectrum = closed form"}),
+    (LOCAL, IID, _dip_below_minimum, {"no perturbation below the global minimum"}),
+    (GLOBAL, [], _hidden_negative_curvature, {"Hessian positive semidefinite", "Hessian = Gauss-Newton Gram matrix"}),
+    (GLOBAL, ["--d", "4"], _kinked_softplus, {"Hessian = Gauss-Newton Gram matrix"}),  # r = 16: a logit exactly 0
+    (LOCAL, ["--p", "0.9", "--q", "0.9"], _kinked_softplus, {"Hessian spectrum = closed form"}),
+    (GLOBAL, [], _half_cross_entropy, {"no random θ below H_rate"}),
+    (LOCAL, [], _temperature, {"M_π Hessian = closed form (attention on)"}),
+    (LOCAL, [], _leaky_mask, {"M_π Hessian = closed form (attention on)"}),
 ]
 
 
@@ -170,7 +205,7 @@ MUTATION_CASES = [
                          ids=[f"{m.THEOREM}-{c.__name__.strip('_')}" for m, _, c, _ in MUTATION_CASES])
 def test_a_corrupted_model_is_contradicted(module, argv, corrupt, failing, monkeypatch, capsys):
     corrupt(monkeypatch)
-    code, report = run(module, [*argv, *SMALL], capsys)
+    code, report = run(module, [*SMALL, *argv], capsys)
     assert code == 1 and report["verdict"] == "contradicted"
     failed = {c["name"] for c in report["checks"] if c["passed"] is False}
     assert failing <= failed, failing - failed
@@ -179,7 +214,7 @@ def test_a_corrupted_model_is_contradicted(module, argv, corrupt, failing, monke
 def _all_numeric_checks(capsys) -> set[str]:
     names = set()
     for module, argv in [(theorem_local_min, []), (theorem_saddle, []), (theorem_saddle, ["--no-tying"]),
-                         (theorem_global_min, [])]:
+                         (theorem_global_min, []), (theorem_local_min, IID)]:
         _, report = run(module, [*argv, *SMALL], capsys)
         names |= {c["name"] for c in report["checks"]}
     return names
