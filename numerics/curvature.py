@@ -146,7 +146,7 @@ def lanczos(matvec: Callable[[Tensor], Tensor], dim: int, *, steps: int, seed: i
     reappears as a spurious copy ("ghost").  Each new vector is therefore orthogonalised
     against every previous one, twice (the second pass removes what rounding left of the
     first), which keeps Q_kᵀQ_k = I to working precision at O(D k²) extra cost.  Stops early
-    when the Krylov space becomes invariant (β_k below D ε ‖T‖).
+    when the Krylov space becomes invariant (β_k below D ε ‖T‖, relative to T's own scale).
     """
     steps = min(steps, dim)
     gen = torch.Generator().manual_seed(seed)
@@ -162,7 +162,7 @@ def lanczos(matvec: Callable[[Tensor], Tensor], dim: int, *, steps: int, seed: i
             w = w - Q[:, : j + 1] @ (Q[:, : j + 1].T @ w)
         beta = w.norm()
         scale = max(abs(a.item()) for a in alphas) + max((b.item() for b in betas), default=0.0)
-        if j + 1 == steps or beta <= dim * torch.finfo(dtype).eps * max(scale, 1.0):
+        if j + 1 == steps or beta <= dim * torch.finfo(dtype).eps * scale:  # relative: H may be tiny (π0π1 ~ 1e-6)
             break
         betas.append(beta)
         Q[:, j + 1] = w / beta

@@ -98,6 +98,7 @@ def scan_manifold(config: Config, chain: MarkovChain, count: int) -> dict:
     for i in tqdm(range(count), desc="scanning M_π", disable=count < 3, leave=False):
         params = C.manifold_point(config, chain, pos_std=0.7, weight_std=0.7, seed=config.seed + 100 + i,
                                   all_weights=True)
+        params = {k: v.to(config.device, config.torch_dtype) for k, v in params.items()}
         found = manifold_curvature(params, config.p, config.q, tying=config.tying)
         classes.append({"class": found.classification, "min_eigenvalue": found.eigenvalues[0].item()})
     minima = sum(c["class"] == "local minimum" for c in classes)

@@ -263,14 +263,13 @@ def no_descent_below_check(point: MeasuredPoint, target: float, *, count: int = 
 
 def manifold_point(config: Config, chain: MarkovChain, *, pos_std: float, weight_std: float, seed: int,
                    all_weights: bool = False) -> Params:
-    """A point of M_π: e = a = 0, b = log(p/q), random pos and W_Q, W_K, W_V (and, if
-    ``all_weights``, random W_O, W_1, W_2 too; otherwise those are 0)."""
-    params = init_params(config.d, config.seq_len, tying=config.tying, std=weight_std, seed=seed,
-                         device=config.device, dtype=config.torch_dtype)
+    """A point of M_π in float64 on the CPU: e = a = 0, b = log(p/q), random pos and W_Q, W_K, W_V
+    (and, if ``all_weights``, random W_O, W_1, W_2 too; otherwise those are 0)."""
+    params = init_params(config.d, config.seq_len, tying=config.tying, std=weight_std, seed=seed)
     params["pos"] = params["pos"] * (pos_std / weight_std)
     zero = ["e", "a"] + ([] if all_weights else ["W_O", "W_1", "W_2"])
     params |= {k: torch.zeros_like(params[k]) for k in zero if k in params}
-    params["b"] = torch.tensor(chain.unigram_logit(), device=config.device, dtype=config.torch_dtype)
+    params["b"] = torch.tensor(chain.unigram_logit(), dtype=torch.float64)
     return params
 
 
@@ -322,7 +321,8 @@ def manifold_formula_check(config: Config, chain: MarkovChain) -> list[Check]:
 
     params = manifold_point(config, chain, pos_std=0.8, weight_std=0.8, seed=config.seed + 4, all_weights=True)
     point = measure(config, params)
-    formula = manifold_curvature(params, config.p, config.q, tying=config.tying)
+    formula = manifold_curvature({k: v.to(config.device, config.torch_dtype) for k, v in params.items()},
+                                 config.p, config.q, tying=config.tying)
     idx = _block_indices(point, config.tying)
     H = point.hessian
     rest = H.clone()

@@ -89,14 +89,21 @@ class MeasuredPoint:
                 "lowest_eigenvector": self.blocks(s.vectors[:, 0])}
 
 
-def measure(config: Config, params: Params) -> MeasuredPoint:
-    """Loss, gradient, Hessian (float32 runs: also re-evaluated in float64) and spectrum at ``params``."""
+def measure(config: Config, exact: Params) -> MeasuredPoint:
+    """Loss, gradient, Hessian and spectrum at the point ``exact`` (given in float64), run in the
+    configured device and dtype.
+
+    A float32 run evaluates the float32 rounding of the point; its Hessian's error estimate then
+    includes the distance to the float64 Hessian at the point itself, so that representing the
+    point in float32 (b = log(p/q) to 7 digits) counts as the rounding it is.
+    """
     loss = loss_of(config)
+    params = {k: v.to(config.device, config.torch_dtype) for k, v in exact.items()}
     theta, layout = flatten(params)
     H = hessian(loss, params).cpu().double()
     reference = None
     if config.torch_dtype != torch.float64:
-        reference = hessian(loss, {k: v.double() for k, v in params.items()}).cpu()
+        reference = hessian(loss, {k: v.to(config.device, torch.float64) for k, v in exact.items()}).cpu()
     value = loss(params).item()
     num_prefixes = 2 ** (params["pos"].shape[0] + 1) - 2
     return MeasuredPoint(config, params, theta, layout, value, gradient(loss, params).abs().max().item(), H,
