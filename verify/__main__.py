@@ -1,9 +1,13 @@
 """Run every verification and print one table: `python -m verify` (add --list for the claims).
 
 Runs the symbolic identities (SymPy, exact reduction to 0), then theorem_local_min,
-theorem_saddle and theorem_global_min on their own default inputs (the common flags --d,
---seq-len, --device, --dtype and --seed apply to all three).  Exit code 0 when everything
-agrees with the theory, 1 when something disagrees, 2 on bad input.
+theorem_saddle and theorem_global_min.  Each theorem runs on its own default inputs unless
+--p, --q or --tying/--no-tying are given: those apply to all three, and each then verifies what
+the theory predicts for them.  --d, --seq-len, --device, --dtype, --seed, --scan-manifold and
+--latex apply as in the theorem commands; --sweep belongs to the theorem commands and is refused.
+A claim is credited only with checks of runs that test it: "proven symbolically for all p, q"
+when a proven identity covers it, "confirmed at K points" (listed) from numeric runs.
+Exit code 0 when everything agrees with the theory, 1 when something disagrees, 2 on bad input.
 """
 
 from __future__ import annotations
@@ -30,43 +34,80 @@ def symbolic_report() -> Report:
     """The SymPy identities as one report: each check passes iff the difference reduces to 0."""
     from theory.landscape import identities
 
-    checks = [Check(r.name, bool(r.proven), str(r.form)[:40], str(r.expected)[:40], 0.0,
+    checks = [Check(r.name, bool(r.proven), str(r.form), str(r.expected), 0.0,
                     f"claim {r.claim}; assumes {'; '.join(r.assumptions)}") for r in identities()]
     return Report("symbolic identities", sorted({r.claim for r in identities()}), {}, "identities hold",
                   {"loss": None, "hessian_eigenvalues": None}, {}, checks)
 
 
+def _point(inputs: dict) -> str:
+    return f"(p={inputs['p']:g}, q={inputs['q']:g}, {'tied' if inputs['tying'] else 'untied'}, {inputs['dtype']})"
+
+
 def claim_status(reports: list[Report]) -> list[dict]:
-    """Each registered claim with the results of its checks across the reports."""
-    results: dict[str, list[bool | None]] = {}
-    for report in reports:
-        for check in report.checks:
-            results.setdefault(check.name, []).append(check.passed)
+    """Each registered claim with the checks that test it, counted per run.
+
+    A check counts for a claim only if its name is registered under the claim *and* its run
+    tests that claim (the claim is in the run's report): a saddle run never credits LOCAL-MIN.
+    """
     table = []
     for claim in claims():
-        seen = [r for name in claim["checks"] for r in results.get(name, [])]
-        status = ("contradicted" if False in seen else "inconclusive" if None in seen else "confirmed" if seen
-                  else f"see python -m verify.experiments {claim['experiment']}" if "experiment" in claim
-                  else "not run")
-        table.append({"id": claim["id"], "where": claim["where"], "status": status, "checks": len(seen)})
+        symbolic, numeric = [], {}
+        for report in reports:
+            if claim["id"] not in report.claims:
+                continue
+            for check in report.checks:
+                if check.name not in claim["checks"]:
+                    continue
+                if report.inputs:
+                    numeric.setdefault(_point(check.inputs), []).append(check.passed)
+                else:
+                    symbolic.append(check.passed)
+        seen = symbolic + [r for results in numeric.values() for r in results]
+        points = sorted(numeric)
+        if False in seen:
+            bad = [pt for pt, results in numeric.items() if False in results] + (["symbolic"] if False in symbolic
+                                                                                  else [])
+            status = "contradicted at " + ", ".join(bad)
+        elif None in seen:
+            status = "inconclusive at " + ", ".join(pt for pt, results in numeric.items() if None in results)
+        elif seen:
+            parts = ["proven symbolically (its identities hold for all p, q)"] if symbolic else []
+            if points:
+                parts.append(f"confirmed at {len(points)} point{'s' if len(points) > 1 else ''}: " + ", ".join(points))
+            status = "; ".join(parts)
+        elif "experiment" in claim:
+            status = f"see python -m verify.experiments {claim['experiment']}"
+        else:
+            status = "not run"
+        table.append({"id": claim["id"], "where": claim["where"], "status": status, "checks": len(seen),
+                      "symbolic": bool(symbolic) and False not in symbolic, "points": points})
     return table
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = parser(__doc__, {})
+    ap = parser(__doc__, {"p": None, "q": None, "tying": None})
     ap.add_argument("--list", action="store_true", help="print the paper's claims with their status")
     try:
         args = ap.parse_args(argv)
+        if args.sweep:
+            raise InvalidInputError("python -m verify does not take --sweep; use it with a theorem command, "
+                                    "e.g. python -m verify.theorem_local_min --sweep 5")
+        given = {k: v for k, v in vars(args).items() if k in ("p", "q", "tying") and v is not None}
         reports = [symbolic_report()]
         for module, analyse in THEOREMS:
-            defaults = argparse.Namespace(**(vars(args) | module.DEFAULTS))
-            reports.append(analyse(config_from(defaults), module.THEOREM, args.scan_manifold))
-    except InvalidInputError as err:
+            config = config_from(argparse.Namespace(**(vars(args) | module.DEFAULTS | given)))
+            reports.append(analyse(config, module.THEOREM, args.scan_manifold))
+        if args.latex:
+            from theory.latex import write_document
+
+            write_document(args.latex, p=given.get("p"), q=given.get("q"))
+    except (InvalidInputError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     status = claim_status(reports)
     if args.json:
-        print(json.dumps({"reports": [json.loads(r.to_json()) for r in reports], "claims": status}, indent=2))
+        print(json.dumps({"reports": [r.to_dict() for r in reports], "claims": status}, indent=2))
     else:
         print(f"{'theorem':<22} {'inputs':<34} {'prediction':<16} {'checks':>7} {'verdict':<13}")
         for r in reports:
@@ -77,9 +118,9 @@ def main(argv: list[str] | None = None) -> int:
                 if c.passed is not True:
                     print(f"    {'FAIL' if c.passed is False else 'undecided'}: {c.name} (measured {c.measured})")
         if args.list:
-            print(f"\n{'claim':<19} {'status':<13} {'checks':>6}  where in the paper")
+            print(f"\n{'claim':<19} {'checks':>6}  status (where in the paper)")
             for row in status:
-                print(f"{row['id']:<19} {row['status']:<13} {row['checks']:>6}  {row['where']}")
+                print(f"{row['id']:<19} {row['checks']:>6}  {row['status']}\n{'':<27}({row['where']})")
     return max(r.exit_code for r in reports)
 
 

@@ -46,7 +46,7 @@ def unigram_claims(config: Config, prediction: str) -> list[str]:
         specific = "LOCAL-MIN"
     else:
         specific = "SADDLE" if config.tying else "SADDLE-UNTIED"
-    return ["STAT-PI", specific, "MANIFOLD"]
+    return ["MODEL", "STAT-PI", specific, "MANIFOLD"]
 
 
 def analyse_unigram(config: Config, theorem: str, scan: int = 0) -> Report:
@@ -115,7 +115,7 @@ def analyse_bigram(config: Config, theorem: str, scan: int = 0) -> Report:
     checks = [*C.model_checks(config), *C.stationary_checks(point, chain.entropy_rate(), "H_rate"),
               *C.psd_check(point), *C.gauss_newton_check(point, chain), *C.below_entropy_rate_check(config, chain),
               *C.reduced_model_check(config, chain)]
-    return Report(theorem, ["GLOBAL-MIN", "REDUCED"], config.inputs(), "global minimum",
+    return Report(theorem, ["MODEL", "GLOBAL-MIN", "REDUCED"], config.inputs(), "global minimum",
                   {"loss": chain.entropy_rate(), "hessian_eigenvalues": None,
                    "hessian": "positive semidefinite: Gauss-Newton Gram matrix, all residuals vanish"},
                   point.summary(), checks)
