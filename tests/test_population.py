@@ -6,14 +6,14 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from numerics.markov import InvalidInputError, MarkovChain
+from numerics.markov import InvalidInputError, MarkovChain, prefix_tree
 from numerics.population import (
     EnumerationTooLargeError,
     monte_carlo_loss,
     population_loss,
 )
 from numerics.stationary_points import theta_pi, theta_star
-from numerics.transformer import init_params, logits
+from numerics.transformer import init_params, logits, prefix_logits
 from tests.strategies import pq
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
@@ -112,3 +112,50 @@ def test_bad_method_arguments(kwargs):
 def test_untied_loss_needs_a_head_vector():
     with pytest.raises(InvalidInputError, match="'a'"):
         population_loss(init_params(2, 3, tying=True), 0.5, 0.5, tying=False)
+
+
+@pytest.mark.parametrize("dtype, rtol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("std", [1.0, 1.5, 2.0, 3.0])
+def test_exact_loss_is_stable_at_large_weights(std, dtype, rtol):
+    """The audit's cancellation: a shared max over both symbol values and base + X·(ω(1) - ω(0))
+    gave NaN in 28 of 30 draws at std 3.  Per-prefix softmax: finite and within rtol of the
+    all-sequences loss evaluated in float64."""
+    for seed in range(6):
+        params = init_params(4, 8, std=std, seed=seed)
+        reference = population_loss(params, 0.5, 0.8, tying=True, method="naive").item()
+        value = population_loss({k: v.to(dtype) for k, v in params.items()}, 0.5, 0.8, tying=True).item()
+        assert math.isfinite(value)
+        assert abs(value - reference) <= rtol * abs(reference)
+
+
+def test_two_positions_worked_by_hand():
+    """N = 2, d = 1, every weight a number: the logits from the paper's equations, by hand.
+
+    x = (1, 0), e = 0.5, p_1 = 0.2, p_2 = -0.3: x̃ = (0.7, -0.3).  Scores of position 2 are
+    W_Q x̃_2 · W_K x̃_i / √1 = (1.5·-0.3)(2·0.7, 2·-0.3) = (-0.63, 0.27); softmax weights
+    (1, e^0.9)/(1 + e^0.9); values 0.8 x̃_i; y_2 = -0.3 + 1.1 · Σ_i a_i v_i; FF 0.4·ReLU(-1.2 y);
+    logit = e·z + b with b = 0.1.  Position 1 attends only to itself.
+    """
+    numbers = {"e": [0.5], "pos": [[0.2], [-0.3]], "W_Q": [[1.5]], "W_K": [[2.0]], "W_V": [[0.8]],
+               "W_O": [[1.1]], "W_1": [[-1.2]], "W_2": [[0.4]], "b": 0.1}
+    params = {k: torch.tensor(v, dtype=torch.float64) for k, v in numbers.items()}
+
+    def by_hand(y: float) -> float:
+        return 0.5 * (y + 0.4 * max(-1.2 * y, 0.0)) + 0.1
+
+    y1 = 0.7 + 1.1 * 0.8 * 0.7
+    a2 = 1 / (1 + math.exp(0.27 + 0.63))
+    y2 = -0.3 + 1.1 * 0.8 * (a2 * 0.7 + (1 - a2) * -0.3)
+    expected = [by_hand(y1), by_hand(y2)]
+    got = logits(params, torch.tensor([[1.0, 0.0]], dtype=torch.float64), tying=True)[0].tolist()
+    assert got == pytest.approx(expected, rel=1e-14)
+    chain = MarkovChain(0.3, 0.6)
+    tree = prefix_tree(chain, 2)
+    row = [i for i, (bits, n) in enumerate(zip(tree.bits.tolist(), tree.length.tolist())) if n == 2 and bits == [1, 0]]
+    assert prefix_logits(params, tree, tying=True)[row[0]].item() == pytest.approx(expected[1], rel=1e-14)
+
+
+def test_next_symbol_probabilities_keep_a_tiny_q_exact():
+    chain = MarkovChain(0.5, 1e-6)
+    p_one, p_zero = chain.next_probabilities(torch.tensor([0.0, 1.0], dtype=torch.float64))
+    assert p_zero[1].item() == 1e-6 and p_one[1].item() == 1 - 1e-6 and p_one[0].item() == 0.5

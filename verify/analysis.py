@@ -57,8 +57,7 @@ def analyse_unigram(config: Config, theorem: str, scan: int = 0) -> Report:
     the degenerate directions being flat only to second order.
     """
     chain = MarkovChain(config.p, config.q)
-    point = measure(config, theta_pi(chain, config.d, config.seq_len, tying=config.tying,
-                                       device=config.device, dtype=config.torch_dtype))
+    point = measure(config, theta_pi(chain, config.d, config.seq_len, tying=config.tying))
     expected = closed_form_spectrum(config, chain)
     prediction = predict_unigram(config)
     spectrum, decided = C.spectrum_checks(point, expected)
@@ -110,8 +109,7 @@ def analyse_bigram(config: Config, theorem: str, scan: int = 0) -> Report:
     """θ_*: stationarity, loss = H_rate, PSD Hessian equal to its Gauss-Newton form, no random point
     below H_rate, reduced = full."""
     chain = MarkovChain(config.p, config.q)
-    point = measure(config, theta_star(chain, config.d, config.seq_len, tying=config.tying,
-                                         device=config.device, dtype=config.torch_dtype))
+    point = measure(config, theta_star(chain, config.d, config.seq_len, tying=config.tying))
     checks = [*C.model_checks(config), *C.stationary_checks(point, chain.entropy_rate(), "H_rate"),
               *C.psd_check(point), *C.gauss_newton_check(point, chain), *C.below_entropy_rate_check(config, chain),
               *C.reduced_model_check(config, chain)]
