@@ -201,6 +201,12 @@ def gauss_newton_star() -> Result:
 
 
 @cache
+def numeric_losses():
+    """lambdify of (H(π), H_rate): f(p, q) -> (unigram loss, entropy rate) in nats (claims STAT-PI, GLOBAL-MIN)."""
+    return sp.lambdify((p, q), [unigram_loss(), entropy_rate()], modules="math", cse=True)
+
+
+@cache
 def numeric_curvature_weights():
     """lambdify of σ'(ℓ(x)) = P(1|x)P(0|x) at θ_*: the Gauss-Newton weights per prefix ending in x.
 

@@ -78,7 +78,8 @@ def parser(description: str, defaults: dict) -> argparse.ArgumentParser:
     ap.add_argument("--scan-manifold", type=int, default=0, metavar="K",
                     help="also classify K random points of the unigram manifold M_π (all weights random)")
     ap.add_argument("--sweep", type=int, default=0, metavar="K",
-                    help="run K random (p, q) in (0.02, 0.98)^2 instead of one, and print a summary table")
+                    help="run K random (p, q) instead of one (cycling: uniform in (0.02, 0.98)^2, p = q, "
+                         "|p+q-1| = 10^-1 .. 10^-10) and print a summary table")
     return ap
 
 
@@ -101,18 +102,29 @@ Analysis = Callable[[Config, str, int], Report]
 
 
 def sweep_configs(config: Config, count: int) -> list[Config]:
-    """``count`` random (p, q), uniform on (0.02, 0.98)², seeded by ``config.seed``."""
+    """``count`` random (p, q), seeded by ``config.seed``, cycling through three kinds of input:
+    uniform on (0.02, 0.98)², p = q, and p + q - 1 = ±10^u with u uniform in [-10, -1]."""
     gen = torch.Generator().manual_seed(config.seed)
-    draws = (0.02 + 0.96 * torch.rand(count, 2, generator=gen, dtype=torch.float64)).tolist()
+    u = torch.rand(count, 3, generator=gen, dtype=torch.float64).tolist()
+    draws = []
+    for i, (a, b, c) in enumerate(u):
+        p = 0.02 + 0.96 * a
+        if i % 3 == 0:
+            draws.append((p, 0.02 + 0.96 * b))
+        elif i % 3 == 1:
+            draws.append((p, p))
+        else:
+            p = 0.1 + 0.8 * a
+            draws.append((p, 1 - p + (1 if c < 0.5 else -1) * 10 ** (-1 - 9 * b)))
     return [replace(config, p=p, q=q) for p, q in draws]
 
 
 def sweep_table(reports: list[Report]) -> str:
-    lines = [f"{'p':>8} {'q':>8} {'p+q':>7} {'tying':>6}  {'prediction':<16} {'checks':>7}  verdict"]
+    lines = [f"{'p':>8} {'q':>8} {'p+q-1':>9} {'tying':>6}  {'prediction':<16} {'checks':>7}  verdict"]
     for r in reports:
         i = r.inputs
         passed = sum(c.passed is True for c in r.checks)
-        lines.append(f"{i['p']:>8.4f} {i['q']:>8.4f} {i['p'] + i['q']:>7.3f} {i['tying']!s:>6}  "
+        lines.append(f"{i['p']:>8.4f} {i['q']:>8.4f} {i['p'] + i['q'] - 1:>9.1e} {i['tying']!s:>6}  "
                      f"{r.prediction[:16]:<16} {passed:>3}/{len(r.checks):<3}  {r.verdict}")
     verdicts = [r.verdict for r in reports]
     lines.append(", ".join(f"{v}: {verdicts.count(v)}" for v in ("confirmed", "inconclusive", "contradicted")))
