@@ -47,7 +47,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from numerics.markov import InvalidInputError, check_probability
+from numerics.markov import InvalidInputError, MarkovChain
 from numerics.transformer import BLOCK, Params, has_layer_norm, num_layers
 
 LOCAL_MINIMUM = "local minimum"
@@ -109,29 +109,19 @@ class _Forward:
     preactivation_abs: Tensor  # (N, r)
 
 
-def unigram_logit(p: float, q: float) -> float:
-    """b on M_π: log(π1/π0) = log p - log q (two logs, so the ratio p/q is never rounded)."""
-    return math.log(p) - math.log(q)
-
-
-def chain_constants(p: float, q: float) -> tuple[float, float]:
-    """(k, λ) = (π0 π1, 1 - p - q) = (p q / (p + q)², 1 - p - q)."""
-    return p * q / (p + q) ** 2, 1.0 - p - q
-
-
 def project_to_manifold(params: Params, p: float, q: float, *, tying: bool) -> Params:
     """The point of M_π over ``params``: e → 0 (and a → 0 untied), b → log p - log q, the rest kept.
 
     Returns a new dict of detached copies (the caller's tensors are not touched), same dtypes and
     device.  This is the point whose curvature ``manifold_curvature`` classifies (claim ``MANIFOLD``).
     """
-    p, q = check_probability("p", p), check_probability("q", q)
+    chain = MarkovChain(p, q)
     _check_architecture(params, tying)
     out = {name: value.detach().clone() for name, value in params.items()}
     out["e"] = torch.zeros_like(out["e"])
     if not tying:
         out["a"] = torch.zeros_like(out["a"])
-    out["b"] = torch.full_like(out["b"], unigram_logit(p, q))
+    out["b"] = torch.full_like(out["b"], chain.unigram_logit())
     return out
 
 
@@ -166,7 +156,7 @@ def _check_on_manifold(params: Params, p: float, q: float, tying: bool) -> None:
     bad = [name for name, value in params.items() if not bool(torch.isfinite(value.detach()).all())]
     if bad:
         raise InvalidInputError(f"params hold non-finite values in {', '.join(bad)}")
-    target = unigram_logit(p, q)
+    target = MarkovChain(p, q).unigram_logit()
     b = params["b"].detach().double().item()
     # A float32 b cannot hold log(p/q) to 1e-12; its own rounding is then the best attainable.
     tolerance = max(B_RELATIVE_TOLERANCE, 2 * torch.finfo(params["b"].dtype).eps) * max(1.0, abs(target))
@@ -386,10 +376,10 @@ def manifold_curvature(
     Otherwise, or at a ReLU kink, "undecided" with a ``reason``.  At θ_π this reproduces claims
     ``LOCAL-MIN`` (p + q > 1), ``SADDLE`` (p + q < 1) and ``SADDLE-UNTIED``.
     """
-    p, q = check_probability("p", p), check_probability("q", q)
+    chain = MarkovChain(p, q)
     _check_architecture(params, tying)
-    _check_on_manifold(params, p, q, tying)
-    k, lam = chain_constants(p, q)
+    _check_on_manifold(params, chain.p, chain.q, tying)
+    k, lam = chain.pi[0] * chain.pi[1], chain.eigenvalue
     fwd = _forward(params, lam, dtype)
     block, schur, zbar, second = _assemble(fwd.z, fwd.lag_jacobian, k, tying)
     eigenvalues, vectors = torch.linalg.eigh(block)
