@@ -36,7 +36,8 @@ def symbolic_report() -> Report:
 
     checks = [Check(r.name, bool(r.proven), str(r.form), str(r.expected), 0.0,
                     f"claim {r.claim}; assumes {'; '.join(r.assumptions)}") for r in identities()]
-    return Report("symbolic identities", sorted({r.claim for r in identities()}), {}, "identities hold",
+    # every claim that registers an identity's name is credited by it, not only the identity's own claim
+    return Report("symbolic identities", [c["id"] for c in claims()], {}, "identities hold",
                   {"loss": None, "hessian_eigenvalues": None}, {}, checks)
 
 
@@ -52,7 +53,7 @@ def claim_status(reports: list[Report]) -> list[dict]:
     """
     table = []
     for claim in claims():
-        symbolic, numeric = [], {}
+        symbolic, numeric, proven = [], {}, []
         for report in reports:
             if claim["id"] not in report.claims:
                 continue
@@ -63,6 +64,7 @@ def claim_status(reports: list[Report]) -> list[dict]:
                     numeric.setdefault(_point(check.inputs), []).append(check.passed)
                 else:
                     symbolic.append(check.passed)
+                    proven.append(check.name)
         seen = symbolic + [r for results in numeric.values() for r in results]
         points = sorted(numeric)
         if False in seen:
@@ -72,7 +74,7 @@ def claim_status(reports: list[Report]) -> list[dict]:
         elif None in seen:
             status = "inconclusive at " + ", ".join(pt for pt, results in numeric.items() if None in results)
         elif seen:
-            parts = ["proven symbolically (its identities hold for all p, q)"] if symbolic else []
+            parts = [f"identities proven for all p, q: {', '.join(proven)}"] if symbolic else []
             if points:
                 parts.append(f"confirmed at {len(points)} point{'s' if len(points) > 1 else ''}: " + ", ".join(points))
             status = "; ".join(parts)

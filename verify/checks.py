@@ -93,11 +93,15 @@ def spectrum_checks(point: MeasuredPoint, expected: list[float]) -> tuple[list[C
 
 
 def lanczos_check(point: MeasuredPoint, expected: list[float], steps: int = 80) -> list[Check]:
-    """Matrix-free: Lanczos on Hessian-vector products of the loss finds the closed-form extremes.
+    """Matrix-free: the extreme Ritz values of Lanczos on Hessian-vector products are closed-form eigenvalues.
 
-    Independent of the dense Hessian: the smallest and largest Ritz values must equal the
-    extremes of the closed-form spectrum (0 included when a null space is predicted), each
-    within rtol·scale plus its own residual ‖Hy - θy‖.
+    Independent of the dense Hessian: the smallest and largest Ritz values must each equal some
+    eigenvalue of the closed-form spectrum (0 included when a null space is predicted), within
+    rtol·scale plus their own residual ‖Hy - θy‖ plus the dense spectrum's error estimate.  Each
+    is matched to the nearest predicted eigenvalue rather than to the predicted extreme: Lanczos
+    stops once its Krylov space is invariant to working precision, and two eigenvalues closer than
+    that (π0π1 and π0π1|1-p-q| at tiny p, q in float32) are one cluster to it.  A Ritz value that
+    is no predicted eigenvalue (a curvature the theory does not have) fails.
     """
     from numerics.curvature import hessian_vector_product, lanczos
 
@@ -108,7 +112,7 @@ def lanczos_check(point: MeasuredPoint, expected: list[float], steps: int = 80) 
     rtol = TOLERANCE[point.config.dtype][2]
     scale = max(abs(v) for v in predicted)
     found = [ritz.values[0].item(), ritz.values[-1].item()]
-    target = [min(predicted), max(predicted)]
+    target = [min(predicted, key=lambda v, f=f: abs(v - f)) for f in found]
     tol = [rtol * scale + ritz.residuals[i].item() + point.spectrum.hessian_error for i in (0, -1)]
     ok = all(abs(a - b) <= t for a, b, t in zip(found, target, tol))
     return [Check("Lanczos extremes = closed form", ok, found, target, max(tol),
@@ -218,17 +222,21 @@ def second_difference(point: MeasuredPoint, direction: Tensor, start: float = 0.
 def saddle_check(point: MeasuredPoint, expected_min: float) -> list[Check]:
     """L decreases along the lowest eigenvector v: its curvature vᵀHv, measured from the loss alone
     by second differences (``second_difference``), equals the closed-form negative eigenvalue
-    and is negative beyond its error estimate; undecided when the error estimate exceeds |λ_min|."""
+    and is negative beyond its error estimate.  Undecided when it agrees with the closed form but
+    its error estimate does not resolve the sign; failed when it disagrees or is decidedly positive."""
     lowest = point.spectrum.vectors[:, 0]
     curvature, error, step = second_difference(point, lowest)
     tol = error + TOLERANCE[point.config.dtype][2] * abs(expected_min)
     detail = (f"(L(θ+tv) + L(θ-tv) - 2L(θ))/t² at t = {step:.2g}, error estimate {error:.2g} "
               f"(truncation + rounding); v = {point.blocks(lowest)}")
-    if not math.isfinite(curvature) or error >= abs(expected_min):
-        return [Check("descent along negative curvature", None if math.isfinite(curvature) else False, curvature,
-                      expected_min, tol, detail + "; the curvature is below what the loss's rounding resolves")]
-    passed = curvature + error < 0 and abs(curvature - expected_min) <= tol
-    return [Check("descent along negative curvature", passed, curvature, expected_min, tol, detail)]
+    if not math.isfinite(curvature):
+        return [Check("descent along negative curvature", False, curvature, expected_min, tol, detail)]
+    if abs(curvature - expected_min) > tol or curvature - error > 0:
+        return [Check("descent along negative curvature", False, curvature, expected_min, tol, detail)]
+    if curvature + error >= 0:  # consistent with the closed form, but the sign is not resolved
+        return [Check("descent along negative curvature", None, curvature, expected_min, tol,
+                      detail + "; the curvature is below what the loss's rounding resolves")]
+    return [Check("descent along negative curvature", True, curvature, expected_min, tol, detail)]
 
 
 def psd_check(point: MeasuredPoint) -> list[Check]:

@@ -95,6 +95,11 @@ def config_from(args: argparse.Namespace) -> Config:
     device = resolve_device(args.device)
     if not math.isfinite(p + q):
         raise InvalidInputError("p and q must be finite")
+    floor = torch.finfo(getattr(torch, args.dtype)).tiny ** 0.25
+    if min(p, q, 1 - p, 1 - q) < floor:
+        raise InvalidInputError(f"p, q, 1-p and 1-q must be at least {floor:.1e} in {args.dtype}: below that the "
+                                "curvature π0π1 ~ min(p, q) underflows when squared (got "
+                                f"p={p:g}, q={q:g})")
     return Config(p, q, args.tying, args.d, args.seq_len, device, args.dtype, args.seed)
 
 

@@ -32,9 +32,10 @@ from numerics.population import population_loss
 from numerics.transformer import Params
 from verify.cli import Config
 
-#: (gradient, relative loss, relative eigenvalue) tolerances per dtype: a few hundred ulps of the
-#: quantities involved (their rounding grows with the 2^{N+1} terms summed).
-TOLERANCE = {"float64": (1e-10, 1e-12, 1e-9), "float32": (1e-4, 1e-5, 1e-3)}
+#: (gradient, relative loss, relative eigenvalue) tolerances per dtype: what a comparison allows on
+#: top of the measured error estimates (spectrum, loss rounding), about 100 ulps of float32 and a
+#: margin of 1e-9 in float64 (where the estimates are tight).
+TOLERANCE = {"float64": (1e-10, 1e-12, 1e-9), "float32": (1e-4, 1e-5, 1e-5)}
 
 
 def loss_of(config: Config) -> Callable[[Params], Tensor]:
