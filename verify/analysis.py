@@ -88,7 +88,7 @@ def analyse_unigram(config: Config, theorem: str, scan: int = 0) -> Report:
 
 def scan_manifold(config: Config, chain: MarkovChain, count: int) -> dict:
     """Claim MANIFOLD, empirically: ``count`` random points of M_π with every weight random
-    (W_O, W_1, W_2 too), each classified by the exact (e, b) block of SPEC §10."""
+    (W_O, W_1, W_2 too), each classified by the exact (e, b) block of ``numerics.manifold``."""
     from tqdm import tqdm
 
     from numerics.manifold import manifold_curvature

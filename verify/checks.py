@@ -321,7 +321,7 @@ def manifold_checks(config: Config, chain: MarkovChain) -> list[Check]:
 
 def manifold_formula_check(config: Config, chain: MarkovChain) -> list[Check]:
     """Claim MANIFOLD at a point of M_π where attention matters (every weight random): the dense
-    autograd Hessian's (e, b) block (untied: (e, a, b)) equals the closed form of SPEC §10, built
+    autograd Hessian's (e, b) block (untied: (e, a, b)) equals the closed form of ``numerics.manifold``, built
     from one forward pass and the analytic attention Jacobian (``numerics.manifold``), and the
     rest of the Hessian vanishes.  The analytic Jacobian carries its own 1/√d and causal sums, so
     a wrong softmax scale or a leaking mask in the model shows up here."""
@@ -339,7 +339,7 @@ def manifold_formula_check(config: Config, chain: MarkovChain) -> list[Check]:
     scale = max(1.0, formula.block.abs().max().item())
     tol = TOLERANCE[config.dtype][2] * scale + point.spectrum.hessian_error + formula.error_bound
     return [Check("M_π Hessian = closed form (attention on)", gap <= tol, gap, 0.0, tol,
-                  "dense Hessian vs k[mean zzᵀ - (A + Aᵀ)] etc. (SPEC §10), every weight random; "
+                  "dense Hessian vs k[mean zzᵀ - (A + Aᵀ)] etc. (numerics/manifold.py), every weight random; "
                   "max |gap| in the block and outside it")]
 
 
