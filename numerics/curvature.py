@@ -68,25 +68,32 @@ def gradient(loss: Callable[[Params], Tensor], params: Params) -> Tensor:
     return grad(lambda th: loss(unflatten(th, layout)))(theta)
 
 
-def _gradient_graph(loss: Callable[[Params], Tensor], params: Params) -> tuple[Tensor, Tensor]:
-    """(θ, ∇L(θ)) with the gradient's own graph recorded, for second derivatives by backward passes."""
+def _gradient_graph(loss: Callable[[Params], Tensor], params: Params) -> tuple[Tensor, Tensor, Tensor]:
+    """(θ, L(θ), ∇L(θ)) with the gradient's own graph recorded, for second derivatives by backward passes."""
     theta, layout = flatten(params)
     theta = theta.detach().requires_grad_(True)
-    (grad_theta,) = torch.autograd.grad(loss(unflatten(theta, layout)), theta, create_graph=True)
-    return theta, grad_theta
+    value = loss(unflatten(theta, layout))
+    (grad_theta,) = torch.autograd.grad(value, theta, create_graph=True)
+    return theta, value, grad_theta
+
+
+def loss_gradient_hessian(loss: Callable[[Params], Tensor], params: Params) -> tuple[float, Tensor, Tensor]:
+    """L(θ), ∇L(θ) and the dense D × D ∇²L(θ) from one recorded forward and gradient graph.
+
+    Row i of the Hessian is ∂(∇L)/∂θ · e_i, a backward pass through the recorded gradient graph,
+    vectorised over the D basis vectors (``is_grads_batched``, i.e. vmap).  Same numbers as
+    ``torch.func.hessian`` (forward over reverse) to rounding, without its one-off tracing cost of
+    about 1.5 s per process.
+    """
+    theta, value, grad_theta = _gradient_graph(loss, params)
+    basis = torch.eye(theta.numel(), dtype=theta.dtype, device=theta.device)
+    (rows,) = torch.autograd.grad(grad_theta, theta, basis, is_grads_batched=True)
+    return value.item(), grad_theta.detach(), rows.detach()
 
 
 def hessian(loss: Callable[[Params], Tensor], params: Params) -> Tensor:
-    """∇²L(θ) as a dense D × D matrix: the products with all D basis vectors in one batched backward.
-
-    Row i is ∂(∇L)/∂θ · e_i, a backward pass through the recorded gradient graph, vectorised over
-    the D basis vectors (``is_grads_batched``, i.e. vmap).  Same numbers as ``torch.func.hessian``
-    (forward over reverse) to rounding, without its one-off tracing cost of about 1.5 s per process.
-    """
-    theta, grad_theta = _gradient_graph(loss, params)
-    basis = torch.eye(theta.numel(), dtype=theta.dtype, device=theta.device)
-    (rows,) = torch.autograd.grad(grad_theta, theta, basis, is_grads_batched=True)
-    return rows.detach()
+    """∇²L(θ) as a dense D × D matrix (``loss_gradient_hessian``)."""
+    return loss_gradient_hessian(loss, params)[2]
 
 
 def hessian_vector_product(loss: Callable[[Params], Tensor], params: Params) -> Callable[[Tensor], Tensor]:
@@ -98,7 +105,7 @@ def hessian_vector_product(loss: Callable[[Params], Tensor], params: Params) -> 
     call.  For large D a Krylov method (``lanczos``) with k ≪ D products replaces the dense
     Hessian, which needs D of them.
     """
-    theta, grad_theta = _gradient_graph(loss, params)
+    theta, _, grad_theta = _gradient_graph(loss, params)
 
     def product(v: Tensor) -> Tensor:
         (hv,) = torch.autograd.grad(grad_theta, theta, v.to(theta), retain_graph=True)

@@ -7,7 +7,7 @@ input, x̃_i = x_i e + pos_i = pos_i, so the hidden states z_n and the Jacobians
 
     A = (1/N) Σ_n Σ_{i≤n} λ^{n+1-i} K_{n,i}      (the "lag Jacobian", d × d),   z̄ = mean_n z_n,
 
-the Hessian of L(θ) = (1/N) Σ_n E[softplus(ℓ_n) - x_{n+1} ℓ_n] is (SPEC §10):
+the Hessian of L(θ) = (1/N) Σ_n E[softplus(ℓ_n) - x_{n+1} ℓ_n] is:
 
 * tied: zero outside the (e, b) block, and
       H_ee = k [mean_n z_n z_nᵀ - (A + Aᵀ)],   H_eb = k z̄,   H_bb = k;
@@ -126,7 +126,7 @@ def project_to_manifold(params: Params, p: float, q: float, *, tying: bool) -> P
 
 
 def _check_architecture(params: Params, tying: bool) -> None:
-    """One layer, no layer norm, the SPEC's parameter names; refuse anything else with one message."""
+    """One layer, no layer norm, the model's parameter names; refuse anything else with one message."""
     layers = num_layers(params)
     if layers > 1:
         raise InvalidInputError(

@@ -5,8 +5,8 @@ theorem_saddle and theorem_global_min.  Each theorem runs on its own default inp
 --p, --q or --tying/--no-tying are given: those apply to all three, and each then verifies what
 the theory predicts for them.  --d, --seq-len, --device, --dtype, --seed, --scan-manifold and
 --latex apply as in the theorem commands; --sweep belongs to the theorem commands and is refused.
-A claim is credited only with checks of runs that test it: "proven symbolically for all p, q"
-when a proven identity covers it, "confirmed at K points" (listed) from numeric runs.
+A claim is credited only with checks of runs that test it: the proven identities registered
+under it (named), and "confirmed at K points" (listed) from numeric runs.
 Exit code 0 when everything agrees with the theory, 1 when something disagrees, 2 on bad input.
 """
 

@@ -154,23 +154,23 @@ def no_descent_check(point: MeasuredPoint, normal_curvature: float, *, radius: f
     while True:
         worst = point.losses_at(radius * directions).min().item()
         history.append((radius, worst))
-        if not math.isfinite(worst) or worst >= -u:
-            break
         ratios = [w / r**2 for r, w in history[-3:]]
-        if len(ratios) == 3 and max(ratios) <= 0.9 * min(ratios) and max(ratios) < 0:  # all ≈ the same negative
-            break
-        if 0.5 * normal_curvature * radius**2 < 4 * u:
-            break
-        radius /= 4
-    r, worst = history[-1]
-    passed = True if worst >= -u else (False if len(history) >= 3 and not 0.5 * normal_curvature * r**2 < 4 * u
-                                        else None)
-    if not math.isfinite(worst):
-        passed = False
+        if not math.isfinite(worst):
+            passed, why = False, "the loss is not finite"
+        elif worst >= -u:
+            passed, why = True, ""
+        elif len(ratios) == 3 and max(ratios) < 0 and max(ratios) <= 0.9 * min(ratios):
+            passed, why = False, "the drop scales as r² over three radii: negative curvature"
+        elif 0.5 * normal_curvature * radius**2 < 4 * u:
+            passed, why = None, "the normal curvature is below what rounding resolves at this radius"
+        else:
+            radius /= 4
+            continue
+        break
     trail = ", ".join(f"r={r:.1e}: {w:.2e}" for r, w in history)
     return [Check("no descent among nearby perturbations", passed, worst, 0.0, u,
                   f"min over {count} random unit directions of L(θ+rv) - L(θ) ≥ -(rounding); {trail}"
-                  + ("" if passed is not None else "; the normal curvature is below what rounding resolves"))]
+                  + (f"; {why}" if why else ""))]
 
 
 def descent_returns_check(point: MeasuredPoint, curvatures: list[float], target: float, *,

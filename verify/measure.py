@@ -24,8 +24,8 @@ from numerics.curvature import (
     describe,
     estimated_spectrum,
     flatten,
-    gradient,
     hessian,
+    loss_gradient_hessian,
     unflatten,
 )
 from numerics.population import population_loss
@@ -101,13 +101,13 @@ def measure(config: Config, exact: Params) -> MeasuredPoint:
     loss = loss_of(config)
     params = {k: v.to(config.device, config.torch_dtype) for k, v in exact.items()}
     theta, layout = flatten(params)
-    H = hessian(loss, params).cpu().double()
+    value, grad, H = loss_gradient_hessian(loss, params)
+    H = H.cpu().double()
     reference = None
     if config.torch_dtype != torch.float64:
         reference = hessian(loss, {k: v.to(config.device, torch.float64) for k, v in exact.items()}).cpu()
-    value = loss(params).item()
     num_prefixes = 2 ** (params["pos"].shape[0] + 1) - 2
-    return MeasuredPoint(config, params, theta, layout, value, gradient(loss, params).abs().max().item(), H,
+    return MeasuredPoint(config, params, theta, layout, value, grad.abs().max().item(), H,
                          estimated_spectrum(H, reference=reference),
                          loss_rounding(value, num_prefixes, config.torch_dtype))
 

@@ -103,13 +103,9 @@ def _fmt(value: Any) -> str:
 
 def _nonfinite(value: Any) -> bool:
     """Is there a NaN or ±inf anywhere in ``value`` (a number, or lists and dicts of them)?"""
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if isinstance(value, dict):
-        return any(_nonfinite(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(_nonfinite(v) for v in value)
-    return False
+    found: list[str] = []
+    _finite(value, "", found)
+    return bool(found)
 
 
 def _finite(value: Any, path: str, found: list[str]) -> Any:
