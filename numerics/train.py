@@ -5,16 +5,22 @@ empirical cross-entropy of predicting x_{n+1} from x_1..x_n at every position n 
 
     L̂(θ) = (1 / BN) Σ_{b,n} ℓ(logit_n(x^b), x^b_{n+1})   (nats),
 
-with AdamW and a one-cycle schedule (linear warm-up then cosine decay), as in the paper's
-released code.  The test loss is measured on sequences never trained on, as the expected
-cross-entropy given the source's true next-symbol probability (the Rao-Blackwellised form of
-the test cross-entropy: same mean, less noise), with a standard error over sequences.  For
-first-order sources and N small enough the exact population loss is reported as well, and
-for every run the loss of the add-β estimate of the kernel from the same training samples.
+with AdamW and the paper's schedule (``lr_factor``: linear warm-up from lr/100, then cosine
+decay to lr/5), as in the paper's released code, or with plain SGD at a constant rate (no
+momentum, no weight decay: the comparison of the escape study).  The test loss is measured on
+sequences never trained on, as the expected cross-entropy given the source's true next-symbol
+probability (the Rao-Blackwellised form of the test cross-entropy: same mean, less noise), with
+a standard error over sequences.  For first-order sources and N small enough the exact
+population loss is reported as well, and for every run the loss of the add-β estimate of the
+kernel from the same training samples.
 
 Defaults follow the paper's code (d = 8, one head, N = 1024, batch 16, AdamW β = (0.9, 0.95),
 lr 2e-3, weight decay 1e-3 on e, a and the weight matrices, N(0, 0.02²) init, 2 % warm-up);
-layer norm is **off** by default, so the trained model is the one the theory is about.
+layer norm is **off** by default, so the trained model is the one the theory is about.  SGD's
+default rate is 1, constant.
+
+``train`` can call a hook at every evaluation (``on_eval(step, params, test_loss)``): the escape
+study (``numerics.escape``) uses it to classify the projection of θ(t) onto M_π along the run.
 """
 
 from __future__ import annotations
@@ -27,9 +33,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import Tensor
-from torch.optim.lr_scheduler import OneCycleLR
+from torch.optim.lr_scheduler import LambdaLR
 
-from numerics.markov import MarkovChain, SecondOrderChain, check_positive_int
+from numerics.markov import InvalidInputError, MarkovChain, SecondOrderChain, check_positive_int
 from numerics.population import expected_cross_entropy, population_loss
 from numerics.transformer import Params, init_params, logits
 
@@ -39,6 +45,15 @@ Source = MarkovChain | SecondOrderChain
 DECAYED = ("e", "a", "W_Q", "W_K", "W_V", "W_O", "W_1", "W_2")
 #: Largest N for which the exact population loss of a trained first-order model is computed.
 EXACT_MAX_SEQ_LEN = 12
+#: Optimisers ``train`` offers, with their default learning rate.
+DEFAULT_LR = {"adamw": 2e-3, "sgd": 1.0}
+#: The paper's schedule: start at lr / WARMUP_START_DIV, end at lr / FINAL_DIV.
+WARMUP_START_DIV = 100.0
+FINAL_DIV = 5.0
+
+#: ``on_eval(step, params, test_loss)``: called at every evaluation; ``params`` are the live
+#: (detached) tensors, so a hook that keeps them must copy them.
+EvalHook = Callable[[int, Params, float], None]
 
 
 @dataclass(frozen=True)
@@ -53,7 +68,8 @@ class TrainConfig:
     seq_len: int = 1024
     batch: int = 16
     steps: int = 400
-    lr: float = 2e-3
+    optimizer: str = "adamw"
+    lr: float | None = None  # None: DEFAULT_LR[optimizer]
     betas: tuple[float, float] = (0.9, 0.95)
     weight_decay: float = 1e-3
     warmup: float = 0.02
@@ -69,6 +85,15 @@ class TrainConfig:
             check_positive_int(name, getattr(self, name))
         if self.memory is not None:
             check_positive_int("memory", self.memory)
+        if self.optimizer not in DEFAULT_LR:
+            raise InvalidInputError(f"optimizer must be one of {', '.join(DEFAULT_LR)}, got {self.optimizer!r}")
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise InvalidInputError(f"lr must be a positive finite number, got {self.lr!r}")
+
+    @property
+    def learning_rate(self) -> float:
+        """``lr``, or the optimiser's default when None."""
+        return DEFAULT_LR[self.optimizer] if self.lr is None else self.lr
 
 
 @dataclass
@@ -121,26 +146,54 @@ def _reference_gaps(model: Tensor, source: Source, x: Tensor, truth: Tensor) -> 
     return losses, gaps
 
 
-def _optimizer(params: Params, config: TrainConfig) -> tuple[torch.optim.AdamW, OneCycleLR]:
-    """AdamW with decay on ``DECAYED`` only, and the one-cycle schedule."""
+def warmup_steps(steps: int, warmup: float) -> int:
+    """W = max(1, round(warmup · steps)): the warm-up length of ``lr_factor`` (at least one step)."""
+    return max(1, round(warmup * steps))
+
+
+def lr_factor(step: int, steps: int, warmup: float) -> float:
+    """The paper's schedule as a multiple of lr for update ``step`` = 0..steps-1.
+
+    With W = ``warmup_steps``: linear from 1/100 at step 0 to 1 at step W, then cosine from 1 at
+    step W down to 1/5 at the last step, steps - 1.  If steps - 1 ≤ W the run ends during the
+    warm-up (steps = 1 makes one update at lr/100).  Written out because ``OneCycleLR`` divides by
+    its warm-up length in steps minus one, which is 0 for fewer than ~2/warmup steps (50 at 2 %).
+    """
+    start, end = 1.0 / WARMUP_START_DIV, 1.0 / FINAL_DIV
+    ramp = warmup_steps(steps, warmup)
+    if step <= ramp:
+        return start + (1.0 - start) * step / ramp
+    fraction = (step - ramp) / max(1, steps - 1 - ramp)
+    return end + (1.0 - end) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, fraction)))
+
+
+def _optimizer(params: Params, config: TrainConfig) -> tuple[torch.optim.Optimizer, LambdaLR | None]:
+    """AdamW with decay on ``DECAYED`` only and the paper's schedule; or plain SGD, constant rate.
+
+    SGD has no momentum and no weight decay: torch's SGD decay is coupled (lr · wd per step, 500
+    times AdamW's decoupled lr · wd at the default rates), so carrying wd over would not be the
+    same regulariser.  Returns the optimiser and the schedule (None: constant).
+    """
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(list(params.values()), lr=config.learning_rate), None
     decayed = [v for k, v in params.items() if k.split(".")[0] in DECAYED]
     others = [v for k, v in params.items() if k.split(".")[0] not in DECAYED]
     optimizer = torch.optim.AdamW(
         [{"params": decayed, "weight_decay": config.weight_decay}, {"params": others, "weight_decay": 0.0}],
-        lr=config.lr, betas=config.betas,
+        lr=config.learning_rate, betas=config.betas,
     )
-    # the paper's schedule: start at lr/100, warm up, cosine down to lr/5; β1 held fixed
-    schedule = OneCycleLR(
-        optimizer, max_lr=config.lr, total_steps=config.steps, pct_start=config.warmup,
-        anneal_strategy="cos", div_factor=100.0, final_div_factor=0.05, cycle_momentum=False,
-    )
+    schedule = LambdaLR(optimizer, lambda step: lr_factor(step, config.steps, config.warmup))
     return optimizer, schedule
 
 
-def train(source: Source, config: TrainConfig, *, progress: Callable | None = None) -> TrainResult:
+def train(
+    source: Source, config: TrainConfig, *, progress: Callable | None = None, on_eval: EvalHook | None = None
+) -> TrainResult:
     """Train one model on fresh samples of ``source``; deterministic given ``config.seed`` on the CPU.
 
-    ``progress`` wraps the step iterator (e.g. ``tqdm``); None runs silently.
+    ``progress`` wraps the step iterator (e.g. ``tqdm``); None runs silently.  ``on_eval`` is
+    called after every evaluation of the test loss (step 0 = at init, every ``eval_every`` steps
+    and at the last step) with the step, the current parameters and that test loss.
     """
     start = time.perf_counter()
     params = init_params(config.d, config.seq_len, layers=config.layers, tying=config.tying,
@@ -157,6 +210,8 @@ def train(source: Source, config: TrainConfig, *, progress: Callable | None = No
     def record(step: int) -> None:
         result.steps.append(step)
         result.test_loss.append(sequence_losses(params, test_x, truth, config).mean().item())
+        if on_eval is not None:
+            on_eval(step, {k: v.detach() for k, v in params.items()}, result.test_loss[-1])
 
     record(0)
     counts = None
@@ -169,7 +224,8 @@ def train(source: Source, config: TrainConfig, *, progress: Callable | None = No
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        schedule.step()
+        if schedule is not None:
+            schedule.step()
         if step % config.eval_every == 0 or step == config.steps:
             record(step)
     final = sequence_losses(params, test_x, truth, config)

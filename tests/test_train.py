@@ -3,20 +3,26 @@
 import json
 import math
 from dataclasses import replace
+from itertools import pairwise
 
 import numpy as np
 import pytest
 import torch
 
 from numerics.markov import InvalidInputError, MarkovChain, SecondOrderChain
-from numerics.population import population_loss
+from numerics.population import expected_cross_entropy, population_loss
 from numerics.train import (
+    DEFAULT_LR,
     TrainConfig,
     TrainResult,
+    _optimizer,
+    _step_seed,
     add_beta_loss,
     count_transitions,
+    lr_factor,
     reference_entropies,
     train,
+    warmup_steps,
 )
 from numerics.transformer import init_params, logits, prefix_logits
 from verify import experiments
@@ -151,6 +157,9 @@ def test_experiments_cli_writes_summary_plots_and_json(tmp_path, capsys):
         assert len(row["runs"][0]["test_loss"]) == len(row["runs"][0]["steps"])
     assert code == (0 if all(row["agrees"] for row in summary["rows"]) else 1)
     assert {p.name for p in (tmp_path / "tying").iterdir()} == {"summary.json", "curves.png", "curves.pdf"}
+    # the dtype as the flag spells it (was "torch.float64"), the optimiser and its resolved rate
+    assert summary["settings"]["dtype"] == "float64"
+    assert (summary["settings"]["optimizer"], summary["settings"]["lr"]) == ("adamw", DEFAULT_LR["adamw"])
 
 
 @pytest.mark.parametrize("argv", [["nonsense"], ["tying", "--seeds", "0"], ["tying", "--steps", "-3"],
@@ -161,3 +170,78 @@ def test_experiments_cli_bad_input_exits_2(argv, capsys):
     assert experiments.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and err.count("\n") == 1
+
+
+def _rates(config: TrainConfig) -> list[float]:
+    """The learning rate of every update of a run, read from the optimiser as training would see it."""
+    params = init_params(2, 4, seed=0)
+    for value in params.values():
+        value.requires_grad_(True)
+    optimizer, schedule = _optimizer(params, config)
+    rates = []
+    for _ in range(config.steps):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()  # no gradients: moves nothing, but the schedule's bookkeeping runs as in training
+        if schedule is not None:
+            schedule.step()
+    return rates
+
+
+@pytest.mark.parametrize("steps", [1, 2, 50, 800])
+def test_schedule_warms_up_from_lr_over_100_then_decays_to_lr_over_5(steps):
+    config = TrainConfig(steps=steps, lr=1e-2)
+    rates = _rates(config)
+    ramp = warmup_steps(steps, config.warmup)
+    assert ramp == max(1, round(0.02 * steps))
+    assert rates[0] == pytest.approx(1e-4)  # lr / 100
+    assert rates == pytest.approx([1e-2 * lr_factor(s, steps, config.warmup) for s in range(steps)])
+    if steps > ramp:  # the peak is reached at the end of the warm-up
+        assert rates[ramp] == pytest.approx(1e-2) and max(rates) == pytest.approx(1e-2)
+    if steps - 1 > ramp:  # then cosine down to lr / 5 at the last update, never below
+        assert rates[-1] == pytest.approx(2e-3) and min(rates[ramp:]) == pytest.approx(2e-3)
+        assert all(a >= b for a, b in pairwise(rates[ramp:]))
+    assert all(a <= b for a, b in pairwise(rates[: ramp + 1]))
+
+
+@pytest.mark.parametrize("steps", [1, 2, 50])
+def test_short_runs_train_without_error(steps):
+    # OneCycleLR divided by zero for fewer than ~2/warmup steps (50 at 2 % warm-up)
+    result = train(MarkovChain(0.5, 0.8), TrainConfig(d=2, seq_len=4, steps=steps, eval_every=25, eval_sequences=8))
+    assert result.steps[-1] == steps and all(math.isfinite(v) for v in result.test_loss)
+
+
+def test_sgd_is_plain_and_constant():
+    config = TrainConfig(d=2, seq_len=4, steps=30, optimizer="sgd")
+    assert config.learning_rate == 1.0 and _rates(config) == [1.0] * 30
+    params = init_params(2, 4, seed=1)
+    optimizer, schedule = _optimizer(params, config)
+    assert isinstance(optimizer, torch.optim.SGD) and schedule is None
+    assert all(group["momentum"] == 0 and group["weight_decay"] == 0 for group in optimizer.param_groups)
+    assert TrainConfig(optimizer="sgd", lr=0.5).learning_rate == 0.5
+    with pytest.raises(InvalidInputError):
+        TrainConfig(optimizer="adam")
+    with pytest.raises(InvalidInputError):
+        TrainConfig(lr=0.0)
+
+
+def test_sgd_training_takes_gradient_steps():
+    """One SGD update at lr 0.5 moves every parameter by exactly -0.5 times the batch gradient."""
+    chain, config = MarkovChain(0.5, 0.8), TrainConfig(d=2, seq_len=4, steps=1, optimizer="sgd", lr=0.5)
+    start = init_params(2, 4, std=config.init_std, seed=0)
+    moved = train(chain, config).params
+    x = chain.sample(config.batch, 5, seed=_step_seed(0, 1))
+    params = {k: v.clone().requires_grad_(True) for k, v in start.items()}
+    expected_cross_entropy(logits(params, x[:, :-1], tying=True), x[:, 1:]).mean().backward()
+    for name, value in start.items():
+        torch.testing.assert_close(moved[name], value - 0.5 * params[name].grad, rtol=1e-12, atol=1e-15)
+
+
+def test_on_eval_sees_every_evaluation_with_its_loss_and_parameters():
+    seen = []
+    config = TrainConfig(d=2, seq_len=4, steps=7, eval_every=3, eval_sequences=8)
+    result = train(MarkovChain(0.5, 0.8), config,
+                   on_eval=lambda step, params, loss: seen.append((step, loss, params["e"].clone())))
+    assert [s for s, _, _ in seen] == result.steps == [0, 3, 6, 7]
+    assert [loss for _, loss, _ in seen] == result.test_loss
+    torch.testing.assert_close(seen[0][2], init_params(2, 4, std=config.init_std, seed=0)["e"])
+    torch.testing.assert_close(seen[-1][2], result.params["e"])

@@ -1,6 +1,6 @@
 """Reproduce the paper's training experiments: where does gradient training end? (claims TRAIN-*)
 
-    python -m verify.experiments NAME [--quick] [--seeds K] [--json] [--out DIR]
+    python -m verify.experiments NAME [--quick] [--seeds K] [--optimizer adamw|sgd] [--json] [--out DIR]
 
 NAME is one of
   tying         1 layer, tied vs untied, on p=0.5, q=0.8 (p+q > 1) and p=0.2, q=0.3 (p+q < 1)
@@ -8,6 +8,9 @@ NAME is one of
   second-order  1, 2, 3 layers on the lagged second-order chain x_{n+1} ~ P(. | x_{n-1}), p=0.2, q=0.3
   masking       1 layer on that chain with attention restricted to the last W symbols
   all           every one of the above
+  escape        why tied 1-layer runs at p=0.5, q=0.8 leave the H(pi) plateau (not part of "all"):
+                the curvature of theta(t)'s projection onto the unigram manifold M_pi along each
+                run (numerics.escape), for AdamW and for plain SGD (or the one --optimizer names)
 
 Each run trains on fresh samples (``numerics.train``) and ends with a test loss, which is
 compared, on the same test sequences, with the loss of the reference predictors: unigram (the
@@ -21,7 +24,19 @@ paper reports, 1 otherwise, 2 on bad input.
 
 Settings: full runs use N = 256 (the paper used 512-1024; attention costs N² and these
 defaults are sized for 2 CPU cores: raise --seq-len on a GPU), 800 steps, 3 seeds;
---quick uses N = 128, 600 steps, 2 seeds.  Everything else is the paper's code's default.
+--quick uses N = 128, 600 steps, 2 seeds.  Everything else is the paper's code's default
+(AdamW with warm-up and cosine decay; --optimizer sgd: plain SGD, lr 1, constant).
+
+escape: 8 seeds per optimizer at N = 256, 800 steps (--quick: N = 64, 300 steps, 3 seeds).  Per
+run: λ_min(S) of the projection at the plateau (the evaluation closest to H(π) before the loss
+leaves it) and at the last plateau point (the last evaluation within the band before it leaves,
+or the end), the prediction from each (saddle: escapes; local minimum: trapped), the observed
+outcome (escaped iff the test loss fell more than the band below the unigram loss on the same
+test sequences; the band is the unigram tolerance of ``label`` without standard errors) and
+label, the step where the projection first became a saddle, the escape step, and which block
+of the lag Jacobian (attention to earlier symbols, or the symbol's own path: feed-forward and
+self-attention) contributes most negatively to λ_min(S).  Exit code 0 when the last-plateau
+prediction matches the outcome in every run where it is decided, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -30,6 +45,8 @@ import argparse
 import json
 import math
 import sys
+import tempfile
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from itertools import pairwise
@@ -37,8 +54,9 @@ from pathlib import Path
 
 import torch
 
+from numerics.escape import EscapeRun, track_escape
 from numerics.markov import InvalidInputError, MarkovChain, SecondOrderChain, check_positive_int
-from numerics.train import Source, TrainConfig, TrainResult, reference_entropies, train
+from numerics.train import DEFAULT_LR, Source, TrainConfig, TrainResult, reference_entropies, train
 from verify.cli import Parser, resolve_device
 
 FIRST_ABOVE = MarkovChain(0.5, 0.8)  # p + q > 1
@@ -91,6 +109,10 @@ def _masking() -> list[Setting]:
 
 EXPERIMENTS = {"tying": _tying, "depth": _depth, "second-order": _second_order, "masking": _masking}
 SCHEDULES = {"full": {"seq_len": 256, "steps": 800, "seeds": 3}, "quick": {"seq_len": 128, "steps": 600, "seeds": 2}}
+#: The escape study: the source and its own run sizes.
+ESCAPE_SOURCE = FIRST_ABOVE
+ESCAPE_SCHEDULES = {"full": {"seq_len": 256, "steps": 800, "seeds": 8},
+                    "quick": {"seq_len": 64, "steps": 300, "seeds": 3}}
 
 
 def tolerance(references: dict[str, float], stderr: float) -> float:
@@ -204,14 +226,168 @@ def plot(rows: list[dict], path: Path) -> list[Path]:
     return written
 
 
+def run_escape(optimizers: list[str], base: TrainConfig, seeds: int, progress=None) -> dict[str, list[EscapeRun]]:
+    """Track ``seeds`` tied one-layer runs on ``ESCAPE_SOURCE`` per optimiser (``numerics.escape``).
+
+    The band β of the escape step is the unigram tolerance of ``label`` without standard errors.
+    """
+    band = tolerance(reference_entropies(ESCAPE_SOURCE), 0.0)
+    return {name: [track_escape(ESCAPE_SOURCE, replace(base, optimizer=name, seed=seed, tying=True), band,
+                                progress=progress) for seed in range(seeds)]
+            for name in optimizers}
+
+
+def escape_rows(runs: dict[str, list[EscapeRun]]) -> dict[str, dict]:
+    """Per optimiser: its learning rate, one row per seed (``EscapeRun.as_dict`` plus seed and label), match rates."""
+    references = reference_entropies(ESCAPE_SOURCE)
+    out = {}
+    for name, mine in runs.items():
+        rows = [{"seed": run.result.config.seed, "label": label(run.result, references)} | run.as_dict()
+                for run in mine]
+        rates = {}
+        for where in ("plateau", "last_plateau"):
+            decided = [row[where]["matches"] for row in rows if row[where] and row[where]["matches"] is not None]
+            rates[where] = {"matches": sum(decided), "decided": len(decided), "runs": len(rows)}
+        out[name] = {"lr": mine[0].result.config.learning_rate, "runs": rows, "match": rates}
+    return out
+
+
+def _cell(value, fmt: str = "", missing: str = "-") -> str:
+    return missing if value is None else format(value, fmt)
+
+
+def escape_table(summary: dict[str, dict]) -> str:
+    """One block per optimiser: a line per seed, then the match rates of both prediction points."""
+    head = (f"{'seed':>4} {'λmin@plateau':>13} {'pred':>8} {'λmin@last':>10} {'step':>5} {'pred':>8} "
+            f"{'observed':>8} {'label':>8} {'final':>7} {'cross':>6} {'escape':>6} {'driver@last':>12}")
+    lines = []
+    for name, block in summary.items():
+        lines += ["", f"{name} (lr {block['lr']:g}):", head]
+        for row in block["runs"]:
+            plateau, last = row["plateau"] or {}, row["last_plateau"] or {}
+            lines.append(
+                f"{row['seed']:>4} {_cell(plateau.get('lambda_min'), '.4f'):>13} {plateau.get('prediction') or '-':>8} "
+                f"{_cell(last.get('lambda_min'), '.4f'):>10} {_cell(last.get('step')):>5} "
+                f"{last.get('prediction') or '-':>8} {row['observed']:>8} {row['label']:>8} {row['final_loss']:>7.4f} "
+                f"{_cell(row['crossing_step']):>6} {_cell(row['escape_step']):>6} "
+                f"{(last.get('parts') or {}).get('driver', '-'):>12}")
+        for where, rate in block["match"].items():
+            lines.append(f"prediction at the {where.replace('_', ' ')} point matches the outcome in "
+                         f"{rate['matches']}/{rate['decided']} decided runs (of {rate['runs']})")
+    return "\n".join(lines[1:])
+
+
+def escape_plot(summary: dict[str, dict], path: Path) -> list[Path]:
+    """λ_min(S)(t), its attention and diagonal parts, |e|(t) and the test loss per seed; PNG and PDF.
+
+    One column per optimiser.
+
+    Circles mark the crossing (first saddle), crosses the escape step.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    references = reference_entropies(ESCAPE_SOURCE)
+    fig, axes = plt.subplots(4, len(summary), figsize=(6 * len(summary), 13), squeeze=False, sharex="col")
+    for column, (name, block) in enumerate(summary.items()):
+        colours = plt.get_cmap("tab10" if len(block["runs"]) <= 10 else "viridis", max(10, len(block["runs"])))
+        for i, row in enumerate(block["runs"]):
+            steps = [point["step"] for point in row["trajectory"]]
+            series = {"lambda_min": [point["lambda_min"] for point in row["trajectory"]],
+                      "attention": [point["parts"]["attention"] for point in row["trajectory"]],
+                      "e_norm": [point["e_norm"] for point in row["trajectory"]],
+                      "test_loss": [point["test_loss"] for point in row["trajectory"]]}
+            for ax, key in zip(axes[:, column], series):
+                ax.plot(steps, series[key], color=colours(i), lw=1.2, label=f"seed {row['seed']}")
+                for event, marker in (("crossing_step", "o"), ("escape_step", "x")):
+                    if row[event] is not None:
+                        ax.plot(row[event], series[key][steps.index(row[event])], marker, color=colours(i))
+            diagonal = [point["parts"]["diagonal"] for point in row["trajectory"]]
+            axes[1, column].plot(steps, diagonal, color=colours(i), lw=1.2, ls="--")
+        top, parts, middle, bottom = axes[:, column]
+        for ax in (top, parts):
+            ax.axhline(0.0, color="black", lw=1)
+        top.set(title=f"{name} (lr {block['lr']:g}): tied, 1 layer, p={ESCAPE_SOURCE.p}, q={ESCAPE_SOURCE.q}",
+                ylabel="λ_min(S) of the projection onto M_π")
+        parts.set(ylabel="share of λ_min(S): attention i<n (solid),\nown position i=n beyond θ_π (dashed)")
+        middle.set(yscale="log", ylabel="|e|")
+        for style, (ref, value) in zip(("--", ":"), references.items()):
+            bottom.axhline(value, color="black", ls=style, lw=1, label=f"{ref} {value:.4f}")
+        low = min(references.values())
+        bottom.set(ylim=(low - 0.02, max(references.values()) + 0.04), xlabel="training step",
+                   ylabel="test loss (nats)")
+        bottom.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    written = [path.with_suffix(".png"), path.with_suffix(".pdf")]
+    for file in written:
+        fig.savefig(file, dpi=120)
+    plt.close(fig)
+    return written
+
+
+class PlainProgress:
+    """Progress for a non-terminal stderr: a plain line every ``fraction`` of the work or ``seconds``."""
+
+    def __init__(self, total: int, stream=None, *, fraction: float = 0.1, seconds: float = 30.0) -> None:
+        self.total, self.stream = total, stream if stream is not None else sys.stderr
+        self.every, self.seconds = max(1, math.ceil(fraction * total)), seconds
+        self.done, self.start = 0, time.monotonic()
+        self.last_count, self.last_time = 0, self.start
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        now = time.monotonic()
+        if self.done - self.last_count >= self.every or now - self.last_time >= self.seconds or self.done == self.total:
+            self.last_count, self.last_time = self.done, now
+            elapsed = now - self.start
+            left = elapsed * (self.total - self.done) / self.done
+            print(f"training: {self.done}/{self.total} steps ({self.done / self.total:.0%}), "
+                  f"{elapsed:.0f} s elapsed, about {left:.0f} s left", file=self.stream, flush=True)
+
+    def __enter__(self) -> PlainProgress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def progress_bar(total: int):
+    """A tqdm bar on a terminal, else ``PlainProgress`` lines (so logs of background runs show progress)."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc="training", unit="step")
+    return PlainProgress(total)
+
+
+def prepare_output(out: Path, names: list[str]) -> list[Path]:
+    """Create out/NAME for every name and prove each writable by writing a scratch file: before any training.
+
+    Raises OSError (the caller turns it into one line and exit 2).
+    """
+    folders = []
+    for name in names:
+        folder = out / name
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+        folders.append(folder)
+    return folders
+
+
 def _parser() -> Parser:
     ap = Parser(prog="python -m verify.experiments", description=__doc__.split("\n\n")[0],
                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("name", choices=[*EXPERIMENTS, "all"], help="which experiment")
+    ap.add_argument("name", choices=[*EXPERIMENTS, "all", "escape"], help="which experiment")
     ap.add_argument("--quick", action="store_true", help="small settings (N=128, 600 steps, 2 seeds)")
-    ap.add_argument("--seeds", type=int, help="seeds per setting (default: 3, or 2 with --quick)")
+    ap.add_argument("--seeds", type=int, help="seeds per setting (default: 3, or 2 with --quick; escape: 8, or 3)")
     ap.add_argument("--steps", type=int, help="training steps (default: 800, or 600 with --quick)")
     ap.add_argument("--seq-len", type=int, help="sequence length N (default: 256, or 128 with --quick)")
+    ap.add_argument("--optimizer", choices=list(DEFAULT_LR),
+                    help="adamw (the paper's, with its schedule) or sgd (plain, lr 1, constant); "
+                         "default: adamw, and both for escape")
     ap.add_argument("--layer-norm", action="store_true", help="GPT-2 pre-norm blocks (default: off, as in the theory)")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     ap.add_argument("--dtype", choices=["float64", "float32"], default="float64")
@@ -220,37 +396,53 @@ def _parser() -> Parser:
     return ap
 
 
-def main(argv: list[str] | None = None) -> int:
-    from tqdm import tqdm
+def _given(value: int | None, default: int) -> int:
+    """The flag's value if given (0 included, so that validation refuses it), else the default."""
+    return default if value is None else value
 
+
+def _settings_json(base: TrainConfig, dtype: str) -> dict:
+    """The run settings as JSON: the dtype as the flag spells it, the learning rate resolved."""
+    settings = asdict(base)
+    del settings["seed"]
+    return settings | {"dtype": dtype, "lr": base.learning_rate}
+
+
+def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
-        schedule = SCHEDULES["quick" if args.quick else "full"]
-        seeds = check_positive_int("seeds", args.seeds if args.seeds is not None else schedule["seeds"])
+        escape = args.name == "escape"
+        if escape and args.layer_norm:
+            raise InvalidInputError("escape tracks the model without layer norm (the M_π formula's model)")
+        schedule = (ESCAPE_SCHEDULES if escape else SCHEDULES)["quick" if args.quick else "full"]
+        seeds = check_positive_int("seeds", _given(args.seeds, schedule["seeds"]))
         base = TrainConfig(
-            seq_len=check_positive_int("seq-len", args.seq_len or schedule["seq_len"]),
-            steps=check_positive_int("steps", args.steps or schedule["steps"]),
-            layer_norm=args.layer_norm, device=resolve_device(args.device), dtype=getattr(torch, args.dtype))
-        names = list(EXPERIMENTS) if args.name == "all" else [args.name]
+            seq_len=check_positive_int("seq-len", _given(args.seq_len, schedule["seq_len"])),
+            steps=check_positive_int("steps", _given(args.steps, schedule["steps"])),
+            optimizer=args.optimizer or "adamw", layer_norm=args.layer_norm,
+            device=resolve_device(args.device), dtype=getattr(torch, args.dtype))
+        names = ["escape"] if escape else list(EXPERIMENTS) if args.name == "all" else [args.name]
         out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-    except (InvalidInputError, OSError) as err:
+        folders = prepare_output(out, names)
+    except InvalidInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        print(f"error: cannot write to --out {args.out}: {err.strerror or err}", file=sys.stderr)
+        return 2
+    if escape:
+        return _main_escape(args, base, seeds, folders[0])
     settings = [s for name in names for s in EXPERIMENTS[name]()]
-    with tqdm(total=len(settings) * seeds * base.steps, desc="training", unit="step", disable=None) as bar:
+    with progress_bar(len(settings) * seeds * base.steps) as bar:
         def counted(steps):
             for step in steps:
                 yield step
                 bar.update(1)
 
         rows = summarise([run for s in settings for run in run_setting(s, base, seeds, counted)])
-    settings_json = {k: (str(v) if k == "dtype" else v) for k, v in asdict(base).items() if k != "seed"}
-    summary = {"settings": settings_json, "seeds": seeds, "rows": rows}
+    summary = {"settings": _settings_json(base, args.dtype), "seeds": seeds, "rows": rows}
     files = []
-    for name in names:
-        folder = out / name
-        folder.mkdir(exist_ok=True)
+    for name, folder in zip(names, folders):
         mine = [row for row in rows if row["experiment"] == name]
         (folder / "summary.json").write_text(json.dumps(summary | {"rows": mine}, indent=2))
         files.append(folder / "summary.json")
@@ -260,10 +452,44 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(table(rows))
         print(f"\nsettings: N={base.seq_len}, {base.steps} steps, batch {base.batch}, d={base.d}, {seeds} seeds, "
-              f"layer norm {'on' if base.layer_norm else 'off'}, {base.device}/{args.dtype}; "
+              f"layer norm {'on' if base.layer_norm else 'off'}, {base.optimizer}, {base.device}/{args.dtype}; "
               f"'add-1' is the add-1 (Laplace) kernel estimate from the same samples")
         print("wrote " + ", ".join(str(f) for f in files))
     return 0 if all(row["agrees"] is not False for row in rows) else 1
+
+
+def _main_escape(args: argparse.Namespace, base: TrainConfig, seeds: int, folder: Path) -> int:
+    """The escape study: train, summarise, write JSON, plot and parameters, print the table."""
+    optimizers = [args.optimizer] if args.optimizer else list(DEFAULT_LR)
+    with progress_bar(len(optimizers) * seeds * base.steps) as bar:
+        def counted(steps):
+            for step in steps:
+                yield step
+                bar.update(1)
+
+        runs = run_escape(optimizers, base, seeds, counted)
+    by_optimizer = escape_rows(runs)
+    summary = {"settings": _settings_json(base, args.dtype) | {"lr": {k: v["lr"] for k, v in by_optimizer.items()},
+                                                             "p": ESCAPE_SOURCE.p, "q": ESCAPE_SOURCE.q},
+               "seeds": seeds, "band": tolerance(reference_entropies(ESCAPE_SOURCE), 0.0),
+               "references": reference_entropies(ESCAPE_SOURCE), "optimizers": by_optimizer}
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2))
+    # θ before projection at the plateau, the last plateau point and the end, for follow-up analysis
+    torch.save({name: {run.result.config.seed: run.params for run in mine} for name, mine in runs.items()},
+               folder / "params.pt")
+    files = [folder / "summary.json", folder / "params.pt", *escape_plot(by_optimizer, folder / "escape")]
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(escape_table(by_optimizer))
+        print(f"\nsettings: tied, 1 layer, p={ESCAPE_SOURCE.p}, q={ESCAPE_SOURCE.q}, N={base.seq_len}, "
+              f"{base.steps} steps, batch {base.batch}, d={base.d}, {seeds} seeds, {base.device}/{args.dtype}; "
+              f"band {summary['band']:g} nats below the unigram test loss = escape; "
+              f"'driver' = block most negative in λ_min(S) at the last plateau point")
+        print("wrote " + ", ".join(str(f) for f in files))
+    decided = [row["last_plateau"]["matches"] for block in by_optimizer.values() for row in block["runs"]
+               if row["last_plateau"] and row["last_plateau"]["matches"] is not None]
+    return 0 if all(decided) else 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,316 @@
+"""Why trained tied models leave the unigram plateau: the M_π curvature along a training run.
+
+Claims ``MANIFOLD`` and ``TRAIN-TYING``.  The tied one-layer model at p + q > 1 has θ_π as a local
+minimum, yet some training runs leave the plateau at H(π).  At every evaluation of a run this module
+projects θ(t) onto the critical manifold M_π (e → 0, b → log(p/q), every other weight kept; see
+``numerics.manifold.project_to_manifold``) and classifies the projection by the Schur complement
+
+    S = k [Cov_n(z_n) - (A + Aᵀ)],    A = (1/N) Σ_n Σ_{i≤n} λ^{n+1-i} K_{n,i},    k = π0 π1,  λ = 1 - p - q,
+
+with z_n the hidden states and K_{n,i} = ∂z_n/∂x̃_i at x̃ = pos (``manifold_curvature``): the projection
+is a local minimum iff S ≻ 0 and a saddle iff S has a negative eigenvalue.  A run whose projection
+has become a saddle can leave the plateau along the escape direction (mostly e); one whose
+projection stays a local minimum cannot, to second order, as long as θ(t) stays near M_π.
+
+What makes S negative.  Split A by the attended position:
+
+    A = A_att + A_diag,   A_att = mean_n Σ_{i<n} λ^{n+1-i} K_{n,i}  (attention to earlier symbols),
+                          A_diag = λ mean_n K_{n,n}                (the symbol's own path),
+
+and K_{n,n} = G_n (I + W_O J_n) with G_n = I + W_2 diag(1[W_1 y_n > 0]) W_1 (residual + feed-forward)
+and J_n = ∂m_n/∂x̃_n the attention output's dependence on its own position (``diagonal_jacobian``).
+Along the unit bottom eigenvector w of S, λ_min(S) = wᵀ S w is the sum of
+
+    covariance      k wᵀ Cov_n(z_n) w                  ≥ 0
+    baseline        -2kλ                               = 2k(p+q-1) > 0 for p + q > 1 (θ_π's value)
+    attention       -2k wᵀ A_att w                     (i < n)
+    self_attention  -2kλ wᵀ mean_n G_n W_O J_n w       (i = n, through attention)
+    feed_forward    -2kλ wᵀ mean_n (G_n - I) w         (i = n, through the feed-forward)
+
+(``CurvatureParts``); the diagonal block is self_attention + feed_forward, i.e. K_{n,n} beyond θ_π's
+K_{n,n} = I.  The block with the more negative contribution "drives" the smallest eigenvalue.
+
+Bookkeeping of a run (``escape_outcome``), with U the unigram predictor's loss on the run's own test
+sequences (≈ H(π); paired with the model's test loss, so sampling noise cancels) and a band β > 0:
+
+* escape step: the first evaluation with test loss < U - β ("clearly below H(π)"); None if none.
+* plateau: among the evaluations before the escape step (all, if none), the one whose test loss is
+  closest to U, provided it is within β (else None: the run never sat on the plateau).
+* last plateau point: the last evaluation before the escape step with |test loss - U| ≤ β (the run's
+  final evaluation if it never escapes and ends on the plateau).
+* crossing step: the first evaluation whose projection is classified a saddle point (λ_min(S) below
+  minus its rounding-error bound); None if none.
+* prediction at a point: "escapes" if its projection is a saddle, "trapped" if a local minimum,
+  "undecided" otherwise; observed outcome: "escaped" iff an escape step exists.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from numerics.manifold import (
+    LOCAL_MINIMUM,
+    SADDLE_POINT,
+    ManifoldCurvature,
+    causal_softmax,
+    manifold_curvature,
+    project_to_manifold,
+)
+from numerics.markov import InvalidInputError, MarkovChain
+from numerics.train import Source, TrainConfig, TrainResult, train
+from numerics.transformer import Params
+
+ESCAPES, TRAPPED, UNDECIDED = "escapes", "trapped", "undecided"
+ATTENTION, DIAGONAL = "attention", "diagonal"
+
+
+@dataclass(frozen=True)
+class SelfJacobian:
+    """K_{n,n} = ∂z_n/∂x̃_n (every other x̃_i held) and its feed-forward factor G_n, each (N, d, d)."""
+
+    total: Tensor
+    feed_forward: Tensor
+
+
+def diagonal_jacobian(params: Params, dtype: torch.dtype = torch.float64) -> SelfJacobian:
+    """K_{n,n} = G_n (I + W_O J_n) of the one-layer model at x̃ = pos, for every position n.
+
+    J_n = ∂m_n/∂x̃_n for the attention mix m_n = Σ_{l≤n} a_{n,l} v_l, v_l = W_V x̃_l, where x̃_n enters
+    as the query of every score s_{n,l} = <W_Q x̃_n, W_K x̃_l>/√d and as the key and value of l = n:
+
+        J_n = a_{n,n} W_V + a_{n,n} (v_n - m_n) r_nᵀ + Σ_l a_{n,l} (v_l - m_n) u_lᵀ,
+        r_n = W_Kᵀ W_Q x̃_n / √d,   u_l = W_Qᵀ W_K x̃_l / √d,
+
+    and G_n = I + W_2 diag(1[W_1 y_n > 0]) W_1 is the Jacobian of z_n = y_n + W_2 ReLU(W_1 y_n) in y_n.
+    Cost O(N² d + N d² r); tests check it against ``torch.func.jacrev`` of the forward pass.
+    """
+    W = {name: params[name].detach().to(dtype) for name in ("W_Q", "W_K", "W_V", "W_O", "W_1", "W_2")}
+    x = params["pos"].detach().to(dtype)
+    d = x.shape[1]
+    scale = math.sqrt(d)
+    queries, keys = x @ W["W_Q"].T, x @ W["W_K"].T
+    att = causal_softmax(queries @ keys.T / scale)
+    v = x @ W["W_V"].T
+    m = att @ v
+    y = x + m @ W["W_O"].T
+    r = queries @ W["W_K"] / scale  # rows r_nᵀ
+    u = keys @ W["W_Q"] / scale  # rows u_lᵀ
+    own = att.diagonal()
+    # Σ_l a_{n,l} v_l u_lᵀ - m_n (Σ_l a_{n,l} u_l)ᵀ: the centred sum without an (N, N, d) tensor
+    spread = torch.einsum("nl,li,lj->nij", att, v, u) - m[:, :, None] * (att @ u)[:, None, :]
+    J = own[:, None, None] * (W["W_V"] + (v - m)[:, :, None] * r[:, None, :]) + spread
+    eye = torch.eye(d, dtype=dtype, device=x.device)
+    active = (y @ W["W_1"].T > 0).to(dtype)
+    G = eye + W["W_2"] @ (active[:, :, None] * W["W_1"])
+    return SelfJacobian(total=G @ (eye + W["W_O"] @ J), feed_forward=G)
+
+
+@dataclass(frozen=True)
+class CurvatureParts:
+    """λ_min(S) = wᵀ S w split into the contributions of the module docstring (w: unit bottom eigenvector).
+
+    ``vector`` is w with its largest entry positive; the five parts sum to ``eigenvalue``.
+    """
+
+    eigenvalue: float
+    vector: Tensor
+    covariance: float
+    baseline: float
+    attention: float
+    self_attention: float
+    feed_forward: float
+
+    @property
+    def diagonal(self) -> float:
+        """The i = n block beyond θ_π: self_attention + feed_forward."""
+        return self.self_attention + self.feed_forward
+
+    @property
+    def driver(self) -> str:
+        """"attention" or "diagonal": the block with the more negative contribution."""
+        return ATTENTION if self.attention < self.diagonal else DIAGONAL
+
+    def as_dict(self) -> dict[str, float | str]:
+        names = ("eigenvalue", "covariance", "baseline", "attention", "self_attention", "feed_forward")
+        return {name: getattr(self, name) for name in names} | {"diagonal": self.diagonal, "driver": self.driver}
+
+
+def curvature_parts(point: Params, curvature: ManifoldCurvature) -> CurvatureParts:
+    """Split λ_min(S) of the M_π point ``point`` (tied, as classified by ``curvature``) into its parts.
+
+    Cov_n(z_n) is formed from ``curvature``'s mean z zᵀ and z̄, A_diag from ``diagonal_jacobian``,
+    A_att = A - A_diag; the sum of the parts equals the smallest eigenvalue of ``curvature.schur`` up
+    to rounding (tests check it, and A_att against the brute-force Jacobians).
+    """
+    if not curvature.tying:
+        raise InvalidInputError("the curvature split is derived for the tied model")
+    eigenvalues, vectors = torch.linalg.eigh(curvature.schur)
+    w = vectors[:, 0]
+    w = w * torch.sign(w[w.abs().argmax()])
+    k, lam = curvature.k, curvature.lam
+    selfjac = diagonal_jacobian(point, curvature.schur.dtype)
+    eye = torch.eye(w.shape[0], dtype=w.dtype, device=w.device)
+    zbar = curvature.hidden_mean
+    cov = curvature.second_moment - torch.outer(zbar, zbar)
+    attention = curvature.lag_jacobian - lam * selfjac.total.mean(dim=0)
+
+    def quad(matrix: Tensor) -> float:
+        return (w @ matrix @ w).item()
+
+    return CurvatureParts(
+        eigenvalue=eigenvalues[0].item(),
+        vector=w,
+        covariance=k * quad(cov),
+        baseline=-2 * k * lam * quad(eye),
+        attention=-2 * k * quad(attention),
+        self_attention=-2 * k * lam * quad((selfjac.total - selfjac.feed_forward).mean(dim=0)),
+        feed_forward=-2 * k * lam * quad(selfjac.feed_forward.mean(dim=0) - eye),
+    )
+
+
+@dataclass(frozen=True)
+class EscapePoint:
+    """One evaluation of a tied run: the test loss and the curvature of θ(t)'s projection onto M_π.
+
+    ``lambda_min`` = λ_min(S) (``schur_eigenvalues[0]``), ``e_norm`` = |e(t)| before projection.
+    """
+
+    step: int
+    test_loss: float
+    lambda_min: float
+    classification: str
+    error_bound: float
+    e_norm: float
+    parts: CurvatureParts
+
+    def as_dict(self) -> dict:
+        return {"step": self.step, "test_loss": self.test_loss, "lambda_min": self.lambda_min,
+                "classification": self.classification, "error_bound": self.error_bound,
+                "e_norm": self.e_norm, "parts": self.parts.as_dict()}
+
+
+def measure_point(params: Params, p: float, q: float, step: int, test_loss: float) -> EscapePoint:
+    """Project tied one-layer ``params`` onto M_π and classify the projection at the run's own N."""
+    point = project_to_manifold(params, p, q, tying=True)
+    curvature = manifold_curvature(point, p, q, tying=True)
+    return EscapePoint(
+        step=step, test_loss=test_loss, lambda_min=curvature.schur_eigenvalues[0].item(),
+        classification=curvature.classification, error_bound=curvature.error_bound,
+        e_norm=torch.linalg.vector_norm(params["e"].detach()).item(), parts=curvature_parts(point, curvature),
+    )
+
+
+@dataclass
+class EscapeRecorder:
+    """An ``on_eval`` hook for ``numerics.train.train``: measures every evaluation, keeps a copy of θ(t)."""
+
+    p: float
+    q: float
+    points: list[EscapePoint] = field(default_factory=list)
+    snapshots: list[Params] = field(default_factory=list, repr=False)
+
+    def __call__(self, step: int, params: Params, test_loss: float) -> None:
+        self.points.append(measure_point(params, self.p, self.q, step, test_loss))
+        self.snapshots.append({name: value.detach().clone() for name, value in params.items()})
+
+
+def prediction(point: EscapePoint | None) -> str | None:
+    """"escapes" (saddle), "trapped" (local minimum), "undecided"; None without a point."""
+    if point is None:
+        return None
+    return {SADDLE_POINT: ESCAPES, LOCAL_MINIMUM: TRAPPED}.get(point.classification, UNDECIDED)
+
+
+@dataclass(frozen=True)
+class EscapeOutcome:
+    """Indices into a run's evaluations (None where the event did not happen); see the module docstring."""
+
+    escape: int | None
+    plateau: int | None
+    last_plateau: int | None
+    crossing: int | None
+
+
+def escape_outcome(points: list[EscapePoint], unigram: float, band: float) -> EscapeOutcome:
+    """Escape step, plateau, last plateau point and crossing of a run (definitions: module docstring).
+
+    ``unigram``: the unigram predictor's loss on the run's test sequences; ``band``: β > 0 (nats).
+    """
+    if not band > 0:
+        raise InvalidInputError(f"band must be positive, got {band!r}")
+    escape = next((i for i, pt in enumerate(points) if pt.test_loss < unigram - band), None)
+    before = range(escape if escape is not None else len(points))
+    near = [i for i in before if abs(points[i].test_loss - unigram) <= band]
+    plateau = min(near, key=lambda i: abs(points[i].test_loss - unigram)) if near else None
+    crossing = next((i for i, pt in enumerate(points) if pt.classification == SADDLE_POINT), None)
+    return EscapeOutcome(escape=escape, plateau=plateau, last_plateau=near[-1] if near else None, crossing=crossing)
+
+
+@dataclass
+class EscapeRun:
+    """One tracked run: its training result, every evaluation's curvature, the outcome and θ at key points.
+
+    ``params``: parameter dicts (before projection) at "plateau", "last_plateau" (where they exist) and "end".
+    """
+
+    result: TrainResult
+    points: list[EscapePoint]
+    outcome: EscapeOutcome
+    params: dict[str, Params]
+
+    def at(self, index: int | None) -> EscapePoint | None:
+        return None if index is None else self.points[index]
+
+    @property
+    def observed(self) -> str:
+        """"escaped" iff the test loss went clearly below H(π), else "trapped"."""
+        return "escaped" if self.outcome.escape is not None else "trapped"
+
+    def step_of(self, index: int | None) -> int | None:
+        return None if index is None else self.points[index].step
+
+    def matches(self, index: int | None) -> bool | None:
+        """Does the prediction at evaluation ``index`` match the observed outcome?  None if undecided."""
+        said = prediction(self.at(index))
+        if said in (None, UNDECIDED):
+            return None
+        return (said == ESCAPES) == (self.observed == "escaped")
+
+    def as_dict(self) -> dict:
+        """JSON-ready summary: the key points, the outcome, every evaluation (parameters left out)."""
+        def summary(index: int | None) -> dict | None:
+            point = self.at(index)
+            return None if point is None else point.as_dict() | {"prediction": prediction(point),
+                                                                 "matches": self.matches(index)}
+
+        crossing, escape = self.step_of(self.outcome.crossing), self.step_of(self.outcome.escape)
+        return {
+            "observed": self.observed, "final_loss": self.result.final_loss,
+            "unigram_test_loss": self.result.reference_test_loss["unigram"],
+            "plateau": summary(self.outcome.plateau), "last_plateau": summary(self.outcome.last_plateau),
+            "end": summary(len(self.points) - 1), "crossing_step": crossing, "escape_step": escape,
+            "lead_steps": None if crossing is None or escape is None else escape - crossing,
+            "trajectory": [point.as_dict() for point in self.points],
+        }
+
+
+def track_escape(source: Source, config: TrainConfig, band: float, *, progress=None) -> EscapeRun:
+    """Train a tied one-layer model on a first-order chain and measure the M_π curvature at every evaluation.
+
+    ``band``: β of ``escape_outcome``.  The reference U is the unigram predictor's loss on the run's
+    test sequences (``TrainResult.reference_test_loss``).
+    """
+    if not isinstance(source, MarkovChain) or not config.tying or config.layers != 1 or config.layer_norm \
+            or config.memory is not None:
+        raise InvalidInputError("the escape study tracks tied one-layer models without layer norm or memory "
+                                "on a first-order chain")
+    recorder = EscapeRecorder(source.p, source.q)
+    result = train(source, config, progress=progress, on_eval=recorder)
+    outcome = escape_outcome(recorder.points, result.reference_test_loss["unigram"], band)
+    keep = {"plateau": outcome.plateau, "last_plateau": outcome.last_plateau, "end": len(recorder.points) - 1}
+    params = {name: recorder.snapshots[i] for name, i in keep.items() if i is not None}
+    return EscapeRun(result, recorder.points, outcome, params)

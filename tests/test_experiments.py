@@ -1,0 +1,229 @@
+"""The escape study: the M_π curvature along a run (numerics.escape) and the experiments CLI around it."""
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.func import jacrev
+
+from numerics import escape
+from numerics.escape import (
+    EscapePoint,
+    EscapeRecorder,
+    SelfJacobian,
+    curvature_parts,
+    diagonal_jacobian,
+    escape_outcome,
+    measure_point,
+    prediction,
+    track_escape,
+)
+from numerics.manifold import LOCAL_MINIMUM, SADDLE_POINT, UNDECIDED, manifold_curvature, project_to_manifold
+from numerics.markov import InvalidInputError, MarkovChain
+from numerics.train import TrainConfig, train
+from numerics.transformer import attention, attention_mask, block, feed_forward, init_params, keys_values
+from verify import experiments
+
+P, Q = 0.5, 0.8
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _random_point(d: int = 3, seq_len: int = 7, seed: int = 3) -> dict:
+    """A point of M_π with every other weight random and large enough that ReLUs, attention and W_O matter."""
+    return project_to_manifold(init_params(d, seq_len, std=0.7, seed=seed), P, Q, tying=True)
+
+
+def _brute_force(point: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """All K_{n,i} = ∂z_n/∂x̃_i from jacrev of the model's forward pass, (N, d, N, d); and G_n = ∂z_n/∂y_n."""
+    seq_len = point["pos"].shape[0]
+    K = jacrev(lambda h: block(point, 0, h, attention_mask(seq_len)))(point["pos"])
+    own = torch.stack([K[n, :, n, :] for n in range(seq_len)])
+    # y_n at x̃ = pos, then the feed-forward's Jacobian there, position by position
+    h = point["pos"]
+    y = h + attention(point, 0, h, *keys_values(point, 0, h), attention_mask(seq_len))
+    G = torch.stack([jacrev(lambda v: v + feed_forward(point, 0, v))(y[n]) for n in range(seq_len)])
+    return K, own, G
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_diagonal_jacobian_equals_brute_force_jacrev(seed):
+    point = _random_point(seed=seed)
+    _, own, G = _brute_force(point)
+    mine = diagonal_jacobian(point)
+    assert own.abs().max() > 1.5  # the attention and FF paths are far from the identity here
+    torch.testing.assert_close(mine.total, own, rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(mine.feed_forward, G, rtol=1e-12, atol=1e-13)
+
+
+def _lag_split(point: dict, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """A_att = mean_n Σ_{i<n} λ^{n+1-i} K_{n,i} and A_diag = λ mean_n K_{n,n} from the brute-force Jacobians."""
+    K, own, _ = _brute_force(point)
+    seq_len = own.shape[0]
+    att = sum(lam ** (n + 1 - i) * K[n, :, i, :] for n in range(seq_len) for i in range(n)) / seq_len
+    return att, lam * own.mean(dim=0)
+
+
+def test_curvature_parts_sum_to_lambda_min_and_match_brute_force():
+    point = _random_point()
+    curvature = manifold_curvature(point, P, Q, tying=True)
+    parts = curvature_parts(point, curvature)
+    k, lam, w = curvature.k, curvature.lam, parts.vector
+    att, diag = _lag_split(point, lam)
+    _, own, G = _brute_force(point)
+    torch.testing.assert_close(att + diag, curvature.lag_jacobian, rtol=1e-12, atol=1e-14)  # the split is all of A
+    total = parts.covariance + parts.baseline + parts.attention + parts.self_attention + parts.feed_forward
+    assert total == pytest.approx(curvature.schur_eigenvalues[0].item(), abs=1e-13)
+    assert parts.eigenvalue == pytest.approx(curvature.schur_eigenvalues[0].item(), abs=1e-13)
+    assert parts.attention == pytest.approx(-2 * k * (w @ att @ w).item(), abs=1e-13)
+    assert parts.feed_forward == pytest.approx(-2 * k * lam * (w @ (G.mean(0) - torch.eye(3)) @ w).item(), abs=1e-13)
+    assert parts.self_attention == pytest.approx(-2 * k * lam * (w @ (own - G).mean(0) @ w).item(), abs=1e-13)
+    assert parts.baseline == pytest.approx(2 * k * (P + Q - 1))
+    assert parts.covariance >= 0 and abs(parts.attention) > 1e-3 and abs(parts.diagonal) > 1e-3
+    assert parts.driver == ("attention" if parts.attention < parts.diagonal else "diagonal")
+
+
+def test_a_self_jacobian_without_its_attention_path_is_noticed(monkeypatch):
+    """Mutation: dropping W_O J_n from K_{n,n} keeps the parts' sum (A_att absorbs it) but not the brute force."""
+    point = _random_point()
+    curvature = manifold_curvature(point, P, Q, tying=True)
+    att, _ = _lag_split(point, curvature.lam)
+    good = curvature_parts(point, curvature)
+    real = escape.diagonal_jacobian
+
+    def without_attention_path(params, dtype):
+        G = real(params, dtype).feed_forward
+        return SelfJacobian(total=G, feed_forward=G)
+
+    monkeypatch.setattr(escape, "diagonal_jacobian", without_attention_path)
+    bad = curvature_parts(point, curvature)
+    w = bad.vector
+    brute = -2 * curvature.k * (w @ att @ w).item()
+    assert bad.attention != pytest.approx(brute, abs=1e-6) and bad.self_attention == 0.0
+    assert good.attention == pytest.approx(brute, abs=1e-13)
+
+
+def test_theta_pi_parts_are_the_baseline_alone():
+    theta_pi = project_to_manifold(init_params(4, 6, std=0.0), P, Q, tying=True)
+    parts = curvature_parts(theta_pi, manifold_curvature(theta_pi, P, Q, tying=True))
+    k = MarkovChain(P, Q).pi[0] * MarkovChain(P, Q).pi[1]
+    assert parts.eigenvalue == pytest.approx(2 * k * (P + Q - 1), abs=1e-15) == parts.baseline
+    assert parts.covariance == parts.attention == parts.self_attention == parts.feed_forward == 0.0
+
+
+def test_a_flipped_lambda_sign_changes_the_measurement(monkeypatch):
+    """Mutation: λ = p + q - 1 instead of 1 - p - q turns θ_π's λ_min(S) = 2k(p+q-1) > 0 negative."""
+    theta_pi = init_params(4, 6, std=0.0)
+    good = measure_point(theta_pi, P, Q, 0, 0.0)
+    monkeypatch.setattr(MarkovChain, "eigenvalue", property(lambda self: self.p + self.q - 1.0))
+    bad = measure_point(theta_pi, P, Q, 0, 0.0)
+    assert good.lambda_min == pytest.approx(0.1420118343, abs=1e-9) and prediction(good) == "trapped"
+    assert bad.lambda_min == pytest.approx(-0.1420118343, abs=1e-9) and prediction(bad) == "escapes"
+
+
+def test_recorder_measures_the_projection_of_every_evaluation():
+    config = TrainConfig(d=3, seq_len=6, steps=6, eval_every=3, eval_sequences=8, lr=2e-2)
+    recorder = EscapeRecorder(P, Q)
+    result = train(MarkovChain(P, Q), config, on_eval=recorder)
+    assert [pt.step for pt in recorder.points] == result.steps == [0, 3, 6]
+    assert [pt.test_loss for pt in recorder.points] == result.test_loss
+    start = init_params(3, 6, std=config.init_std, seed=config.seed)
+    at_init = manifold_curvature(project_to_manifold(start, P, Q, tying=True), P, Q, tying=True)
+    assert recorder.points[0].lambda_min == at_init.schur_eigenvalues[0].item()
+    assert recorder.points[0].classification == at_init.classification
+    assert recorder.points[0].e_norm == pytest.approx(torch.linalg.vector_norm(start["e"]).item())
+    assert all(torch.equal(recorder.snapshots[0][k], start[k]) for k in start)
+    assert all(torch.equal(recorder.snapshots[-1][k], result.params[k]) for k in start)
+    assert recorder.points[-1].lambda_min != recorder.points[0].lambda_min  # it is measured, not copied
+
+
+def _point(step: int, loss: float, classification: str = LOCAL_MINIMUM) -> EscapePoint:
+    return EscapePoint(step, loss, 0.0, classification, 0.0, 0.0, None)
+
+
+def test_escape_outcome_definitions():
+    U, band = 0.666, 0.01
+    losses = [0.693, 0.670, 0.667, 0.6655, 0.6601, 0.664, 0.650, 0.62]  # a dip within the band is no escape
+    kinds = [LOCAL_MINIMUM] * 3 + [UNDECIDED, SADDLE_POINT, LOCAL_MINIMUM, SADDLE_POINT, SADDLE_POINT]
+    points = [_point(20 * i, loss, kind) for i, (loss, kind) in enumerate(zip(losses, kinds))]
+    out = escape_outcome(points, U, band)
+    assert (out.escape, out.plateau, out.last_plateau, out.crossing) == (6, 3, 5, 4)
+    assert [prediction(points[i]) for i in (2, 3, 4)] == ["trapped", "undecided", "escapes"]
+    trapped = escape_outcome(points[:6], U, band)  # never below U - band: plateau over all, last = the end
+    assert (trapped.escape, trapped.plateau, trapped.last_plateau) == (None, 3, 5)
+    away = escape_outcome([_point(0, 0.693), _point(20, 0.64)], U, band)  # never on the plateau
+    assert (away.escape, away.plateau, away.last_plateau, away.crossing) == (1, None, None, None)
+    with pytest.raises(InvalidInputError):
+        escape_outcome(points, U, 0.0)
+
+
+def test_track_escape_refuses_models_the_formula_does_not_cover():
+    for source, config in ((MarkovChain(P, Q), TrainConfig(tying=False)), (MarkovChain(P, Q), TrainConfig(layers=2)),
+                           (experiments.SECOND, TrainConfig())):
+        with pytest.raises(InvalidInputError):
+            track_escape(source, config, 0.01)
+
+
+def test_plain_progress_prints_about_every_tenth_without_a_terminal():
+    stream = io.StringIO()
+    with experiments.PlainProgress(200, stream, seconds=1e9) as bar:
+        for _ in range(200):
+            bar.update()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 10 and all(line.startswith("training: ") for line in lines)
+    assert lines[0].startswith("training: 20/200 steps (10%)") and "200/200" in lines[-1]
+    assert isinstance(experiments.progress_bar(5), experiments.PlainProgress)  # pytest's stderr is no TTY
+
+
+def test_escape_cli_writes_table_json_plot_and_parameters(tmp_path, capsys):
+    code = experiments.main(["escape", "--seeds", "1", "--steps", "6", "--seq-len", "6", "--out", str(tmp_path),
+                             "--json"])
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert "training: " in captured.err  # progress lines on a non-terminal stderr
+    assert set(summary["optimizers"]) == {"adamw", "sgd"} and summary["settings"]["dtype"] == "float64"
+    assert summary["settings"]["lr"] == {"adamw": 2e-3, "sgd": 1.0} and summary["band"] == pytest.approx(0.01)
+    decided = []
+    for mine in summary["optimizers"].values():
+        (row,) = mine["runs"]
+        assert [pt["step"] for pt in row["trajectory"]] == [0, 6]
+        assert row["label"] in {"unigram", "bigram", "other"} and row["observed"] in {"escaped", "trapped"}
+        assert mine["match"]["last_plateau"]["runs"] == 1
+        if row["last_plateau"] and row["last_plateau"]["matches"] is not None:
+            decided.append(row["last_plateau"]["matches"])
+    assert code == (0 if all(decided) else 1)
+    folder = tmp_path / "escape"
+    assert {p.name for p in folder.iterdir()} == {"summary.json", "params.pt", "escape.png", "escape.pdf"}
+    saved = torch.load(folder / "params.pt")
+    assert set(saved) == {"adamw", "sgd"} and "end" in saved["sgd"][0]
+    text = experiments.escape_table(summary["optimizers"])
+    assert "adamw (lr 0.002):" in text and "sgd (lr 1):" in text and text.count("matches the outcome") == 4
+
+
+@pytest.mark.parametrize("argv", [["tying", "--steps", "0"], ["tying", "--seq-len", "0"], ["escape", "--seeds", "0"],
+                                  ["escape", "--layer-norm"], ["tying", "--optimizer", "adam"]])
+def test_zero_and_bad_flags_exit_2_with_one_line(argv, capsys):
+    assert experiments.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and err.count("\n") == 1
+
+
+def test_unwritable_out_exits_2_before_training(tmp_path, capsys, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setattr(experiments, "train", lambda *a, **k: pytest.fail("trained before checking --out"))
+    monkeypatch.setattr(experiments, "track_escape", lambda *a, **k: pytest.fail("trained before checking --out"))
+    for name in ("tying", "escape"):
+        assert experiments.main([name, "--out", str(blocker / "sub")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: cannot write to --out") and err.count("\n") == 1
+
+
+def test_command_line_zero_steps_has_no_traceback():
+    done = subprocess.run([sys.executable, "-m", "verify.experiments", "tying", "--steps", "0"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("error: steps must be") and done.stderr.count("\n") == 1
