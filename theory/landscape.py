@@ -308,6 +308,7 @@ def identities() -> list[Result]:
     out = list(chain_results())
     for tying in (True, False):
         out += [stationarity_pi(tying), loss_pi(tying), stationarity_star(tying), loss_star(tying)]
+    out += __import__("theory.manifold", fromlist=["results"]).results()  # lazy: theory.manifold imports this module
     return [*out, gauss_newton_star(), normal_block_pi(), untied_block_pi(), *l2g_results()]
 
 

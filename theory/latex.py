@@ -15,6 +15,7 @@ import sympy as sp
 
 from numerics.markov import InvalidInputError, check_probability
 from theory import landscape as T
+from theory import manifold as M
 from theory import reduced as R
 from theory.markov import entropy_rate, kernel, p, q, stationary, unigram_loss
 
@@ -24,11 +25,31 @@ def _eq(expr: sp.Basic | str, label: str) -> str:
     return f"\\begin{{equation}}\\label{{eq:{label}}}\n{tex}\n\\end{{equation}}\n"
 
 
+def _lines(lhs: str, expr: sp.Basic, *, split: bool = False, per_row: int = 1) -> str:
+    """The rows ``lhs &= expr`` of an aligned block.
+
+    With ``split`` the top-level terms of a sum go ``per_row`` to a row; a product c·(sum) keeps c in front and
+    splits the sum inside big parentheses.
+    """
+    factor, inner = "", expr
+    if split and isinstance(expr, sp.Mul) and sum(isinstance(arg, sp.Add) for arg in expr.args) == 1:
+        (inner,) = [arg for arg in expr.args if isinstance(arg, sp.Add)]
+        factor = _latex(sp.Mul(*(arg for arg in expr.args if arg is not inner))) + " \\Big("
+    terms = [_latex(term) for term in sp.Add.make_args(inner)] if split else [_latex(expr)]
+    signed = [term if i == 0 or term.startswith("-") else f"+ {term}" for i, term in enumerate(terms)]
+    rows = [" ".join(signed[i:i + per_row]) for i in range(0, len(signed), per_row)]
+    return f"{lhs} &= {factor}" + " \\\\\n&\\quad ".join(rows) + (" \\Big)" if factor else "")
+
+
 def _named(lhs: str, expr: sp.Basic, *, split: bool = False) -> str:
-    """``lhs = expr``; with ``split`` each top-level term of a sum goes on a line of its own."""
-    terms = [sp.latex(term) for term in sp.Add.make_args(expr)] if split else [sp.latex(expr)]
-    rest = "".join(f" \\\\\n&\\quad + {term}" for term in terms[1:])
-    return f"\\begin{{aligned}}\n{lhs} &= {terms[0]}{rest}\n\\end{{aligned}}"
+    """``lhs = expr`` as an aligned block; with ``split`` each top-level term of a sum goes on a line of its own."""
+    return f"\\begin{{aligned}}\n{_lines(lhs, expr, split=split)}\n\\end{{aligned}}"
+
+
+def _latex(expr: sp.Basic) -> str:
+    """``sp.latex`` with the position symbols pos_{n,c} set upright, as in the text."""
+    names = {s: "\\mathrm{pos}" + s.name[3:] for s in expr.free_symbols if s.name.startswith("pos_")}
+    return sp.latex(expr, symbol_names=names)
 
 
 #: α and β (the kernel's logit gap and logit P(1|0)) shown by name in substitutions.
@@ -40,6 +61,134 @@ def _substitution(point: dict) -> str:
     lines = [f"{sp.latex(symbol)} &= {sp.latex(sp.sympify(value).subs(_LOGIT_NAMES))}"
              for symbol, value in point.items()]
     return "\\begin{aligned}\n" + " \\\\\n".join(lines) + "\n\\end{aligned}"
+
+
+def _escaped(name: str) -> str:
+    """A result's name as LaTeX text."""
+    return name.replace("_", "\\_").replace("^", "\\^{}")
+
+
+def _status(result: T.Result) -> str:
+    verdict = "reduced to exactly $0$" if result.proven else "did NOT reduce to $0$"
+    return f"(claim {result.claim}; the difference {verdict}.)"
+
+
+def _sides(result: T.Result, lhs: str, rhs: str, label: str, *, entries: list[tuple[int, int]] | None = None,
+           reduced: bool = False, claimed: sp.Matrix | None = None) -> str:
+    """``lhs = expr`` and ``rhs = expected`` of ``result`` as stated (k, λ by name), then the verdict.
+
+    ``reduced``: the left side's reduced form instead.  ``entries``: only those entries, a row each.
+    ``claimed``: the right side written with named abbreviations, which the text defines.
+    """
+    expr = result.form if reduced else result.expr
+    expected = result.extra.get("expected", result.expected) if claimed is None else claimed
+    if entries is None:
+        lines = [_lines(lhs, expr), _lines(rhs, expected)]
+    else:  # long entries: a term a row on the left, two on the right
+        lines = [_lines(f"{side}_{{{r + 1}{c + 1}}}", matrix[r, c], split=True, per_row=per_row)
+                 for r, c in entries for side, matrix, per_row in ((lhs, expr, 1), (rhs, expected, 2))]
+    return _eq("\\begin{aligned}\n" + " \\\\\n".join(lines) + "\n\\end{aligned}", label) + _status(result)
+
+
+def _manifold_section() -> list[str]:
+    """The critical manifold M_π (claim MANIFOLD): set-up, moment identity, derived block, Schur, special cases."""
+    d = sp.Symbol("d")
+    A, Mz, eye = sp.MatrixSymbol("A", d, d), sp.MatrixSymbol("M", d, d), sp.Identity(d)
+    zbar, k = sp.MatrixSymbol("\\bar{z}", d, 1), M.K_SYMBOL
+    N, d1 = M.SIZES[0]
+    tied, untied = M.block_identity(N, d1, True), M.block_identity(N, d1, False)
+    others = [M.block_identity(n, dim, tying) for tying in (True, False) for n, dim in M.SIZES]
+    cov = sp.MatrixSymbol("\\mathrm{Cov}_n(z_n)", d, d)
+    cov_pos = sp.MatrixSymbol("\\mathrm{Cov}_n(\\mathrm{pos}_n)", d, d)
+    length, dim = M.SPECIAL_SIZE
+    mean_pos = sp.Matrix([sp.Symbol(f"\\overline{{\\mathrm{{pos}}}}_{{{c}}}") for c in range(1, dim + 1)])
+    return [
+        "\\section{The critical manifold}\\label{sec:manifold}",
+        "On the unigram critical manifold $M_\\pi$ the embedding is $e = 0$ and the bias $b = \\log(p/q)$ "
+        "(untied also $a = 0$), every other weight free: every point predicts $\\pi_1$. The logit at position $n$ is "
+        "$\\ell_n = e^\\top F_n(\\tilde x_1, \\dots, \\tilde x_n) + b$ (untied $a^\\top F_n + b$) with "
+        "$\\tilde x_i = x_i e + \\mathrm{pos}_i$, $x_i \\in \\{0, 1\\}$, and $F_n$ any smooth map (everything after "
+        "the embedding), which also depends on a further weight $\\omega$: any direction among $W_Q, W_K, W_V, W_O, "
+        "W_1, W_2$ and the positions. Around $\\tilde x = \\mathrm{pos}$, $\\omega = 0$,",
+        _eq("F_n = z_n + \\omega z'_n + \\tfrac12 \\omega^2 z''_n + \\sum_{i \\le n} (K_{n,i} + \\omega K'_{n,i})\\, "
+            "x_i e + \\Big(\\sum_{i \\le j \\le n} x_i x_j\\, e^\\top S^{(c)}_{n,i,j} e\\Big)_{c} + \\dots", "F-jet"),
+        "where $z_n = F_n(\\mathrm{pos}) \\in \\mathbb{R}^d$ is the hidden state at position $n$, "
+        "$K_{n,i} = \\partial F_n / \\partial \\tilde x_i$ ($d \\times d$, $i \\le n$) its Jacobians, and every "
+        "coefficient is a SymPy symbol (entries $K_{n,i}^{(j,c)}$ when $d > 1$). The terms quadratic in $e$ reach "
+        "$\\ell_n$ multiplied by $e^\\top$ (or $a^\\top$): cubic in the weights, they cannot reach the Hessian at "
+        "$e = 0$. They are kept anyway, as are $z'_n, z''_n, K'_{n,i}$, and drop out of the derivation. The loss is "
+        "$L = \\frac1N \\sum_n E[\\log(1 + e^{\\ell_n}) - x_{n+1} \\ell_n]$, $E$ the exact sum over all $2^{N+1}$ "
+        "sequences with probability $\\pi_{x_1} \\prod_t P_{x_t x_{t+1}}$; SymPy takes its Hessian in "
+        "$(e, b, \\omega)$ (untied $(e, a, b, \\omega)$) at $e = a = \\omega = 0$, $b = \\log(p/q)$ by the chain "
+        "rule $\\nabla^2 f(\\ell_n, y) = \\partial_u^2 f\\, \\nabla \\ell_n \\nabla \\ell_n^\\top "
+        "+ \\partial_u f\\, \\nabla^2 \\ell_n$, $f(u, y) = \\log(1 + e^u) - y u$, differentiating $f$ and "
+        "$\\ell_n$. Write",
+        _eq(f"k = \\pi_0 \\pi_1 = {sp.latex(T.K)}, \\quad \\lambda = 1 - p - q, \\quad "
+            "\\bar z = \\frac1N \\sum_n z_n, \\quad M = \\frac1N \\sum_n z_n z_n^\\top, \\quad "
+            "A = \\frac1N \\sum_n \\sum_{i \\le n} \\lambda^{n+1-i} K_{n,i}", "manifold-notation"),
+        "($A$ weights each Jacobian $K_{n,i}$ by $\\lambda^{n+1-i}$, the correlation of $x_i$ with the predicted "
+        "$x_{n+1}$).",
+        "\\subsection{The moment identity}",
+        "On $M_\\pi$, $\\partial_u f = \\sigma(b) - x_{n+1} = \\pi_1 - x_{n+1}$ and $\\partial_u^2 f = k$. "
+        "$\\nabla \\ell_n$ is deterministic and the random part of $\\nabla^2 \\ell_n$ is linear in the $x_i$, so "
+        f"the weights are the moments below (row $n$, column $i$, $N = {M.moment_identity().expr.rows}$), "
+        "enumerated over the $2^{N+1}$ sequences and reduced, then claimed:",
+        _sides(M.moment_identity(), "E[(\\pi_1 - x_{n+1}) x_i]", "-k \\lambda^{n+1-i}", "moments", reduced=True),
+        "This is $-\\mathrm{Cov}(x_i, x_{n+1})$, the covariance of the identities below.",
+        "\\subsection{The Hessian on the manifold}",
+        f"For $N = {N}$, $d = {d1}$ (tied) SymPy's Hessian in $(e, b, \\omega)$ has",
+        _eq("\\begin{aligned}\n" + _lines("H_{ee}", tied.form[0, 0], split=True, per_row=3) + "\n\\end{aligned}",
+            "manifold-Hee"),
+        _eq(f"H_{{eb}} = {sp.latex(tied.form[0, 1])}, \\qquad H_{{bb}} = {sp.latex(tied.form[1, 1])}, \\qquad "
+            f"H_{{\\omega \\cdot}} = {sp.latex(tied.form[-1, :])}", "manifold-Heb"),
+        "and the closed form, in $k$ and $\\lambda$, is",
+        _eq(sp.latex(tied.extra["expected"]), "manifold-tied-claim"),
+        _status(tied) + " Untied, the derived $e$--$a$ entry and the claim:",
+        _eq("\\begin{aligned}\n" + _lines("H_{ea}", untied.form[0, 1], split=True, per_row=3) + " \\\\\n"
+            + _lines("-k A", untied.extra["expected"][0, 1]) + "\n\\end{aligned}", "manifold-Hea"),
+        _status(untied) + " In general (any $N$, $d$), tied and untied:",
+        _eq("\\begin{aligned}\n"
+            f"H_{{ee}} &= {sp.latex(k * (Mz - A - A.T))}, & H_{{eb}} &= {sp.latex(k * zbar)}, & H_{{bb}} &= k; \\\\\n"
+            f"H_{{ee}} &= 0, \\quad H_{{e_c a_j}} = -k A_{{jc}}, & H_{{aa}} &= {sp.latex(k * Mz)}, & "
+            f"H_{{ab}} &= {sp.latex(k * zbar)}, \\quad H_{{bb}} = k, \\quad H_{{eb}} = 0,"
+            "\n\\end{aligned}", "manifold-general"),
+        "and every entry of the $\\omega$ row is $0$: $\\omega$ being any direction, the Hessian vanishes outside "
+        "these blocks. The argument is free of $N$ and $d$; the derived Hessian was matched with the closed form "
+        "at these sizes ($N = 3$ reaches $\\lambda^3$; $d = 2$ tells $K_{n,i}$ from $K_{n,i}^\\top$):",
+        "\\begin{itemize}\n" + "\n".join(
+            f"\\item {_escaped(r.name)}: {'proven' if r.proven else 'NOT proven'}" for r in others)
+        + "\n\\end{itemize}",
+        "\\subsection{The Schur complement}",
+        "Eliminating $b$, $S = H_{ee} - H_{eb} H_{eb}^\\top / H_{bb}$ is",
+        _eq(f"S = {sp.latex(k * (cov - A - A.T))}", "manifold-schur"),
+        f"with $\\mathrm{{Cov}}_n$ weighted $1/N$ (no Bessel correction) {_status(M.schur_identity())} "
+        "So a point of $M_\\pi$ is a local minimum of the tied model iff $S \\succ 0$, a saddle iff $S$ has a "
+        "negative eigenvalue; untied, the zero $H_{ee}$ next to a nonzero $e$--$a$ block makes every $A \\neq 0$ "
+        "a saddle. With $W_O = W_1 = W_2 = 0$, $F_n(\\tilde x) = \\tilde x_n$: $z_n = \\mathrm{pos}_n$ and "
+        "$K_{n,i} = \\delta_{in} I$, and the claim is",
+        _eq(f"S = {sp.latex(k * (cov_pos + 2 * (p + q - 1) * eye))}", "manifold-schur-pos"),
+        "with $I$ the identity.",
+        f"For $N = {length}$, $d = {dim}$ the two sides' entries (left: $S$ from the closed form; right: the claim, "
+        "$\\overline{\\mathrm{pos}} = \\frac1N \\sum_n \\mathrm{pos}_n$):",
+        _sides(M.position_schur_identity(), "S", "\\mathrm{claim}", "schur-pos", entries=[(0, 0), (0, 1)],
+               claimed=k * (M.covariance(M.position_symbols(length, dim), mean_pos) + 2 * (p + q - 1) * sp.eye(dim))),
+        " So spread-out positions ($\\lambda_{\\min}(\\mathrm{Cov}) > 2(1 - p - q)$) make local minima even for "
+        "$p + q < 1$.",
+        "\\subsection{Special cases}",
+        "At $\\theta_\\pi$ (all $W = 0$, positions $0$): $z_n = 0$, $K_{n,n} = I$, $K_{n,i<n} = 0$. Tied, the "
+        "closed form against the $\\theta_\\pi$ spectrum of the Gradient and Hessian section "
+        f"($d = {M.SPECIAL_SIZE[1]}$):",
+        _sides(M.theta_pi_identity(), "H", "\\mathrm{diag}", "manifold-theta-pi"),
+        "Untied, the block and its characteristic polynomial against the one the spectrum gives:",
+        _eq(sp.latex(M.untied_theta_pi_identity().extra["block"]), "manifold-theta-pi-untied"),
+        _sides(M.untied_theta_pi_identity(), "\\det(\\mu I - H)", "\\prod (\\mu - \\mathrm{ev})",
+               "manifold-charpoly"),
+        "On the reduced model ($d = 1$, $z_n = (1+g)c$, $K_{n,n} = 1 + g$, $K_{n,i<n} = 0$) the closed form is the "
+        "$(s, b)$ block at $\\theta_\\pi$ derived there, for every $c, g$:",
+        _sides(M.reduced_identity(True), "H", "H_{(s,b)}", "manifold-reduced"),
+        "and untied the $(s, t, b)$ block:",
+        _sides(M.reduced_identity(False), "H", "H_{(s,t,b)}", "manifold-reduced-untied"),
+    ]
 
 
 def document(p_value: float | None = None, q_value: float | None = None) -> str:
@@ -92,14 +241,17 @@ def document(p_value: float | None = None, q_value: float | None = None) -> str:
         "so $\\nabla L(\\theta_*) = 0$ and $\\nabla^2 L(\\theta_*) = J^\\top \\nabla_z^2 F\\, J$ with",
         _eq(T.gauss_newton_star().form, "gn-star"),
         "a Gram matrix with positive weights: positive semidefinite in every parametrisation.",
+        *_manifold_section(),
         "\\section{Identities}",
         "Each difference below was reduced to exactly $0$ by SymPy.",
     ]
     for i, result in enumerate(T.identities()):
         status = "proven" if result.proven else "NOT proven"
-        name = result.name.replace("_", "\\_").replace("^", "\\^{}")
-        body.append(f"\\paragraph{{{name}}} (claim {result.claim}, {status})")
-        body.append(_eq(result.form, f"id{i}"))
+        body.append(f"\\paragraph{{{_escaped(result.name)}}} (claim {result.claim}, {status})")
+        if result.claim == M.CLAIM:  # forms in dozens of symbols: shown, both sides, in their section
+            body.append("See Section~\\ref{sec:manifold}.")
+        else:
+            body.append(_eq(result.form, f"id{i}"))
     if p_value is not None and q_value is not None:
         values = {p: sp.Float(p_value), q: sp.Float(q_value)}
         body += ["\\section{Values at the given inputs}",
@@ -114,7 +266,8 @@ def document(p_value: float | None = None, q_value: float | None = None) -> str:
         for tying, label in ((True, "num-spec-tied"), (False, "num-spec-untied")):
             numeric = [ev.subs(values).evalf(10) for ev in T.spectrum_pi(tying)]
             body.append(_eq(sp.Matrix(numeric), label))
-    preamble = ("\\documentclass{article}\n\\usepackage{amsmath}\n\\usepackage[margin=2cm]{geometry}\n"
+    preamble = ("\\documentclass{article}\n\\usepackage{amsmath}\n\\usepackage{amssymb}\n"
+                "\\usepackage[margin=2cm]{geometry}\n"
                 "\\allowdisplaybreaks\n\\title{Attention with Markov: derivations}\n\\date{}\n"
                 "\\begin{document}\n\\maketitle\n")
     return preamble + "\n".join(body) + "\n\\end{document}\n"
