@@ -46,13 +46,17 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.func import grad, jvp
 
 from numerics.markov import InvalidInputError, MarkovChain
-from numerics.transformer import BLOCK, Params, has_layer_norm, num_layers
+from numerics.population import expected_cross_entropy
+from numerics.transformer import BLOCK, Params, has_layer_norm, logits, num_layers
 
 LOCAL_MINIMUM = "local minimum"
 SADDLE_POINT = "saddle point"
 UNDECIDED = "undecided"
+#: how ``ManifoldCurvature.reason`` starts when the Hessian is not defined (a ReLU input exactly at 0)
+KINK = "ReLU kink"
 
 B_RELATIVE_TOLERANCE = 1e-12
 
@@ -307,9 +311,15 @@ def _kink_reason(fwd: _Forward, W_1: Tensor, W_2: Tensor, dtype: torch.dtype) ->
     for mask, how in ((exact, "is exactly 0"), (near, "is 0 within its rounding error")):
         if bool(mask.any()):
             n, j = (int(t) for t in mask.nonzero()[0])
-            return (f"ReLU kink: the input (W_1 y_n)_j of hidden unit j={j} at position n={n + 1} {how} "
+            return (f"{KINK}: the input (W_1 y_n)_j of hidden unit j={j} at position n={n + 1} {how} "
                     f"({int(mask.sum())} such entries); the Hessian along e is not defined there")
     return ""
+
+
+def symmetric_lag(A: Tensor) -> Tensor:
+    """A + Aᵀ = mean_n Σ_{i≤n} λ^{n+1-i} (K_{n,i} + K_{n,i}ᵀ): tied, e enters both the embedding and the
+    head, so ∂²ℓ_n/∂e² = Σ_i x_i (K_{n,i} + K_{n,i}ᵀ) holds each Jacobian and its transpose."""
+    return A + A.T
 
 
 def _assemble(z: Tensor, A: Tensor, k: float, tying: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -321,7 +331,7 @@ def _assemble(z: Tensor, A: Tensor, k: float, tying: bool) -> tuple[Tensor, Tens
     centred = z - zbar
     cov = centred.T @ centred / seq_len  # centred directly: no cancellation in mean zzᵀ - z̄z̄ᵀ
     cov = (cov + cov.T) / 2
-    sym_lag = A + A.T
+    sym_lag = symmetric_lag(A)
     if tying:
         block = torch.zeros(d + 1, d + 1, dtype=z.dtype, device=z.device)
         block[:d, :d] = k * (second - sym_lag)
@@ -408,3 +418,58 @@ def manifold_curvature(
         k=k,
         lam=lam,
     )
+
+
+@dataclass(frozen=True)
+class SampledBlock:
+    """A Monte-Carlo estimate of ``ManifoldCurvature.block``: entrywise mean and standard error."""
+
+    mean: Tensor
+    stderr: Tensor
+    samples: int
+
+
+def sampled_block(
+    params: Params, p: float, q: float, *, tying: bool, samples: int, seed: int, batch: int = 256
+) -> SampledBlock:
+    """Unbiased Monte-Carlo estimate of the normal block at a point of M_π, for any N (``MANIFOLD``).
+
+    For a sequence x_1..x_{N+1} of the stationary chain let
+        h(x) = ∇²_c (1/N) Σ_n [softplus(ℓ_n) - P(x_{n+1} = 1 | x_n) ℓ_n],   c = (e, b) tied, (e, a, b) untied,
+    the Hessian of the per-sequence loss in the normal coordinates, from the full model's forward pass
+    (``numerics.transformer.logits``) and autodiff, nothing of the closed form.  The loss is linear in
+    x_{n+1}, so replacing x_{n+1} by its conditional mean leaves the expectation unchanged (tower rule)
+    and lowers the variance: E[h(x)] is exactly the population block.  Returns the mean over
+    ``samples`` sequences (seeded) and its standard error std/√samples, entrywise.  Independent of the
+    closed form: a check of one against the other can fail.
+    """
+    chain = MarkovChain(p, q)
+    _check_architecture(params, tying)
+    _check_on_manifold(params, chain.p, chain.q, tying)
+    names = ("e", "b") if tying else ("e", "a", "b")
+    fixed = {k: v.detach() for k, v in params.items() if k not in names}
+    start = torch.cat([params[name].detach().reshape(-1) for name in names])
+    d, size = params["e"].numel(), start.numel()
+    seq_len = params["pos"].shape[0]
+
+    def hessians(x: Tensor) -> Tensor:
+        """(S, size, size): h(x) for each sequence, one forward-over-reverse pass per coordinate."""
+        def total(c: Tensor) -> Tensor:  # c (S, size): one copy of the coordinates per sequence
+            parts = {"e": c[:, None, :d], "b": c[:, -1:]} | ({} if tying else {"a": c[:, None, d : 2 * d]})
+            ell = logits(fixed | parts, x[:, :-1], tying=tying)
+            return expected_cross_entropy(ell, chain.next_one_probability(x[:, :-1])).mean(dim=1).sum()
+
+        copies = start.expand(x.shape[0], size).clone()
+        # sequences do not share coordinates, so ∂/∂c_s of Σ_s' L_s' is ∇L_s and its jvp along e_j
+        # (every copy moved together) is column j of each sequence's own Hessian
+        columns = [jvp(grad(total), (copies,), (torch.zeros_like(copies).index_fill_(1, torch.tensor([j]), 1.0),))[1]
+                   for j in range(size)]
+        return torch.stack(columns, dim=-1)
+
+    draws = []
+    for first in range(0, samples, batch):
+        x = chain.sample(min(batch, samples - first), seq_len + 1, seed=seed + first, device=start.device,
+                         dtype=start.dtype)
+        draws.append(hessians(x).double().cpu())
+    h = torch.cat(draws)
+    return SampledBlock(h.mean(dim=0), h.std(dim=0) / math.sqrt(samples), samples)

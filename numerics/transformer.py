@@ -152,9 +152,13 @@ def block(params: Params, layer: int, h: Tensor, mask: Tensor) -> Tensor:
 
 
 def head(params: Params, z: Tensor, *, tying: bool) -> Tensor:
-    """logit = <a, z> + b with a = e under weight tying."""
+    """logit = <a, z> + b with a = e under weight tying.
+
+    a (and e, b) may carry one copy per sequence, shapes (B, 1, d) and (B, 1): per-sequence
+    derivatives in those coordinates then come out of one batched pass (``numerics.manifold``).
+    """
     a = params["e"] if tying else params["a"]
-    return z @ a + params["b"]
+    return (z * a).sum(dim=-1) + params["b"]
 
 
 def logits(params: Params, x: Tensor, *, tying: bool, memory: int | None = None) -> Tensor:

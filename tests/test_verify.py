@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+import numerics.manifold as manifold
 import numerics.population as population
 import numerics.transformer as model
 import verify.checks as checks
@@ -14,7 +15,7 @@ from numerics.primitives import softplus
 from numerics.stationary_points import theta_star
 from numerics.transformer import init_params
 from paper_refs import claims
-from verify import theorem_global_min, theorem_local_min, theorem_saddle
+from verify import theorem_global_min, theorem_local_min, theorem_manifold, theorem_saddle
 from verify.__main__ import main as verify_all
 from verify.__main__ import symbolic_report
 from verify.cli import config_from, parser
@@ -153,6 +154,10 @@ def _dip_below_minimum(mp):  # lowers the loss away from θ_π by a small quadra
     _loss_wrapper(mp, lambda params: -0.01 * (params["e"] ** 2).sum())
 
 
+def _deep_dip(mp):  # e-curvature lowered by 0.2: a local minimum of M_π (λ_min 0.07) turns into a saddle
+    _loss_wrapper(mp, lambda params: -0.1 * (params["e"] ** 2).sum())
+
+
 def _half_cross_entropy(mp):
     mp.setattr(population, "expected_cross_entropy",
                lambda logit, p_one, p_zero: 0.5 * p_one * softplus(-logit) + p_zero * softplus(logit))
@@ -177,8 +182,25 @@ def _leaky_mask(mp):  # attention sees the future, in the model and its referenc
     _reference_follows_model(mp)
 
 
-LOCAL, SADDLE, GLOBAL = theorem_local_min, theorem_saddle, theorem_global_min
+def _lag_power(mp):  # λ^{n-i} for λ^{n+1-i} in the closed form's lag weights
+    original = manifold.lag_powers
+    mp.setattr(manifold, "lag_powers", lambda lam, seq_len, **kw: original(lam, seq_len, **kw) / lam)
+
+
+def _dropped_transpose(mp):  # Σ λ^m K_{n,i} for Σ λ^m (K_{n,i} + K_{n,i}ᵀ)
+    mp.setattr(manifold, "symmetric_lag", lambda A: A)
+
+
+def _wrong_unigram_bias(mp):  # M_π placed at b = log(p/q) + 0.05, in the projection and its check alike
+    original = MarkovChain.unigram_logit
+    mp.setattr(MarkovChain, "unigram_logit", lambda self: original(self) + 0.05)
+
+
+LOCAL, SADDLE, GLOBAL, MANIFOLD = theorem_local_min, theorem_saddle, theorem_global_min, theorem_manifold
 IID = ["--p", "0.3", "--q", "0.7"]
+# points of M_π (d = 2, N = 4 from SMALL): seed 0 tied is a local minimum, seed 1 tied a saddle;
+# N = 14 > 12 takes the Monte-Carlo route
+MANIFOLD_SADDLE, MANIFOLD_MC = ["--seed", "1"], ["--seq-len", "14", "--samples", "400"]
 MUTATION_CASES = [
     (LOCAL, [], _ff_sign, {"forward = paper's equations"}),
     (GLOBAL, [], _ff_sign, {"loss = H_rate", "full model on φ(ρ) = reduced L(ρ)"}),
@@ -207,6 +229,16 @@ MUTATION_CASES = [
     (GLOBAL, [], _half_cross_entropy, {"no random θ below H_rate"}),
     (LOCAL, [], _temperature, {"M_π Hessian = closed form (attention on)"}),
     (LOCAL, [], _leaky_mask, {"M_π Hessian = closed form (attention on)"}),
+    (MANIFOLD, [], _lag_power, {"M_π block = dense Hessian", "Hessian spectrum = M_π formula"}),
+    (MANIFOLD, MANIFOLD_SADDLE, _dropped_transpose, {"M_π block = dense Hessian", "Hessian spectrum = M_π formula"}),
+    (MANIFOLD, MANIFOLD_MC, _lag_power, {"M_π block = Monte-Carlo Hessian"}),
+    (MANIFOLD, MANIFOLD_MC, _dropped_transpose, {"M_π block = Monte-Carlo Hessian"}),
+    (MANIFOLD, [], _wrong_unigram_bias, {"stationary: max |dL/dθ|", "loss = H(pi)", "M_π block = dense Hessian"}),
+    (MANIFOLD, MANIFOLD_SADDLE, _dip_below_minimum, {
+        "M_π block = dense Hessian", "Hessian spectrum = M_π formula", "descent along the escape direction"}),
+    (MANIFOLD, [], _quadratic_bump, {"null-space dimension (M_π formula)", "M_π block = dense Hessian"}),
+    (MANIFOLD, [], _quartic_dip, {"flat along the manifold M_π"}),
+    (MANIFOLD, [], _deep_dip, {"no descent among nearby perturbations", "M_π block = dense Hessian"}),
 ]
 
 
@@ -223,7 +255,8 @@ def test_a_corrupted_model_is_contradicted(module, argv, corrupt, failing, monke
 def _all_numeric_checks(capsys) -> set[str]:
     names = set()
     for module, argv in [(theorem_local_min, []), (theorem_saddle, []), (theorem_saddle, ["--no-tying"]),
-                         (theorem_global_min, []), (theorem_local_min, IID)]:
+                         (theorem_global_min, []), (theorem_local_min, IID), (theorem_manifold, []),
+                         (theorem_manifold, MANIFOLD_SADDLE), (theorem_manifold, MANIFOLD_MC)]:
         _, report = run(module, [*argv, *SMALL], capsys)
         names |= {c["name"] for c in report["checks"]}
     return names

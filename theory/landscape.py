@@ -305,11 +305,12 @@ def chain_results() -> tuple[Result, ...]:
 
 def identities() -> list[Result]:
     """Every identity of the theory, for tests, the LaTeX document and the CLI."""
+    from theory.manifold import results as manifold_results  # here: theory.manifold imports this module
+
     out = list(chain_results())
     for tying in (True, False):
         out += [stationarity_pi(tying), loss_pi(tying), stationarity_star(tying), loss_star(tying)]
-    out += __import__("theory.manifold", fromlist=["results"]).results()  # lazy: theory.manifold imports this module
-    return [*out, gauss_newton_star(), normal_block_pi(), untied_block_pi(), *l2g_results()]
+    return [*out, *manifold_results(), gauss_newton_star(), normal_block_pi(), untied_block_pi(), *l2g_results()]
 
 
 def spectrum_closed_form(tying: bool, d: int) -> list[tuple[sp.Expr, int]]:

@@ -1,10 +1,11 @@
 """Run every verification and print one table: `python -m verify` (add --list for the claims).
 
 Runs the symbolic identities (SymPy, exact reduction to 0), then theorem_local_min,
-theorem_saddle and theorem_global_min.  Each theorem runs on its own default inputs unless
---p, --q or --tying/--no-tying are given: those apply to all three, and each then verifies what
-the theory predicts for them.  --d, --seq-len, --device, --dtype, --seed, --scan-manifold and
---latex apply as in the theorem commands; --sweep belongs to the theorem commands and is refused.
+theorem_saddle, theorem_global_min and theorem_manifold (a random point of M_π).  Each theorem runs
+on its own default inputs unless --p, --q or --tying/--no-tying are given: those apply to all,
+and each then verifies what the theory predicts for them.  --d, --seq-len, --device, --dtype,
+--seed, --scan-manifold and --latex apply as in the theorem commands; --sweep belongs to the
+theorem commands and is refused.
 A claim is credited only with checks of runs that test it: the proven identities registered
 under it (named), and "confirmed at K points" (listed) from numeric runs.
 Exit code 0 when everything agrees with the theory, 1 when something disagrees, 2 on bad input.
@@ -18,15 +19,16 @@ import sys
 
 from numerics.markov import InvalidInputError
 from paper_refs import claims
-from verify import theorem_global_min, theorem_local_min, theorem_saddle
+from verify import theorem_global_min, theorem_local_min, theorem_manifold, theorem_saddle
 from verify.analysis import analyse_bigram, analyse_unigram
-from verify.cli import config_from, parser
+from verify.cli import check_writable, config_from, parser
 from verify.report import Check, Report
 
 THEOREMS = [
     (theorem_local_min, analyse_unigram),
     (theorem_saddle, analyse_unigram),
     (theorem_global_min, analyse_bigram),
+    (theorem_manifold, theorem_manifold.analyse_default),
 ]
 
 
@@ -96,9 +98,12 @@ def main(argv: list[str] | None = None) -> int:
             raise InvalidInputError("python -m verify does not take --sweep; use it with a theorem command, "
                                     "e.g. python -m verify.theorem_local_min --sweep 5")
         given = {k: v for k, v in vars(args).items() if k in ("p", "q", "tying") and v is not None}
+        if args.latex:
+            check_writable(args.latex)
         reports = [symbolic_report()]
         for module, analyse in THEOREMS:
-            config = config_from(argparse.Namespace(**(vars(args) | module.DEFAULTS | given)))
+            own = {k: module.DEFAULTS[k] for k in ("p", "q", "tying")}  # d, N, ... are the shared flags'
+            config = config_from(argparse.Namespace(**(vars(args) | own | given)))
             reports.append(analyse(config, module.THEOREM, args.scan_manifold))
         if args.latex:
             from theory.latex import write_document

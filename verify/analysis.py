@@ -2,17 +2,25 @@
 
 ``analyse_unigram`` serves theorem_local_min and theorem_saddle (both study θ_π; which one
 the theory predicts depends on tying and the sign of p + q - 1); ``analyse_bigram`` serves
-theorem_global_min.
+theorem_global_min; ``analyse_manifold`` serves theorem_manifold (any point of M_π).
 """
 
 from __future__ import annotations
 
+import torch
+from torch import Tensor
+
 from numerics.markov import MarkovChain
 from numerics.stationary_points import theta_pi, theta_star
+from numerics.transformer import Params
 from verify import checks as C
+from verify import manifold_checks as M
 from verify.cli import Config
 from verify.measure import measure
 from verify.report import Report
+
+#: Largest N at which a point of M_π is checked against the dense Hessian of the exact loss.
+DENSE_MANIFOLD_SEQ_LEN = 12
 
 
 def closed_form_spectrum(config: Config, chain: MarkovChain) -> list[float]:
@@ -73,8 +81,8 @@ def analyse_unigram(config: Config, theorem: str, scan: int = 0) -> Report:
     elif decided:
         checks += C.saddle_check(point, min(expected))
     if config.tying:
-        checks += C.manifold_checks(config, chain)
-    checks += C.manifold_formula_check(config, chain)
+        checks += M.manifold_checks(config, chain)
+    checks += M.manifold_formula_check(config, chain)
     numeric = point.summary()
     report = Report(theorem, unigram_claims(config, prediction), config.inputs(), prediction,
                     {"loss": chain.unigram_loss(), "hessian_eigenvalues": expected}, numeric, checks)
@@ -95,7 +103,7 @@ def scan_manifold(config: Config, chain: MarkovChain, count: int) -> dict:
 
     classes = []
     for i in tqdm(range(count), desc="scanning M_π", disable=count < 3, leave=False):
-        params = C.manifold_point(config, chain, pos_std=0.7, weight_std=0.7, seed=config.seed + 100 + i,
+        params = M.manifold_point(config, chain, pos_std=0.7, weight_std=0.7, seed=config.seed + 100 + i,
                                   all_weights=True)
         params = {k: v.to(config.device, config.torch_dtype) for k, v in params.items()}
         found = manifold_curvature(params, config.p, config.q, tying=config.tying)
@@ -117,3 +125,43 @@ def analyse_bigram(config: Config, theorem: str, scan: int = 0) -> Report:
                   {"loss": chain.entropy_rate(), "hessian_eigenvalues": None,
                    "hessian": "positive semidefinite: Gauss-Newton Gram matrix, all residuals vanish"},
                   point.summary(), checks)
+
+
+def analyse_manifold(config: Config, theorem: str, params: Params, *, samples: int, seed: int) -> Report:
+    """A point of M_π (claim MANIFOLD): ``params`` projected onto M_π and classified by the closed-form
+    normal block (``numerics.manifold``), then checked against the exact loss's dense Hessian when
+    N ≤ ``DENSE_MANIFOLD_SEQ_LEN``, else against a Monte-Carlo mean of ``samples`` per-sequence Hessians."""
+    from numerics.manifold import UNDECIDED, manifold_curvature, project_to_manifold, sampled_block
+
+    chain = MarkovChain(config.p, config.q)
+    exact = {k: v.detach().cpu().double() for k, v in params.items()}
+    exact = project_to_manifold(exact, chain.p, chain.q, tying=config.tying)
+    on_device = {k: v.to(config.device) for k, v in exact.items()}
+    curvature = manifold_curvature(on_device, chain.p, chain.q, tying=config.tying)
+    eigenvalues = curvature.eigenvalues.tolist()
+    closed = {"loss": chain.unigram_loss(),
+              "hessian_eigenvalues": [v for v in eigenvalues if abs(v) > curvature.error_bound],
+              "normal_block_eigenvalues": eigenvalues,
+              "schur_eigenvalues": curvature.schur_eigenvalues.tolist(), "error_bound": curvature.error_bound,
+              "classification": curvature.classification}
+    if curvature.escape_direction is not None:
+        closed["escape_direction"] = {k: v.tolist() if isinstance(v, Tensor) else v
+                                      for k, v in curvature.escape_direction.items()}
+    if config.seq_len <= DENSE_MANIFOLD_SEQ_LEN:
+        point = measure(config, exact)
+        checks = [*C.model_checks(config), *M.dense_checks(point, curvature, chain.unigram_loss())]
+        numeric = point.summary() | {"method": "dense Hessian of the exact loss"}
+    else:
+        sampled = sampled_block(on_device, chain.p, chain.q, tying=config.tying, samples=samples, seed=seed)
+        checks = [M.sampled_block_check(curvature, sampled)]
+        found = torch.linalg.eigvalsh(sampled.mean)
+        numeric = {"method": f"Monte-Carlo mean of {samples} per-sequence Hessians of the normal block",
+                   "loss": None, "grad_max_abs": None, "hessian_eigenvalues_nonzero": found.tolist(),
+                   "min_eigenvalue": found[0].item(), "null_space_dim": None,
+                   "block_stderr_max": sampled.stderr.max().item()}
+    # undecided: the spectrum check (an eigenvalue within its bound of 0) or the block check (a kink)
+    # is undecided too, so the verdict is inconclusive
+    prediction = curvature.classification
+    if prediction == UNDECIDED:
+        prediction = f"undecided: {curvature.reason}"
+    return Report(theorem, ["MODEL", "MANIFOLD"], config.inputs(), prediction, closed, numeric, checks)

@@ -20,9 +20,9 @@ from numerics.markov import MarkovChain
 from numerics.population import population_loss
 from numerics.reference import reference_logits
 from numerics.stationary_points import reduced_point
-from numerics.transformer import Params, init_params, logits
+from numerics.transformer import init_params, logits
 from verify.cli import Config
-from verify.measure import TOLERANCE, MeasuredPoint, classify, loss_of, measure
+from verify.measure import TOLERANCE, MeasuredPoint, loss_of
 from verify.report import Check
 
 
@@ -68,10 +68,12 @@ def stationary_checks(point: MeasuredPoint, target: float, target_name: str) -> 
     ]
 
 
-def spectrum_checks(point: MeasuredPoint, expected: list[float]) -> tuple[list[Check], bool]:
+def spectrum_checks(point: MeasuredPoint, expected: list[float],
+                    reference: str = "closed form") -> tuple[list[Check], bool]:
     """Nonzero eigenvalues vs the closed form and the null-space dimension; (checks, decided).
 
-    ``expected`` lists the closed form's nonzero eigenvalues.  When one of them lies within the
+    ``expected`` lists the closed form's nonzero eigenvalues (``reference`` names where they come
+    from, in the checks' names).  When one of them lies within the
     tolerance of 0 (p + q near 1) its sign cannot be resolved and the check is undecided.
     """
     rtol = TOLERANCE[point.config.dtype][2]
@@ -80,14 +82,15 @@ def spectrum_checks(point: MeasuredPoint, expected: list[float]) -> tuple[list[C
     tol = rtol * max(abs(v) for v in expected) + s.bounds.max().item()
     if any(abs(v) <= tol for v in expected):
         smallest = min(expected, key=abs)
-        return [Check("Hessian spectrum = closed form", None, measured, expected, tol,
+        return [Check(f"Hessian spectrum = {reference}", None, measured, expected, tol,
                       f"the closed-form eigenvalue {smallest:.3g} is within the error estimate {tol:.2g} "
                       "of 0: its sign cannot be resolved at this precision")], False
     same = len(measured) == len(expected) and all(abs(a - b) <= tol for a, b in zip(measured, expected))
     return [
-        Check("Hessian spectrum = closed form", same, measured, expected, tol,
+        Check(f"Hessian spectrum = {reference}", same, measured, expected, tol,
               "nonzero eigenvalues, ascending, with multiplicities"),
-        Check("null-space dimension", s.null_space_dim == D - len(expected), s.null_space_dim, D - len(expected), 0.0,
+        Check("null-space dimension" + ("" if reference == "closed form" else f" ({reference})"),
+              s.null_space_dim == D - len(expected), s.null_space_dim, D - len(expected), 0.0,
               "= dim of the tangent space of M_π (all directions with δe = δa = 0, δb = 0)"),
     ], True
 
@@ -219,24 +222,24 @@ def second_difference(point: MeasuredPoint, direction: Tensor, start: float = 0.
     return D[best + 1].item(), total[best].item(), steps[best + 1].item()
 
 
-def saddle_check(point: MeasuredPoint, expected_min: float) -> list[Check]:
-    """L decreases along the lowest eigenvector v: its curvature vᵀHv, measured from the loss alone
-    by second differences (``second_difference``), equals the closed-form negative eigenvalue
-    and is negative beyond its error estimate.  Undecided when it agrees with the closed form but
-    its error estimate does not resolve the sign; failed when it disagrees or is decidedly positive."""
-    lowest = point.spectrum.vectors[:, 0]
+def saddle_check(point: MeasuredPoint, expected_min: float, direction: Tensor | None = None,
+                 name: str = "descent along negative curvature") -> list[Check]:
+    """L decreases along ``direction`` v (default: the dense Hessian's lowest eigenvector): its
+    curvature vᵀHv, measured from the loss alone by second differences (``second_difference``),
+    equals the predicted negative eigenvalue and is negative beyond its error estimate.  Undecided
+    when it agrees with the prediction but its error estimate does not resolve the sign; failed when
+    it disagrees or is decidedly positive."""
+    lowest = point.spectrum.vectors[:, 0] if direction is None else direction
     curvature, error, step = second_difference(point, lowest)
     tol = error + TOLERANCE[point.config.dtype][2] * abs(expected_min)
     detail = (f"(L(θ+tv) + L(θ-tv) - 2L(θ))/t² at t = {step:.2g}, error estimate {error:.2g} "
               f"(truncation + rounding); v = {point.blocks(lowest)}")
-    if not math.isfinite(curvature):
-        return [Check("descent along negative curvature", False, curvature, expected_min, tol, detail)]
-    if abs(curvature - expected_min) > tol or curvature - error > 0:
-        return [Check("descent along negative curvature", False, curvature, expected_min, tol, detail)]
-    if curvature + error >= 0:  # consistent with the closed form, but the sign is not resolved
-        return [Check("descent along negative curvature", None, curvature, expected_min, tol,
+    if not math.isfinite(curvature) or abs(curvature - expected_min) > tol or curvature - error > 0:
+        return [Check(name, False, curvature, expected_min, tol, detail)]
+    if curvature + error >= 0:  # consistent with the prediction, but the sign is not resolved
+        return [Check(name, None, curvature, expected_min, tol,
                       detail + "; the curvature is below what the loss's rounding resolves")]
-    return [Check("descent along negative curvature", True, curvature, expected_min, tol, detail)]
+    return [Check(name, True, curvature, expected_min, tol, detail)]
 
 
 def psd_check(point: MeasuredPoint) -> list[Check]:
@@ -267,80 +270,6 @@ def no_descent_below_check(point: MeasuredPoint, target: float, *, count: int = 
     tol = 4 * point.rounding
     return [Check("no perturbation below the global minimum", math.isfinite(lowest) and lowest >= -tol, lowest, 0.0,
                   tol, f"min over {count} random directions × radii 1e-3 .. 3 of L(θ+rv) - H_rate")]
-
-
-def manifold_point(config: Config, chain: MarkovChain, *, pos_std: float, weight_std: float, seed: int,
-                   all_weights: bool = False) -> Params:
-    """A point of M_π in float64 on the CPU: e = a = 0, b = log(p/q), random pos and W_Q, W_K, W_V
-    (and, if ``all_weights``, random W_O, W_1, W_2 too; otherwise those are 0)."""
-    params = init_params(config.d, config.seq_len, tying=config.tying, std=weight_std, seed=seed)
-    params["pos"] = params["pos"] * (pos_std / weight_std)
-    zero = ["e", "a"] + ([] if all_weights else ["W_O", "W_1", "W_2"])
-    params |= {k: torch.zeros_like(params[k]) for k in zero if k in params}
-    params["b"] = torch.tensor(chain.unigram_logit(), dtype=torch.float64)
-    return params
-
-
-def _block_indices(point: MeasuredPoint, tying: bool) -> list[int]:
-    names = block_names(point.layout)
-    order = ("e", "b") if tying else ("e", "a", "b")
-    return [i for block in order for i, name in enumerate(names) if name == block]
-
-
-def manifold_checks(config: Config, chain: MarkovChain) -> list[Check]:
-    """Claim MANIFOLD at two points of M_π (W_O = W_1 = W_2 = 0): positions of small and of
-    large spread.  At each, the (e, b) Schur complement must equal π0π1[Cov_n(p_n) + 2(p+q-1)I]
-    and the full-space classification must follow the sign of its smallest eigenvalue."""
-    checks = []
-    rtol = TOLERANCE[config.dtype][2]
-    k = chain.pi[0] * chain.pi[1]
-    for label, spread in (("small", 0.3), ("large", 3.0)):
-        params = manifold_point(config, chain, pos_std=spread, weight_std=0.7, seed=config.seed + 3)
-        point = measure(config, params)
-        d, H = config.d, point.hessian
-        idx = _block_indices(point, True)
-        e_idx, b_idx = idx[:d], idx[d]
-        H_ee, H_eb, H_bb = H[e_idx][:, e_idx], H[e_idx, b_idx], H[b_idx, b_idx]
-        schur = H_ee - torch.outer(H_eb, H_eb) / H_bb
-        cov = torch.cov(params["pos"].cpu().double().T, correction=0).reshape(d, d)
-        expected = k * (cov + 2 * (chain.p + chain.q - 1) * torch.eye(d, dtype=torch.float64))
-        gap = (schur - expected).abs().max().item()
-        tol = rtol * max(1.0, expected.abs().max().item()) + point.spectrum.hessian_error
-        checks.append(Check(f"M_π Schur block = π0π1[Cov+2(p+q-1)I] ({label} spread)", gap <= tol, gap, 0.0, tol,
-                            "Hessian in (e, b) at random pos, W_Q, W_K, W_V; W_O = W_1 = W_2 = 0"))
-        lam = torch.linalg.eigvalsh(expected)[0].item()
-        bound = point.spectrum.bounds.max().item() + tol
-        predicted = "local minimum" if lam > bound else "saddle point" if lam < -bound else "undecided"
-        found = classify(point.spectrum, normal_dim=d + 1)
-        passed = None if "undecided" in (predicted, found) else predicted == found
-        checks.append(Check(f"M_π point class follows λ_min(Cov)+2(p+q-1) ({label} spread)", passed, found,
-                            predicted, bound, f"λ_min(π0π1[Cov+2(p+q-1)I]) = {lam:.4g}; full-space Hessian says "
-                            f"{found} (min eigenvalue {point.spectrum.min_eigenvalue:.3g})"))
-    return checks
-
-
-def manifold_formula_check(config: Config, chain: MarkovChain) -> list[Check]:
-    """Claim MANIFOLD at a point of M_π where attention matters (every weight random): the dense
-    autograd Hessian's (e, b) block (untied: (e, a, b)) equals the closed form of ``numerics.manifold``, built
-    from one forward pass and the analytic attention Jacobian (``numerics.manifold``), and the
-    rest of the Hessian vanishes.  The analytic Jacobian carries its own 1/√d and causal sums, so
-    a wrong softmax scale or a leaking mask in the model shows up here."""
-    from numerics.manifold import manifold_curvature
-
-    params = manifold_point(config, chain, pos_std=0.8, weight_std=0.8, seed=config.seed + 4, all_weights=True)
-    point = measure(config, params)
-    formula = manifold_curvature({k: v.to(config.device, config.torch_dtype) for k, v in params.items()},
-                                 config.p, config.q, tying=config.tying)
-    idx = _block_indices(point, config.tying)
-    H = point.hessian
-    rest = H.clone()
-    rest[torch.tensor(idx)[:, None], torch.tensor(idx)[None, :]] = 0.0
-    gap = max((H[idx][:, idx] - formula.block.cpu().double()).abs().max().item(), rest.abs().max().item())
-    scale = max(1.0, formula.block.abs().max().item())
-    tol = TOLERANCE[config.dtype][2] * scale + point.spectrum.hessian_error + formula.error_bound
-    return [Check("M_π Hessian = closed form (attention on)", gap <= tol, gap, 0.0, tol,
-                  "dense Hessian vs k[mean zzᵀ - (A + Aᵀ)] etc. (numerics/manifold.py), every weight random; "
-                  "max |gap| in the block and outside it")]
 
 
 def reduced_model_check(config: Config, chain: MarkovChain) -> list[Check]:

@@ -9,14 +9,19 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 
 from numerics.markov import InvalidInputError, check_positive_int, check_probability
 from verify.report import Report
+
+#: Largest N whose exact loss and dense full-space Hessian the theorem commands compute.
+DENSE_MAX_SEQ_LEN = 16
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,8 @@ def _number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
-def parser(description: str, defaults: dict) -> argparse.ArgumentParser:
+def parser(description: str, defaults: dict, *, sweep: bool = True) -> argparse.ArgumentParser:
+    """The flags every theorem command shares; ``sweep`` adds --sweep and --scan-manifold."""
     ap = Parser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--p", type=_number, default=defaults.get("p", 0.5), help="P(x_{n+1}=1 | x_n=0), in (0, 1)")
     ap.add_argument("--q", type=_number, default=defaults.get("q", 0.8), help="P(x_{n+1}=0 | x_n=1), in (0, 1)")
@@ -69,27 +75,44 @@ def parser(description: str, defaults: dict) -> argparse.ArgumentParser:
                     help="weight tying a = e (default: %(default)s)")
     ap.add_argument("--d", type=int, default=defaults.get("d", 4), help="embedding dimension (default: %(default)s)")
     ap.add_argument("--seq-len", type=int, default=defaults.get("seq_len", 8),
-                    help="sequence length N of the exact population loss (default: %(default)s)")
+                    help=defaults.get("seq_len_help", "sequence length N of the exact population loss")
+                    + " (default: %(default)s)")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     ap.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     ap.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: %(default)s)")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the text report")
     ap.add_argument("--latex", metavar="FILE", help="also write the LaTeX derivation for these inputs to FILE")
-    ap.add_argument("--scan-manifold", type=int, default=0, metavar="K",
-                    help="also classify K random points of the unigram manifold M_π (all weights random)")
-    ap.add_argument("--sweep", type=int, default=0, metavar="K",
-                    help="run K random (p, q) instead of one (cycling: uniform in (0.02, 0.98)^2, p = q, "
-                         "|p+q-1| = 10^-1 .. 10^-10) and print a summary table")
+    if sweep:
+        ap.add_argument("--scan-manifold", type=int, default=0, metavar="K",
+                        help="also classify K random points of the unigram manifold M_π (all weights random)")
+        ap.add_argument("--sweep", type=int, default=0, metavar="K",
+                        help="run K random (p, q) instead of one (cycling: uniform in (0.02, 0.98)^2, p = q, "
+                             "|p+q-1| = 10^-1 .. 10^-10) and print a summary table")
     return ap
 
 
-def config_from(args: argparse.Namespace) -> Config:
+def check_writable(path: str) -> None:
+    """An output file must be creatable before any computation starts: its folder exists and is
+    writable, and the file itself, if present, is a writable file."""
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    if target.is_dir():
+        raise InvalidInputError(f"{path} is a folder, not a file")
+    if not folder.is_dir():
+        raise InvalidInputError(f"cannot write {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise InvalidInputError(f"cannot write {path}: permission denied")
+
+
+def config_from(args: argparse.Namespace, *, max_seq_len: int = DENSE_MAX_SEQ_LEN) -> Config:
+    """Validated inputs; anything out of range raises InvalidInputError (exit 2)."""
     p, q = check_probability("p", args.p), check_probability("q", args.q)
     check_positive_int("d", args.d)
     check_positive_int("seq-len", args.seq_len)
-    if args.seq_len > 16:
-        raise InvalidInputError(f"--seq-len {args.seq_len} is too large for the dense full-space Hessian "
-                                "(D grows with N and the exact loss with 2^N); use --seq-len <= 16")
+    if args.seq_len > max_seq_len:
+        why = ("too large for the dense full-space Hessian (D grows with N and the exact loss with 2^N)"
+               if max_seq_len == DENSE_MAX_SEQ_LEN else "too large (memory grows as N²)")
+        raise InvalidInputError(f"--seq-len {args.seq_len} is {why}; use --seq-len <= {max_seq_len}")
     if args.d > 16:
         raise InvalidInputError(f"--d {args.d} is too large for the dense full-space Hessian; use --d <= 16")
     device = resolve_device(args.device)
@@ -136,6 +159,19 @@ def sweep_table(reports: list[Report]) -> str:
     return "\n".join(lines)
 
 
+def bad_input(err: Exception) -> int:
+    """One line on stderr, exit code 2."""
+    print(f"error: {err}", file=sys.stderr)
+    return 2
+
+
+def write_latex(args: argparse.Namespace, config: Config) -> None:
+    if args.latex:
+        from theory.latex import write_document
+
+        write_document(args.latex, p=config.p, q=config.q)
+
+
 def main(description: str, defaults: dict, analyse: Analysis, theorem: str, argv: list[str] | None = None) -> int:
     """Parse, run, print; return the exit code (bad input: one stderr line and 2)."""
     from tqdm import tqdm
@@ -143,18 +179,16 @@ def main(description: str, defaults: dict, analyse: Analysis, theorem: str, argv
     try:
         args = parser(description, defaults).parse_args(argv)
         config = config_from(args)
+        if args.latex:
+            check_writable(args.latex)
         if args.sweep < 0 or args.scan_manifold < 0:
             raise InvalidInputError("--sweep and --scan-manifold take a count >= 0")
         configs = sweep_configs(config, args.sweep) if args.sweep else [config]
         reports = [analyse(c, theorem, args.scan_manifold)
                    for c in tqdm(configs, desc=theorem, disable=len(configs) < 2, leave=False)]
-        if args.latex:
-            from theory.latex import write_document
-
-            write_document(args.latex, p=config.p, q=config.q)
+        write_latex(args, config)
     except (InvalidInputError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return bad_input(err)
     if args.sweep:
         print(json.dumps([json.loads(r.to_json()) for r in reports], indent=2) if args.json else sweep_table(reports))
     else:

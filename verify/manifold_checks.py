@@ -1,0 +1,160 @@
+"""Checks of claim ``MANIFOLD``: the closed-form normal block on M_π against independent measurements.
+
+``numerics.manifold`` computes the Hessian of the population loss at a point of M_π from one
+forward pass and an analytic attention Jacobian.  Here it meets what does not share that
+derivation: the dense autograd Hessian of the exact loss over all D parameters (N ≤ 12), the
+loss itself along the predicted escape direction, and, where the exact loss is out of reach, an
+unbiased Monte-Carlo mean of per-sequence Hessians.  Also claim 7's special case
+(W_O = W_1 = W_2 = 0: S = π0π1[Cov_n(pos_n) + 2(p+q-1)I]) at two position spreads.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from numerics.curvature import block_names
+from numerics.manifold import (
+    KINK,
+    LOCAL_MINIMUM,
+    SADDLE_POINT,
+    ManifoldCurvature,
+    SampledBlock,
+    manifold_curvature,
+)
+from numerics.markov import MarkovChain
+from numerics.transformer import Params, init_params
+from verify import checks as C
+from verify.cli import Config
+from verify.measure import TOLERANCE, MeasuredPoint, classify, measure
+from verify.report import Check
+
+#: Standard errors allowed between the Monte-Carlo block and the closed form, per entry.
+STANDARD_ERRORS = 4.0
+
+
+def manifold_point(config: Config, chain: MarkovChain, *, pos_std: float, weight_std: float, seed: int,
+                   all_weights: bool = False) -> Params:
+    """A point of M_π in float64 on the CPU: e = a = 0, b = log(p/q), pos ~ N(0, pos_std²) and
+    W_Q, W_K, W_V ~ N(0, weight_std²) (and, if ``all_weights``, W_O, W_1, W_2 too; otherwise 0)."""
+    params = init_params(config.d, config.seq_len, tying=config.tying, std=1.0, seed=seed)
+    params = {k: v * (pos_std if k == "pos" else weight_std) for k, v in params.items()}
+    zero = ["e", "a"] + ([] if all_weights else ["W_O", "W_1", "W_2"])
+    params |= {k: torch.zeros_like(params[k]) for k in zero if k in params}
+    params["b"] = torch.tensor(chain.unigram_logit(), dtype=torch.float64)
+    return params
+
+
+def normal_indices(point: MeasuredPoint, tying: bool) -> list[int]:
+    """Flat indices of the normal coordinates in ``ManifoldCurvature.block``'s order: e, (a,) b."""
+    names = block_names(point.layout)
+    order = ("e", "b") if tying else ("e", "a", "b")
+    return [i for block in order for i, name in enumerate(names) if name == block]
+
+
+def formula_block_check(point: MeasuredPoint, curvature: ManifoldCurvature, name: str) -> Check:
+    """The dense Hessian's normal block equals the closed form entry by entry, and the rest of the
+    dense Hessian vanishes (the formula says M_π's tangent space is in the kernel)."""
+    idx = normal_indices(point, point.config.tying)
+    H = point.hessian
+    rest = H.clone()
+    rest[torch.tensor(idx)[:, None], torch.tensor(idx)[None, :]] = 0.0
+    gap = max((H[idx][:, idx] - curvature.block.cpu().double()).abs().max().item(), rest.abs().max().item())
+    scale = max(1.0, curvature.block.abs().max().item())
+    tol = TOLERANCE[point.config.dtype][2] * scale + point.spectrum.hessian_error + curvature.error_bound
+    if curvature.reason.startswith(KINK):  # the Hessian depends on the side of the kink autodiff takes
+        return Check(name, None, gap, 0.0, tol, curvature.reason)
+    return Check(name, gap <= tol, gap, 0.0, tol,
+                 "dense Hessian vs k[mean zzᵀ - (A + Aᵀ)], k z̄, k (untied: the (e, a, b) block), "
+                 "max |gap| in the block and outside it")
+
+
+def manifold_checks(config: Config, chain: MarkovChain) -> list[Check]:
+    """Claim MANIFOLD at two points of M_π (W_O = W_1 = W_2 = 0): positions of small and of
+    large spread.  At each, the (e, b) Schur complement must equal π0π1[Cov_n(p_n) + 2(p+q-1)I]
+    and the full-space classification must follow the sign of its smallest eigenvalue."""
+    checks = []
+    rtol = TOLERANCE[config.dtype][2]
+    k = chain.pi[0] * chain.pi[1]
+    for label, spread in (("small", 0.3), ("large", 3.0)):
+        params = manifold_point(config, chain, pos_std=spread, weight_std=0.7, seed=config.seed + 3)
+        point = measure(config, params)
+        d, H = config.d, point.hessian
+        idx = normal_indices(point, True)
+        e_idx, b_idx = idx[:d], idx[d]
+        H_ee, H_eb, H_bb = H[e_idx][:, e_idx], H[e_idx, b_idx], H[b_idx, b_idx]
+        schur = H_ee - torch.outer(H_eb, H_eb) / H_bb
+        cov = torch.cov(params["pos"].cpu().double().T, correction=0).reshape(d, d)
+        expected = k * (cov + 2 * (chain.p + chain.q - 1) * torch.eye(d, dtype=torch.float64))
+        gap = (schur - expected).abs().max().item()
+        tol = rtol * max(1.0, expected.abs().max().item()) + point.spectrum.hessian_error
+        checks.append(Check(f"M_π Schur block = π0π1[Cov+2(p+q-1)I] ({label} spread)", gap <= tol, gap, 0.0, tol,
+                            "Hessian in (e, b) at random pos, W_Q, W_K, W_V; W_O = W_1 = W_2 = 0"))
+        lam = torch.linalg.eigvalsh(expected)[0].item()
+        bound = point.spectrum.bounds.max().item() + tol
+        predicted = "local minimum" if lam > bound else "saddle point" if lam < -bound else "undecided"
+        found = classify(point.spectrum, normal_dim=d + 1)
+        passed = None if "undecided" in (predicted, found) else predicted == found
+        checks.append(Check(f"M_π point class follows λ_min(Cov)+2(p+q-1) ({label} spread)", passed, found,
+                            predicted, bound, f"λ_min(π0π1[Cov+2(p+q-1)I]) = {lam:.4g}; full-space Hessian says "
+                            f"{found} (min eigenvalue {point.spectrum.min_eigenvalue:.3g})"))
+    return checks
+
+
+def manifold_formula_check(config: Config, chain: MarkovChain) -> list[Check]:
+    """Claim MANIFOLD at a point of M_π where attention matters (every weight random): the dense
+    Hessian equals the closed form of ``numerics.manifold`` (``formula_block_check``).  The analytic
+    attention Jacobian carries its own 1/√d and causal sums, so a wrong softmax scale or a leaking
+    mask in the model shows up here."""
+    params = manifold_point(config, chain, pos_std=0.8, weight_std=0.8, seed=config.seed + 4, all_weights=True)
+    point = measure(config, params)
+    formula = manifold_curvature({k: v.to(config.device, config.torch_dtype) for k, v in params.items()},
+                                 config.p, config.q, tying=config.tying)
+    return [formula_block_check(point, formula, "M_π Hessian = closed form (attention on)")]
+
+
+def escape_vector(point: MeasuredPoint, curvature: ManifoldCurvature) -> Tensor:
+    """The escape direction (a unit vector in the normal coordinates) as a flat step in all D."""
+    parts = curvature.escape_direction
+    normal = torch.cat([parts["e"].reshape(-1).cpu().double()]
+                       + ([parts["a"].reshape(-1).cpu().double()] if "a" in parts else [])
+                       + [torch.tensor([parts["b"]], dtype=torch.float64)])
+    flat = torch.zeros(point.theta.numel(), dtype=torch.float64)
+    flat[normal_indices(point, point.config.tying)] = normal
+    return flat
+
+
+def dense_checks(point: MeasuredPoint, curvature: ManifoldCurvature, unigram_loss: float) -> list[Check]:
+    """Claim MANIFOLD at one point against the exact loss (N ≤ 12): stationary at H(π), the dense
+    Hessian equal to the block with nothing outside it, the same nonzero spectrum and null space
+    D - (d+1) (untied D - (2d+1)), flat along M_π, and the predicted class seen by the loss itself:
+    descent along the escape direction for a saddle, no nearby descent for a local minimum."""
+    checks = [*C.stationary_checks(point, unigram_loss, "H(pi)"),
+              formula_block_check(point, curvature, "M_π block = dense Hessian"),
+              *C.flatness_check(point, point.config.seed)]
+    if curvature.reason.startswith(KINK):
+        return checks
+    expected = curvature.eigenvalues.tolist()
+    spectrum, decided = C.spectrum_checks(point, expected, reference="M_π formula")
+    checks += spectrum
+    if decided and curvature.classification == SADDLE_POINT:
+        checks += C.saddle_check(point, expected[0], escape_vector(point, curvature),
+                                 name="descent along the escape direction")
+    elif decided and curvature.classification == LOCAL_MINIMUM:
+        checks += C.no_descent_check(point, expected[0])
+    return checks
+
+
+def sampled_block_check(curvature: ManifoldCurvature, sampled: SampledBlock) -> Check:
+    """Claim MANIFOLD at any N: every entry of the closed-form block lies within ``STANDARD_ERRORS``
+    standard errors of the unbiased Monte-Carlo mean of per-sequence Hessians
+    (``numerics.manifold.sampled_block``), plus the rounding of both (entries such as H_bb = k are
+    the same in every sequence: standard error 0)."""
+    block = curvature.block.cpu().double()
+    rounding = curvature.error_bound + 1e3 * torch.finfo(torch.float64).eps * block.abs().max().item()
+    # in standard errors, with the rounding spread over them: z ≤ 4 ⇔ |gap| ≤ 4 se + rounding
+    z = ((sampled.mean - block).abs() / (sampled.stderr + rounding / STANDARD_ERRORS)).max().item()
+    passed = None if curvature.reason.startswith(KINK) else z <= STANDARD_ERRORS
+    return Check("M_π block = Monte-Carlo Hessian", passed, z, 0.0, STANDARD_ERRORS,
+                 f"max over entries of |mean - formula| in standard errors (+ rounding {rounding:.1e}) over "
+                 f"{sampled.samples} sampled sequences; largest standard error {sampled.stderr.max().item():.2e}")

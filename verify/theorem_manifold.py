@@ -1,0 +1,163 @@
+"""The unigram critical manifold M_π at any point (claim MANIFOLD).
+
+M_π = {e = 0 (and a = 0 untied), b = log(p/q), every other weight arbitrary}: every point predicts
+π1, is stationary and has loss H(π).  Its Hessian vanishes outside the normal (e, b) block (untied
+(e, a, b)), which has a closed form from one forward pass (numerics/manifold.py): the point is a
+local minimum iff the Schur complement S = π0π1[Cov_n(z_n) - (A + Aᵀ)] is positive definite.
+
+This command draws a random point of M_π (every weight ~ N(0, --weight-std²), positions
+~ N(0, --pos-std²)) or reads one from --checkpoint (projected onto M_π: e, a → 0, b → log(p/q)),
+classifies it by the closed form and checks the closed form against what does not share its
+derivation.  N ≤ 12: the dense autograd Hessian of the exact loss over all D parameters (block,
+spectrum, null space D - (d+1), flatness along M_π, descent along the escape direction of a
+saddle, no nearby descent at a local minimum).  N > 12: an unbiased Monte-Carlo mean of
+per-sequence Hessians of the normal block (--samples sequences; agreement within 4 standard
+errors).  --atlas instead maps the fraction of local minima over p + q and the weight scale.
+
+Exit code 0: every check agrees with the closed form; 1: some check disagrees; 2: bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from numerics.markov import InvalidInputError, MarkovChain, check_positive_int
+from numerics.transformer import BLOCK, Params
+from verify.analysis import DENSE_MANIFOLD_SEQ_LEN, analyse_manifold
+from verify.cli import Config, bad_input, check_writable, config_from, parser, write_latex
+from verify.manifold_checks import manifold_point
+from verify.report import Report
+
+THEOREM = "theorem_manifold"
+DEFAULTS = {"p": 0.5, "q": 0.8, "tying": True, "d": 4, "seq_len": 8,
+            "seq_len_help": f"sequence length N (≤ {DENSE_MANIFOLD_SEQ_LEN}: dense check of the exact loss; "
+                            "above: Monte-Carlo check)"}
+MAX_SEQ_LEN = 4096
+DEFAULT_STD = 0.8
+DEFAULT_SAMPLES = 2000
+#: flags whose value a checkpoint fixes
+FROM_CHECKPOINT = ("--d", "--seq-len", "--tying", "--no-tying", "--weight-std", "--pos-std")
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = parser(__doc__, DEFAULTS, sweep=False)
+    ap.prog = "python -m verify.theorem_manifold"
+    ap.add_argument("--weight-std", type=float, default=DEFAULT_STD,
+                    help="std of every block weight of the random point (default: %(default)s)")
+    ap.add_argument("--pos-std", type=float, default=DEFAULT_STD,
+                    help="std of the positional embeddings of the random point (default: %(default)s)")
+    ap.add_argument("--checkpoint", metavar="FILE",
+                    help="classify a saved parameter dict (torch.save of {name: tensor}, the names of "
+                         "numerics.transformer) instead of a random point; d, N and tying come from it")
+    ap.add_argument("--samples", type=int, default=DEFAULT_SAMPLES,
+                    help="sequences of the Monte-Carlo check when N > 12 (default: %(default)s)")
+    ap.add_argument("--atlas", action="store_true",
+                    help="map the fraction of local minima over p + q (p = q) × weight scale instead")
+    ap.add_argument("--atlas-points", type=int, default=16, metavar="K",
+                    help="random points per atlas cell (default: %(default)s)")
+    ap.add_argument("--out", default="manifold_atlas", metavar="PREFIX",
+                    help="atlas output: PREFIX.json, .png, .pdf (default: %(default)s)")
+    return ap
+
+
+def load_checkpoint(path: str) -> Params:
+    """A one-layer parameter dict from ``path``; anything else is bad input (one line)."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise InvalidInputError(f"checkpoint {path} does not exist") from None
+    except Exception as err:  # unpickling errors come in many types; all mean "not a checkpoint"
+        raise InvalidInputError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from None
+    if not isinstance(data, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in data.items()):
+        raise InvalidInputError(f"checkpoint {path} is not a dict of named tensors")
+    missing = [name for name in ("e", "pos", "b") if name not in data]
+    if missing:
+        raise InvalidInputError(f"checkpoint {path} lacks {', '.join(missing)}")
+    return {k: v.detach().double() for k, v in data.items()}
+
+
+def _config(args: argparse.Namespace, argv: list[str]) -> tuple[Config, Params | None]:
+    """Validated inputs and the checkpoint's parameters (None for a random point)."""
+    if args.samples < 2 or args.atlas_points < 1:
+        raise InvalidInputError("--samples takes a count >= 2 and --atlas-points a count >= 1")
+    if args.checkpoint is None:
+        if not (args.weight_std >= 0 and args.pos_std >= 0):
+            raise InvalidInputError("--weight-std and --pos-std must be >= 0")
+        return config_from(args, max_seq_len=MAX_SEQ_LEN), None
+    given = [flag for flag in FROM_CHECKPOINT if any(a == flag or a.startswith(flag + "=") for a in argv)]
+    if given or args.atlas:
+        raise InvalidInputError(f"{', '.join(given) or '--atlas'} cannot be combined with --checkpoint "
+                                "(the checkpoint fixes d, N and tying)")
+    params = load_checkpoint(args.checkpoint)
+    blocks = [name for name in BLOCK if name not in params]
+    if blocks and not any(name.startswith(BLOCK[0]) for name in params):
+        raise InvalidInputError(f"checkpoint {args.checkpoint} lacks {', '.join(blocks)}")
+    shape = dict(d=params["e"].numel(), seq_len=params["pos"].shape[0], tying="a" not in params)
+    return config_from(argparse.Namespace(**(vars(args) | shape)), max_seq_len=MAX_SEQ_LEN), params
+
+
+def _run_atlas(config: Config, args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from verify.atlas import atlas, plot_atlas
+
+    prefix = Path(args.out)
+    for suffix in (".json", ".png", ".pdf"):
+        check_writable(str(prefix.with_suffix(suffix)))
+    data = atlas(config, args.atlas_points,
+                 progress=lambda cells: tqdm(cells, desc="atlas of M_π", unit="cell", file=sys.stderr))
+    prefix.with_suffix(".json").write_text(json.dumps(data, indent=2))
+    files = [prefix.with_suffix(".json"), *plot_atlas(data, prefix)]
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        print(f"fraction of local minima on M_π ({'tied' if config.tying else 'untied'}, d={config.d}, "
+              f"N={config.seq_len}); rows: weight scale, columns: p + q (p = q)")
+        print(f"{'σ':>6} " + " ".join(f"{s:>5g}" for s in data["p_plus_q"]))
+        for scale, row in zip(data["weight_scale"], data["fraction_minima"]):
+            print(f"{scale:>6g} " + " ".join(f"{v:>5.2f}" for v in row))
+        print("wrote " + ", ".join(str(f) for f in files))
+    return 0
+
+
+def analyse_default(config: Config, theorem: str = THEOREM, scan: int = 0) -> Report:
+    """The command's default check at ``config``: a random point of M_π with every weight of scale
+    ``DEFAULT_STD`` (as ``python -m verify`` runs it)."""
+    chain = MarkovChain(config.p, config.q)
+    params = manifold_point(config, chain, pos_std=DEFAULT_STD, weight_std=DEFAULT_STD, seed=config.seed,
+                            all_weights=True)
+    return analyse_manifold(config, theorem, params, samples=DEFAULT_SAMPLES, seed=config.seed)
+
+
+def run(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = _parser().parse_args(argv)
+        config, params = _config(args, argv)
+        check_positive_int("samples", args.samples)
+        if args.latex:
+            check_writable(args.latex)
+        if args.atlas:
+            return _run_atlas(config, args)
+        if params is None:
+            chain = MarkovChain(config.p, config.q)
+            params = manifold_point(config, chain, pos_std=args.pos_std, weight_std=args.weight_std,
+                                    seed=config.seed, all_weights=True)
+        report = analyse_manifold(config, THEOREM, params, samples=args.samples, seed=config.seed)
+        report.inputs |= {"weight_std": None if args.checkpoint else args.weight_std,
+                          "pos_std": None if args.checkpoint else args.pos_std,
+                          "checkpoint": args.checkpoint, "samples": args.samples}
+        write_latex(args, config)
+    except (InvalidInputError, OSError) as err:
+        return bad_input(err)
+    print(report.to_json() if args.json else report.to_text())
+    return report.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(run())
