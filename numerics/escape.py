@@ -30,10 +30,18 @@ Along the unit bottom eigenvector w of S, λ_min(S) = wᵀ S w is the sum of
 (``CurvatureParts``); the diagonal block is self_attention + feed_forward, i.e. K_{n,n} beyond θ_π's
 K_{n,n} = I.  The block with the more negative contribution "drives" the smallest eigenvalue.
 
+Why the projection can drift into the saddle region.  Near M_π, with b at its best value, the loss is
+L ≈ H(π) + ½ eᵀ S(W) e (W: every weight but e and b), so its gradient in W is ½ eᵀ (∂S/∂W) e: training
+lowers the curvature along the current e, at a speed ∝ |e|² under gradient descent but at Adam's
+normalised, |e|-independent speed.  Each point therefore also records the alignment |cos(e, w)| of e
+with S's bottom eigenvector w and how far pos, the attention weights (W_Q, W_K, W_V, W_O) and the
+feed-forward weights (W_1, W_2) have moved since the first evaluation (Frobenius norms).
+
 Bookkeeping of a run (``escape_outcome``), with U the unigram predictor's loss on the run's own test
 sequences (≈ H(π); paired with the model's test loss, so sampling noise cancels) and a band β > 0:
 
 * escape step: the first evaluation with test loss < U - β ("clearly below H(π)"); None if none.
+* first plateau point: the first evaluation before the escape step with |test loss - U| ≤ β.
 * plateau: among the evaluations before the escape step (all, if none), the one whose test loss is
   closest to U, provided it is within β (else None: the run never sat on the plateau).
 * last plateau point: the last evaluation before the escape step with |test loss - U| ≤ β (the run's
@@ -66,6 +74,8 @@ from numerics.transformer import Params
 
 ESCAPES, TRAPPED, UNDECIDED = "escapes", "trapped", "undecided"
 ATTENTION, DIAGONAL = "attention", "diagonal"
+#: Weight groups whose distance moved along M_π is recorded.
+GROUPS = {"pos": ("pos",), "attention": ("W_Q", "W_K", "W_V", "W_O"), "feed_forward": ("W_1", "W_2")}
 
 
 @dataclass(frozen=True)
@@ -134,9 +144,15 @@ class CurvatureParts:
         """"attention" or "diagonal": the block with the more negative contribution."""
         return ATTENTION if self.attention < self.diagonal else DIAGONAL
 
+    @property
+    def leading(self) -> str:
+        """The most negative of attention, self_attention and feed_forward."""
+        return min(("attention", "self_attention", "feed_forward"), key=lambda name: getattr(self, name))
+
     def as_dict(self) -> dict[str, float | str]:
         names = ("eigenvalue", "covariance", "baseline", "attention", "self_attention", "feed_forward")
-        return {name: getattr(self, name) for name in names} | {"diagonal": self.diagonal, "driver": self.driver}
+        return {name: getattr(self, name) for name in names} | {
+            "diagonal": self.diagonal, "driver": self.driver, "leading": self.leading}
 
 
 def curvature_parts(point: Params, curvature: ManifoldCurvature) -> CurvatureParts:
@@ -176,7 +192,9 @@ def curvature_parts(point: Params, curvature: ManifoldCurvature) -> CurvaturePar
 class EscapePoint:
     """One evaluation of a tied run: the test loss and the curvature of θ(t)'s projection onto M_π.
 
-    ``lambda_min`` = λ_min(S) (``schur_eigenvalues[0]``), ``e_norm`` = |e(t)| before projection.
+    ``lambda_min`` = λ_min(S) (``schur_eigenvalues[0]``), ``e_norm`` = |e(t)| before projection,
+    ``alignment`` = |cos(e(t), w)| with w the bottom eigenvector of S (NaN if e = 0), ``drift``: the
+    Frobenius distance of each of ``GROUPS`` from its value at ``start`` (empty without a start).
     """
 
     step: int
@@ -186,21 +204,39 @@ class EscapePoint:
     error_bound: float
     e_norm: float
     parts: CurvatureParts
+    alignment: float = math.nan
+    drift: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {"step": self.step, "test_loss": self.test_loss, "lambda_min": self.lambda_min,
                 "classification": self.classification, "error_bound": self.error_bound,
-                "e_norm": self.e_norm, "parts": self.parts.as_dict()}
+                "e_norm": self.e_norm, "alignment": self.alignment, "drift": self.drift,
+                "parts": self.parts.as_dict()}
 
 
-def measure_point(params: Params, p: float, q: float, step: int, test_loss: float) -> EscapePoint:
-    """Project tied one-layer ``params`` onto M_π and classify the projection at the run's own N."""
+def drift(params: Params, start: Params) -> dict[str, float]:
+    """‖θ_g - θ_g(start)‖ (Frobenius, over the group's tensors together) for every group g of ``GROUPS``."""
+    return {group: math.sqrt(sum(float((params[name].detach() - start[name]).pow(2).sum()) for name in names))
+            for group, names in GROUPS.items()}
+
+
+def measure_point(
+    params: Params, p: float, q: float, step: int, test_loss: float, *, start: Params | None = None
+) -> EscapePoint:
+    """Project tied one-layer ``params`` onto M_π and classify the projection at the run's own N.
+
+    ``start``: parameters to measure the drift from (the run's first evaluation), or None.
+    """
     point = project_to_manifold(params, p, q, tying=True)
     curvature = manifold_curvature(point, p, q, tying=True)
+    parts = curvature_parts(point, curvature)
+    e = params["e"].detach().to(parts.vector.dtype)
+    e_norm = torch.linalg.vector_norm(e).item()
+    alignment = abs((e @ parts.vector).item()) / e_norm if e_norm > 0 else math.nan
     return EscapePoint(
         step=step, test_loss=test_loss, lambda_min=curvature.schur_eigenvalues[0].item(),
-        classification=curvature.classification, error_bound=curvature.error_bound,
-        e_norm=torch.linalg.vector_norm(params["e"].detach()).item(), parts=curvature_parts(point, curvature),
+        classification=curvature.classification, error_bound=curvature.error_bound, e_norm=e_norm,
+        parts=parts, alignment=alignment, drift=drift(params, start) if start is not None else {},
     )
 
 
@@ -214,7 +250,8 @@ class EscapeRecorder:
     snapshots: list[Params] = field(default_factory=list, repr=False)
 
     def __call__(self, step: int, params: Params, test_loss: float) -> None:
-        self.points.append(measure_point(params, self.p, self.q, step, test_loss))
+        start = self.snapshots[0] if self.snapshots else params
+        self.points.append(measure_point(params, self.p, self.q, step, test_loss, start=start))
         self.snapshots.append({name: value.detach().clone() for name, value in params.items()})
 
 
@@ -230,6 +267,7 @@ class EscapeOutcome:
     """Indices into a run's evaluations (None where the event did not happen); see the module docstring."""
 
     escape: int | None
+    first_plateau: int | None
     plateau: int | None
     last_plateau: int | None
     crossing: int | None
@@ -247,7 +285,8 @@ def escape_outcome(points: list[EscapePoint], unigram: float, band: float) -> Es
     near = [i for i in before if abs(points[i].test_loss - unigram) <= band]
     plateau = min(near, key=lambda i: abs(points[i].test_loss - unigram)) if near else None
     crossing = next((i for i, pt in enumerate(points) if pt.classification == SADDLE_POINT), None)
-    return EscapeOutcome(escape=escape, plateau=plateau, last_plateau=near[-1] if near else None, crossing=crossing)
+    return EscapeOutcome(escape=escape, first_plateau=near[0] if near else None, plateau=plateau,
+                         last_plateau=near[-1] if near else None, crossing=crossing)
 
 
 @dataclass
@@ -291,7 +330,8 @@ class EscapeRun:
         return {
             "observed": self.observed, "final_loss": self.result.final_loss,
             "unigram_test_loss": self.result.reference_test_loss["unigram"],
-            "plateau": summary(self.outcome.plateau), "last_plateau": summary(self.outcome.last_plateau),
+            "first_plateau": summary(self.outcome.first_plateau), "plateau": summary(self.outcome.plateau),
+            "last_plateau": summary(self.outcome.last_plateau),
             "end": summary(len(self.points) - 1), "crossing_step": crossing, "escape_step": escape,
             "lead_steps": None if crossing is None or escape is None else escape - crossing,
             "trajectory": [point.as_dict() for point in self.points],

@@ -138,6 +138,12 @@ def test_recorder_measures_the_projection_of_every_evaluation():
     assert all(torch.equal(recorder.snapshots[0][k], start[k]) for k in start)
     assert all(torch.equal(recorder.snapshots[-1][k], result.params[k]) for k in start)
     assert recorder.points[-1].lambda_min != recorder.points[0].lambda_min  # it is measured, not copied
+    w = curvature_parts(project_to_manifold(start, P, Q, tying=True), at_init).vector
+    cosine = abs(torch.dot(start["e"], w).item()) / start["e"].norm().item()
+    assert recorder.points[0].alignment == pytest.approx(cosine)
+    assert recorder.points[0].drift == {"pos": 0.0, "attention": 0.0, "feed_forward": 0.0}
+    moved = torch.cat([(result.params[k] - start[k]).flatten() for k in ("W_1", "W_2")]).norm().item()
+    assert recorder.points[-1].drift["feed_forward"] == pytest.approx(moved, rel=1e-12) and moved > 0
 
 
 def _point(step: int, loss: float, classification: str = LOCAL_MINIMUM) -> EscapePoint:
@@ -150,12 +156,12 @@ def test_escape_outcome_definitions():
     kinds = [LOCAL_MINIMUM] * 3 + [UNDECIDED, SADDLE_POINT, LOCAL_MINIMUM, SADDLE_POINT, SADDLE_POINT]
     points = [_point(20 * i, loss, kind) for i, (loss, kind) in enumerate(zip(losses, kinds))]
     out = escape_outcome(points, U, band)
-    assert (out.escape, out.plateau, out.last_plateau, out.crossing) == (6, 3, 5, 4)
+    assert (out.escape, out.first_plateau, out.plateau, out.last_plateau, out.crossing) == (6, 1, 3, 5, 4)
     assert [prediction(points[i]) for i in (2, 3, 4)] == ["trapped", "undecided", "escapes"]
     trapped = escape_outcome(points[:6], U, band)  # never below U - band: plateau over all, last = the end
     assert (trapped.escape, trapped.plateau, trapped.last_plateau) == (None, 3, 5)
     away = escape_outcome([_point(0, 0.693), _point(20, 0.64)], U, band)  # never on the plateau
-    assert (away.escape, away.plateau, away.last_plateau, away.crossing) == (1, None, None, None)
+    assert (away.escape, away.first_plateau, away.plateau, away.last_plateau) == (1, None, None, None)
     with pytest.raises(InvalidInputError):
         escape_outcome(points, U, 0.0)
 
@@ -200,7 +206,7 @@ def test_escape_cli_writes_table_json_plot_and_parameters(tmp_path, capsys):
     saved = torch.load(folder / "params.pt")
     assert set(saved) == {"adamw", "sgd"} and "end" in saved["sgd"][0]
     text = experiments.escape_table(summary["optimizers"])
-    assert "adamw (lr 0.002):" in text and "sgd (lr 1):" in text and text.count("matches the outcome") == 4
+    assert "adamw (lr 0.002):" in text and "sgd (lr 1):" in text and text.count("matches the outcome") == 6
 
 
 @pytest.mark.parametrize("argv", [["tying", "--steps", "0"], ["tying", "--seq-len", "0"], ["escape", "--seeds", "0"],

@@ -245,7 +245,7 @@ def escape_rows(runs: dict[str, list[EscapeRun]]) -> dict[str, dict]:
         rows = [{"seed": run.result.config.seed, "label": label(run.result, references)} | run.as_dict()
                 for run in mine]
         rates = {}
-        for where in ("plateau", "last_plateau"):
+        for where in ("first_plateau", "plateau", "last_plateau"):
             decided = [row[where]["matches"] for row in rows if row[where] and row[where]["matches"] is not None]
             rates[where] = {"matches": sum(decided), "decided": len(decided), "runs": len(rows)}
         out[name] = {"lr": mine[0].result.config.learning_rate, "runs": rows, "match": rates}
@@ -257,20 +257,29 @@ def _cell(value, fmt: str = "", missing: str = "-") -> str:
 
 
 def escape_table(summary: dict[str, dict]) -> str:
-    """One block per optimiser: a line per seed, then the match rates of both prediction points."""
-    head = (f"{'seed':>4} {'λmin@plateau':>13} {'pred':>8} {'λmin@last':>10} {'step':>5} {'pred':>8} "
-            f"{'observed':>8} {'label':>8} {'final':>7} {'cross':>6} {'escape':>6} {'driver@last':>12}")
+    """One block per optimiser: a line per seed, then the match rates of the three prediction points.
+
+    λ_min(S) and the prediction at the plateau and at the last plateau point (step of each), the
+    observed outcome and label, the final test loss, the crossing and escape steps, the block that
+    drives λ_min(S) at the last plateau point (its most negative part in brackets) and |cos(e, w)| there.
+    """
+    head = (f"{'seed':>4} | {'plateau: step':>13} {'λmin':>7} {'pred':>7} | {'last: step':>10} {'λmin':>7} "
+            f"{'pred':>7} | {'observed':>8} {'label':>7} {'final':>6} | {'cross':>5} {'escape':>6} | "
+            f"{'driver@last':<26} {'cos(e,w)':>8}")
     lines = []
     for name, block in summary.items():
         lines += ["", f"{name} (lr {block['lr']:g}):", head]
         for row in block["runs"]:
             plateau, last = row["plateau"] or {}, row["last_plateau"] or {}
+            parts = last.get("parts") or {}
+            driver = f"{parts['driver']} ({parts['leading'].replace('_', '-')})" if parts else "-"
             lines.append(
-                f"{row['seed']:>4} {_cell(plateau.get('lambda_min'), '.4f'):>13} {plateau.get('prediction') or '-':>8} "
-                f"{_cell(last.get('lambda_min'), '.4f'):>10} {_cell(last.get('step')):>5} "
-                f"{last.get('prediction') or '-':>8} {row['observed']:>8} {row['label']:>8} {row['final_loss']:>7.4f} "
-                f"{_cell(row['crossing_step']):>6} {_cell(row['escape_step']):>6} "
-                f"{(last.get('parts') or {}).get('driver', '-'):>12}")
+                f"{row['seed']:>4} | {_cell(plateau.get('step')):>13} {_cell(plateau.get('lambda_min'), '.4f'):>7} "
+                f"{plateau.get('prediction') or '-':>7} | {_cell(last.get('step')):>10} "
+                f"{_cell(last.get('lambda_min'), '.4f'):>7} {last.get('prediction') or '-':>7} | "
+                f"{row['observed']:>8} {row['label']:>7} {row['final_loss']:>6.4f} | "
+                f"{_cell(row['crossing_step']):>5} {_cell(row['escape_step']):>6} | "
+                f"{driver:<26} {_cell(last.get('alignment'), '.3f'):>8}")
         for where, rate in block["match"].items():
             lines.append(f"prediction at the {where.replace('_', ' ')} point matches the outcome in "
                          f"{rate['matches']}/{rate['decided']} decided runs (of {rate['runs']})")
@@ -278,11 +287,9 @@ def escape_table(summary: dict[str, dict]) -> str:
 
 
 def escape_plot(summary: dict[str, dict], path: Path) -> list[Path]:
-    """λ_min(S)(t), its attention and diagonal parts, |e|(t) and the test loss per seed; PNG and PDF.
+    """λ_min(S)(t), its attention and diagonal parts, |e|, the FF weights' drift, the test loss; PNG and PDF.
 
-    One column per optimiser.
-
-    Circles mark the crossing (first saddle), crosses the escape step.
+    One column per optimiser; circles mark the crossing (first saddle), crosses the escape step.
     """
     import matplotlib
 
@@ -290,7 +297,7 @@ def escape_plot(summary: dict[str, dict], path: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     references = reference_entropies(ESCAPE_SOURCE)
-    fig, axes = plt.subplots(4, len(summary), figsize=(6 * len(summary), 13), squeeze=False, sharex="col")
+    fig, axes = plt.subplots(5, len(summary), figsize=(6 * len(summary), 16), squeeze=False, sharex="col")
     for column, (name, block) in enumerate(summary.items()):
         colours = plt.get_cmap("tab10" if len(block["runs"]) <= 10 else "viridis", max(10, len(block["runs"])))
         for i, row in enumerate(block["runs"]):
@@ -298,6 +305,7 @@ def escape_plot(summary: dict[str, dict], path: Path) -> list[Path]:
             series = {"lambda_min": [point["lambda_min"] for point in row["trajectory"]],
                       "attention": [point["parts"]["attention"] for point in row["trajectory"]],
                       "e_norm": [point["e_norm"] for point in row["trajectory"]],
+                      "drift": [point["drift"]["feed_forward"] for point in row["trajectory"]],
                       "test_loss": [point["test_loss"] for point in row["trajectory"]]}
             for ax, key in zip(axes[:, column], series):
                 ax.plot(steps, series[key], color=colours(i), lw=1.2, label=f"seed {row['seed']}")
@@ -306,13 +314,14 @@ def escape_plot(summary: dict[str, dict], path: Path) -> list[Path]:
                         ax.plot(row[event], series[key][steps.index(row[event])], marker, color=colours(i))
             diagonal = [point["parts"]["diagonal"] for point in row["trajectory"]]
             axes[1, column].plot(steps, diagonal, color=colours(i), lw=1.2, ls="--")
-        top, parts, middle, bottom = axes[:, column]
+        top, parts, middle, moved, bottom = axes[:, column]
         for ax in (top, parts):
             ax.axhline(0.0, color="black", lw=1)
         top.set(title=f"{name} (lr {block['lr']:g}): tied, 1 layer, p={ESCAPE_SOURCE.p}, q={ESCAPE_SOURCE.q}",
                 ylabel="λ_min(S) of the projection onto M_π")
         parts.set(ylabel="share of λ_min(S): attention i<n (solid),\nown position i=n beyond θ_π (dashed)")
         middle.set(yscale="log", ylabel="|e|")
+        moved.set(yscale="log", ylabel="‖(W_1, W_2)(t) - (W_1, W_2)(0)‖")
         for style, (ref, value) in zip(("--", ":"), references.items()):
             bottom.axhline(value, color="black", ls=style, lw=1, label=f"{ref} {value:.4f}")
         low = min(references.values())
@@ -484,8 +493,12 @@ def _main_escape(args: argparse.Namespace, base: TrainConfig, seeds: int, folder
         print(escape_table(by_optimizer))
         print(f"\nsettings: tied, 1 layer, p={ESCAPE_SOURCE.p}, q={ESCAPE_SOURCE.q}, N={base.seq_len}, "
               f"{base.steps} steps, batch {base.batch}, d={base.d}, {seeds} seeds, {base.device}/{args.dtype}; "
-              f"band {summary['band']:g} nats below the unigram test loss = escape; "
-              f"'driver' = block most negative in λ_min(S) at the last plateau point")
+              f"band {summary['band']:g} nats.\n"
+              "plateau: the evaluation closest to the unigram test loss before the escape; last: the last one "
+              "within the band before the escape (or the end); escape: the first evaluation more than the band "
+              "below it;\ncross: the first evaluation whose projection onto M_π is a saddle; driver: the block "
+              "most negative in λ_min(S) at the last plateau point (its most negative part); cos(e,w): "
+              "|cos| of e and S's bottom eigenvector there")
         print("wrote " + ", ".join(str(f) for f in files))
     decided = [row["last_plateau"]["matches"] for block in by_optimizer.values() for row in block["runs"]
                if row["last_plateau"] and row["last_plateau"]["matches"] is not None]
