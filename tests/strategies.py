@@ -17,8 +17,9 @@ dtype = st.sampled_from(["float64", "float32"])
 
 @st.composite
 def near_one_sum(draw):
-    """(p, q) with p + q - 1 = ±10^u, u uniform in [-10, -1]."""
-    p = draw(st.floats(0.1, 0.9))
+    """(p, q) with p + q - 1 = ±10^u, u uniform in [-10, -1]; p in [0.2, 0.8] keeps q in (0, 1)
+    (p = 0.1 with gap +0.1 rounded to q = 1.0 exactly)."""
+    p = draw(st.floats(0.2, 0.8))
     gap = 10.0 ** draw(st.floats(-10, -1)) * draw(st.sampled_from([-1, 1]))
     return p, 1 - p + gap
 

@@ -8,7 +8,8 @@ and each then verifies what the theory predicts for them.  --d, --seq-len, --dev
 theorem commands and is refused.
 A claim is credited only with checks of runs that test it: the proven identities registered
 under it (named), and "confirmed at K points" (listed) from numeric runs.
-Exit code 0 when everything agrees with the theory, 1 when something disagrees, 2 on bad input.
+Exit code 0 when everything agrees with the theory, 1 when something disagrees, 2 on bad input,
+3 when nothing disagrees but some check cannot decide (inconclusive).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from paper_refs import claims
 from verify import theorem_global_min, theorem_local_min, theorem_manifold, theorem_saddle
 from verify.analysis import analyse_bigram, analyse_unigram
 from verify.cli import check_writable, config_from, parser
-from verify.report import Check, Report
+from verify.report import Check, Report, combined_exit_code
 
 THEOREMS = [
     (theorem_local_min, analyse_unigram),
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n{'claim':<19} {'checks':>6}  status (where in the paper)")
             for row in status:
                 print(f"{row['id']:<19} {row['checks']:>6}  {row['status']}\n{'':<27}({row['where']})")
-    return max(r.exit_code for r in reports)
+    return combined_exit_code(reports)
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ def plot_atlas(data: dict, prefix: Path) -> list[Path]:
     if min(sums) < 1 < max(sums):  # between grid columns: interpolate the column coordinate
         ax.axvline(float(np.interp(1.0, sums, np.arange(len(sums)))), color="red", lw=1.2, ls="--",
                    label="θ_π: local minimum iff p + q > 1")
-        ax.legend(loc="upper left", fontsize=8)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=8, frameon=False)
     tie = "tied" if data["tying"] else "untied"
     ax.set(xlabel="p + q  (p = q)", ylabel="weight scale σ",
            title=f"Fraction of local minima on M_π ({tie}, d = {data['d']}, N = {data['seq_len']}, "

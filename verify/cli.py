@@ -1,7 +1,8 @@
 """Command-line plumbing shared by the theorem commands: flags, input validation, exit codes.
 
 Exit codes: 0 every check agrees with the theory's prediction; 1 some check disagrees;
-2 bad input or usage (one line on stderr, no traceback).
+2 bad input or usage (one line on stderr, no traceback); 3 inconclusive (no check disagrees, some
+cannot decide: an eigenvalue within its error bound of 0, a curvature below the loss's rounding).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import torch
 
 from numerics.markov import InvalidInputError, check_positive_int, check_probability
-from verify.report import Report
+from verify.report import Report, combined_exit_code
 
 #: Largest N whose exact loss and dense full-space Hessian the theorem commands compute.
 DENSE_MAX_SEQ_LEN = 16
@@ -193,4 +194,4 @@ def main(description: str, defaults: dict, analyse: Analysis, theorem: str, argv
         print(json.dumps([json.loads(r.to_json()) for r in reports], indent=2) if args.json else sweep_table(reports))
     else:
         print(reports[0].to_json() if args.json else reports[0].to_text())
-    return max(r.exit_code for r in reports)
+    return combined_exit_code(reports)

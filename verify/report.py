@@ -7,6 +7,9 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+#: Exit code of each verdict; 2 is bad input or usage.
+EXIT_CODES = {"confirmed": 0, "contradicted": 1, "inconclusive": 3}
+
 
 @dataclass
 class Check:
@@ -57,7 +60,8 @@ class Report:
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.verdict == "contradicted" else 0
+        """``EXIT_CODES`` of the verdict: 0 confirmed, 1 contradicted, 3 inconclusive."""
+        return EXIT_CODES[self.verdict]
 
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-ready data: NaN and ±inf become null, their paths listed under
@@ -118,3 +122,9 @@ def _finite(value: Any, path: str, found: list[str]) -> Any:
     if isinstance(value, (list, tuple)):
         return [_finite(v, f"{path}[{i}]", found) for i, v in enumerate(value)]
     return value
+
+
+def combined_exit_code(reports: list[Report]) -> int:
+    """One exit code for several reports: contradicted anywhere wins, then inconclusive."""
+    verdicts = {r.verdict for r in reports}
+    return next((EXIT_CODES[v] for v in ("contradicted", "inconclusive") if v in verdicts), 0)

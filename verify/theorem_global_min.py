@@ -3,7 +3,8 @@ f = P(x_{n+1}=1 | x_n), reaches the entropy rate H_rate = π0 h(p) + π1 h(q) (t
 the loss), is stationary in all D parameters and has a positive semidefinite Hessian, tied or
 untied, for all p, q.  Tied with p + q > 1 the feed-forward flips the sign (g = -2).
 
-Exit code 0: every check agrees with the theory; 1: some check disagrees; 2: bad input.
+Exit code 0: every check agrees with the theory; 1: some check disagrees; 2: bad input;
+3: inconclusive (some check cannot decide, none disagrees).
 """
 
 from __future__ import annotations

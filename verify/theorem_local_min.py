@@ -5,7 +5,7 @@ minimum of the population loss.  Its full-space Hessian has nonzero eigenvalues 
 
 For inputs outside the hypothesis (p + q < 1, or no tying) the theory predicts a saddle and
 that is what gets verified.  Exit code 0: every check agrees with the theory; 1: some check
-disagrees; 2: bad input.
+disagrees; 2: bad input; 3: inconclusive (some check cannot decide, none disagrees).
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ saddle, no nearby descent at a local minimum).  N > 12: an unbiased Monte-Carlo 
 per-sequence Hessians of the normal block (--samples sequences; agreement within 4 standard
 errors).  --atlas instead maps the fraction of local minima over p + q and the weight scale.
 
-Exit code 0: every check agrees with the closed form; 1: some check disagrees; 2: bad input.
+Exit code 0: every check agrees with the closed form; 1: some check disagrees; 2: bad input;
+3: inconclusive (e.g. an eigenvalue of the block within its error bound of 0).
 """
 
 from __future__ import annotations

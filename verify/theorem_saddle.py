@@ -4,7 +4,8 @@ eigenvalue 2π0π1(p+q-1) < 0, d times) and, without weight tying, whenever p + 
 negative-curvature eigenvector.
 
 For tied p + q > 1 the theory predicts a local minimum and that is verified instead.
-Exit code 0: every check agrees with the theory; 1: some check disagrees; 2: bad input.
+Exit code 0: every check agrees with the theory; 1: some check disagrees; 2: bad input;
+3: inconclusive (some check cannot decide, none disagrees).
 """
 
 from __future__ import annotations

@@ -1,0 +1,115 @@
+"""python -m verify.theorem_manifold: the command around the M_π closed form (claim MANIFOLD).
+
+The checks themselves are made to fail by the mutation cases in tests/test_verify.py; here: the
+routes (dense, Monte-Carlo), checkpoints, the atlas, the JSON contract and bad input.
+"""
+
+import json
+import os
+
+import pytest
+import torch
+
+from numerics.transformer import init_params
+from verify import theorem_manifold
+from verify.atlas import atlas
+from verify.cli import Config
+
+SMALL = ["--d", "2", "--seq-len", "4"]
+CONTRACT = {"theorem", "inputs", "prediction", "verdict", "closed_form", "numeric", "checks"}
+
+
+def run(argv, capsys):
+    code = theorem_manifold.run([*argv, "--json"])
+    captured = capsys.readouterr()
+    return code, (json.loads(captured.out) if captured.out.strip() else None), captured.err
+
+
+def test_dense_route_follows_the_json_contract(capsys):
+    code, report, _ = run(SMALL, capsys)
+    assert code == 0 and report["verdict"] == "confirmed" and set(report) >= CONTRACT
+    assert report["theorem"] == "theorem_manifold" and "MANIFOLD" in report["claims"]
+    assert report["numeric"]["method"].startswith("dense")
+    assert report["inputs"] | {"weight_std": 0.8, "pos_std": 0.8} == report["inputs"]
+    # the formula's eigenvalues are the dense Hessian's nonzero spectrum, D - (d + 1) zeros besides
+    assert report["numeric"]["hessian_eigenvalues_nonzero"] == pytest.approx(
+        report["closed_form"]["hessian_eigenvalues"], abs=1e-9)
+    assert report["numeric"]["null_space_dim"] == report["numeric"]["D"] - 3
+
+
+def test_monte_carlo_route_above_twelve_says_which_check_ran(capsys):
+    code, report, _ = run(["--d", "2", "--seq-len", "40", "--samples", "300", "--no-tying"], capsys)
+    assert code == 0 and report["verdict"] == "confirmed"
+    assert report["numeric"]["method"].startswith("Monte-Carlo")
+    assert [c["name"] for c in report["checks"]] == ["M_π block = Monte-Carlo Hessian"]
+    assert report["prediction"] == "saddle point"  # untied: H_ee = 0 next to a nonzero e-a block
+
+
+def test_theta_pi_at_p_plus_q_one_is_inconclusive_not_confirmed(capsys):
+    code, report, _ = run([*SMALL, "--weight-std", "0", "--pos-std", "0", "--p", "0.3", "--q", "0.7"], capsys)
+    assert code == 3 and report["verdict"] == "inconclusive" and report["prediction"].startswith("undecided")
+    assert report["closed_form"]["hessian_eigenvalues"] == pytest.approx([0.21])  # zeros are not listed
+
+
+def test_checkpoint_is_projected_and_classified(tmp_path, capsys):
+    trained = init_params(3, 6, std=0.5, seed=5, tying=False)  # e, a, b off M_π: projected
+    path = tmp_path / "theta.pt"
+    torch.save(trained, path)
+    code, report, _ = run(["--checkpoint", str(path)], capsys)
+    assert code == 0 and report["verdict"] == "confirmed"
+    assert report["inputs"]["d"] == 3 and report["inputs"]["seq_len"] == 6 and report["inputs"]["tying"] is False
+    assert report["inputs"]["checkpoint"] == str(path) and report["inputs"]["weight_std"] is None
+
+
+@pytest.mark.parametrize("content, argv, message", [
+    (init_params(2, 4, layers=2, seed=1), [], "one-layer"),
+    (init_params(2, 4, layer_norm=True, seed=1), [], "layer norm"),
+    ([1, 2, 3], [], "not a dict of named tensors"),
+    ({"e": torch.zeros(2)}, [], "lacks pos, b"),
+    (init_params(2, 4, seed=1), ["--d", "3"], "cannot be combined with --checkpoint"),
+    (None, [], "does not exist"),
+])
+def test_bad_checkpoints_exit_2_with_one_line(content, argv, message, tmp_path, capsys):
+    path = tmp_path / "theta.pt"
+    if content is not None:
+        torch.save(content, path)
+    code, report, err = run(["--checkpoint", str(path), *argv], capsys)
+    assert code == 2 and report is None
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [
+    ["--seq-len", "5000"], ["--weight-std", "-1"], ["--samples", "1"], ["--p", "1.5"],
+    ["--atlas-points", "0"], ["--latex", "/no/such/folder/x.tex"], ["--sweep", "3"],
+])
+def test_bad_input_exits_2_before_any_work(argv, capsys):
+    code, report, err = run(argv, capsys)
+    assert code == 2 and report is None and err.startswith("error:") and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write into a read-only folder")
+def test_unwritable_atlas_output_is_refused_before_computing(tmp_path, capsys):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    code, _, err = run(["--atlas", "--out", str(folder / "atlas")], capsys)
+    assert code == 2 and "permission denied" in err
+
+
+def test_atlas_writes_its_files_and_recovers_theta_pi_near_zero_weights(tmp_path, capsys):
+    prefix = tmp_path / "atlas"
+    code = theorem_manifold.run([*SMALL, "--atlas", "--atlas-points", "2", "--out", str(prefix)])
+    out = capsys.readouterr().out
+    assert code == 0 and "fraction of local minima" in out
+    data = json.loads(prefix.with_suffix(".json").read_text())
+    assert prefix.with_suffix(".png").stat().st_size > 0 and prefix.with_suffix(".pdf").stat().st_size > 0
+    # at weight scale 0.02 every point is near θ_π: a local minimum iff p + q > 1 (claim LOCAL-MIN/SADDLE)
+    near_theta_pi = data["fraction_minima"][data["weight_scale"].index(0.02)]
+    assert near_theta_pi == [1.0 if s > 1 else 0.0 for s in data["p_plus_q"]]
+
+
+def test_atlas_is_reproducible_and_untied_points_are_saddles():
+    config = Config(0.5, 0.8, False, 2, 4, "cpu", "float64", 3)
+    first = atlas(config, 3, sums=(0.5, 1.5), scales=(0.1, 1.0))
+    assert first == atlas(config, 3, sums=(0.5, 1.5), scales=(0.1, 1.0))
+    assert first["fraction_saddles"] == [[1.0, 1.0], [1.0, 1.0]]
