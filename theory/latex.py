@@ -8,7 +8,6 @@ formula is printed by ``sympy.latex``; with p, q given, numeric values are added
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import sympy as sp
@@ -279,20 +278,24 @@ def write_document(path: str, *, p: float | None = None, q: float | None = None)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True, help="file to write")
-    ap.add_argument("--p", type=float)
-    ap.add_argument("--q", type=float)
-    args = ap.parse_args(argv)
+    from verify.cli import Parser, bad_input, check_writable
+
+    ap = Parser(prog="python -m theory.latex", description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True, metavar="FILE", help="the .tex file to write")
+    ap.add_argument("--p", type=float, help="P(x_{n+1}=1 | x_n=0) for a section of values at these inputs "
+                                            "(give with --q; default: symbolic only)")
+    ap.add_argument("--q", type=float, help="P(x_{n+1}=0 | x_n=1), with --p")
     try:
+        args = ap.parse_args(argv)
         if (args.p is None) != (args.q is None):
             raise InvalidInputError("give both --p and --q, or neither")
         if args.p is not None:
             check_probability("p", args.p), check_probability("q", args.q)
+        check_writable(args.out)
         write_document(args.out, p=args.p, q=args.q)
     except (InvalidInputError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return bad_input(err)
+    print(f"wrote {args.out}")
     return 0
 
 

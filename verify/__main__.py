@@ -91,7 +91,7 @@ def claim_status(reports: list[Report]) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = parser(__doc__, {"p": None, "q": None, "tying": None})
+    ap = parser(__doc__, {"p": None, "q": None, "tying": None}, prog="python -m verify")
     ap.add_argument("--list", action="store_true", help="print the paper's claims with their status")
     try:
         args = ap.parse_args(argv)

@@ -67,13 +67,18 @@ def _number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
-def parser(description: str, defaults: dict, *, sweep: bool = True) -> argparse.ArgumentParser:
-    """The flags every theorem command shares; ``sweep`` adds --sweep and --scan-manifold."""
-    ap = Parser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser(description: str, defaults: dict, *, prog: str | None = None, sweep: bool = True) -> argparse.ArgumentParser:
+    """The flags every theorem command shares; ``sweep`` adds --sweep and --scan-manifold.
+
+    ``prog`` is how the usage line names the command (``python -m verify.theorem_local_min``).
+    """
+    ap = Parser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--p", type=_number, default=defaults.get("p", 0.5), help="P(x_{n+1}=1 | x_n=0), in (0, 1)")
     ap.add_argument("--q", type=_number, default=defaults.get("q", 0.8), help="P(x_{n+1}=0 | x_n=1), in (0, 1)")
-    ap.add_argument("--tying", action=argparse.BooleanOptionalAction, default=defaults.get("tying", True),
-                    help="weight tying a = e (default: %(default)s)")
+    tying = defaults.get("tying", True)
+    shown = "each theorem's own" if tying is None else tying
+    ap.add_argument("--tying", action=argparse.BooleanOptionalAction, default=tying,
+                    help=f"weight tying a = e (default: {shown})")
     ap.add_argument("--d", type=int, default=defaults.get("d", 4), help="embedding dimension (default: %(default)s)")
     ap.add_argument("--seq-len", type=int, default=defaults.get("seq_len", 8),
                     help=defaults.get("seq_len_help", "sequence length N of the exact population loss")
@@ -178,7 +183,7 @@ def main(description: str, defaults: dict, analyse: Analysis, theorem: str, argv
     from tqdm import tqdm
 
     try:
-        args = parser(description, defaults).parse_args(argv)
+        args = parser(description, defaults, prog=f"python -m verify.{theorem}").parse_args(argv)
         config = config_from(args)
         if args.latex:
             check_writable(args.latex)

@@ -46,8 +46,7 @@ FROM_CHECKPOINT = ("--d", "--seq-len", "--tying", "--no-tying", "--weight-std", 
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = parser(__doc__, DEFAULTS, sweep=False)
-    ap.prog = "python -m verify.theorem_manifold"
+    ap = parser(__doc__, DEFAULTS, prog=f"python -m verify.{THEOREM}", sweep=False)
     ap.add_argument("--weight-std", type=float, default=DEFAULT_STD,
                     help="std of every block weight of the random point (default: %(default)s)")
     ap.add_argument("--pos-std", type=float, default=DEFAULT_STD,
