@@ -209,14 +209,15 @@ MUTATION_CASES = [
     (SADDLE, ["--no-tying"], _tying_ignored, {"forward = paper's equations"}),
     (SADDLE, [], _softmax_scale, {"forward = paper's equations", "prefix-tree loss = all-sequence loss"}),
     (LOCAL, [], _prefix_tree_offset, {"prefix-tree loss = all-sequence loss"}),
-    (LOCAL, [], _head_sign, {
-        "Hessian spectrum = closed form",
+    (LOCAL, [], _head_sign, {"Hessian spectrum = closed form"}),
+    (MANIFOLD, [], _head_sign, {
         "M_π Schur block = π0π1[Cov+2(p+q-1)I] (small spread)",
         "M_π Schur block = π0π1[Cov+2(p+q-1)I] (large spread)",
         "M_π point class follows λ_min(Cov)+2(p+q-1) (small spread)"}),
     (SADDLE, ["--p", "0.2", "--q", "0.3"], _head_sign, {"descent along negative curvature"}),
-    (SADDLE, ["--p", "0.2", "--q", "0.3"], _hidden_negative_curvature, {
-        "Hessian spectrum = closed form", "M_π Schur block = π0π1[Cov+2(p+q-1)I] (large spread)",
+    (SADDLE, ["--p", "0.2", "--q", "0.3"], _hidden_negative_curvature, {"Hessian spectrum = closed form"}),
+    (MANIFOLD, ["--p", "0.2", "--q", "0.3"], _hidden_negative_curvature, {
+        "M_π Schur block = π0π1[Cov+2(p+q-1)I] (large spread)",
         "M_π point class follows λ_min(Cov)+2(p+q-1) (large spread)"}),
     (LOCAL, [], _quadratic_bump, {"Hessian spectrum = closed form", "null-space dimension",
                                   "Lanczos extremes = closed form"}),
@@ -227,8 +228,8 @@ MUTATION_CASES = [
     (GLOBAL, ["--d", "4"], _kinked_softplus, {"Hessian = Gauss-Newton Gram matrix"}),  # r = 16: a logit exactly 0
     (LOCAL, ["--p", "0.9", "--q", "0.9"], _kinked_softplus, {"Hessian spectrum = closed form"}),
     (GLOBAL, [], _half_cross_entropy, {"no random θ below H_rate"}),
-    (LOCAL, [], _temperature, {"M_π Hessian = closed form (attention on)"}),
-    (LOCAL, [], _leaky_mask, {"M_π Hessian = closed form (attention on)"}),
+    (MANIFOLD, [], _temperature, {"M_π block = dense Hessian"}),
+    (MANIFOLD, [], _leaky_mask, {"M_π block = dense Hessian"}),
     (MANIFOLD, [], _lag_power, {"M_π block = dense Hessian", "Hessian spectrum = M_π formula"}),
     (MANIFOLD, MANIFOLD_SADDLE, _dropped_transpose, {"M_π block = dense Hessian", "Hessian spectrum = M_π formula"}),
     (MANIFOLD, MANIFOLD_MC, _lag_power, {"M_π block = Monte-Carlo Hessian"}),

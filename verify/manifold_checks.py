@@ -5,7 +5,9 @@ forward pass and an analytic attention Jacobian.  Here it meets what does not sh
 derivation: the dense autograd Hessian of the exact loss over all D parameters (N ≤ 12), the
 loss itself along the predicted escape direction, and, where the exact loss is out of reach, an
 unbiased Monte-Carlo mean of per-sequence Hessians.  Also claim 7's special case
-(W_O = W_1 = W_2 = 0: S = π0π1[Cov_n(pos_n) + 2(p+q-1)I]) at two position spreads.
+(W_O = W_1 = W_2 = 0: S = π0π1[Cov_n(pos_n) + 2(p+q-1)I]) at two position spreads.  The dense
+comparison at a point with every weight random also catches a wrong softmax scale or a leaking mask
+in the model: the closed form carries its own 1/√d and causal sums.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from numerics.manifold import (
     SADDLE_POINT,
     ManifoldCurvature,
     SampledBlock,
-    manifold_curvature,
 )
 from numerics.markov import MarkovChain
 from numerics.transformer import Params, init_params
@@ -99,18 +100,6 @@ def manifold_checks(config: Config, chain: MarkovChain) -> list[Check]:
                             predicted, bound, f"λ_min(π0π1[Cov+2(p+q-1)I]) = {lam:.4g}; full-space Hessian says "
                             f"{found} (min eigenvalue {point.spectrum.min_eigenvalue:.3g})"))
     return checks
-
-
-def manifold_formula_check(config: Config, chain: MarkovChain) -> list[Check]:
-    """Claim MANIFOLD at a point of M_π where attention matters (every weight random): the dense
-    Hessian equals the closed form of ``numerics.manifold`` (``formula_block_check``).  The analytic
-    attention Jacobian carries its own 1/√d and causal sums, so a wrong softmax scale or a leaking
-    mask in the model shows up here."""
-    params = manifold_point(config, chain, pos_std=0.8, weight_std=0.8, seed=config.seed + 4, all_weights=True)
-    point = measure(config, params)
-    formula = manifold_curvature({k: v.to(config.device, config.torch_dtype) for k, v in params.items()},
-                                 config.p, config.q, tying=config.tying)
-    return [formula_block_check(point, formula, "M_π Hessian = closed form (attention on)")]
 
 
 def escape_vector(point: MeasuredPoint, curvature: ManifoldCurvature) -> Tensor:
