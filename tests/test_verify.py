@@ -370,6 +370,19 @@ def test_verify_refuses_flags_it_cannot_honour(capsys):
     assert capsys.readouterr().err.count("\n") == 1
 
 
+def test_text_report_states_each_test_and_keeps_its_columns():
+    long_name = "a check whose name is much longer than the name column of the table"
+    report = Report("t", [], {"p": 0.5}, "x", {"loss": 1.0, "hessian_eigenvalues": None}, {}, [
+        Check("no descent", True, 5.8e-11, 0.0, 1e-11, comparison="m >= -tol"),
+        Check(long_name, True, 1.0, 1.0, 0.0),
+        Check("spectrum", True, [float(i) for i in range(40)], [float(i) for i in range(40)], 1e-9)])
+    lines = report.to_text().splitlines()
+    row = next(line for line in lines if line.lstrip().startswith("no descent"))
+    assert "m >= -tol" in row and "pass" in row
+    assert any(line.strip() == long_name for line in lines)  # on a line of its own, not in the columns
+    assert "(40 values)" in report.to_text() and "39" in report.to_text() and "20" not in report.to_text()
+
+
 def test_nan_fails_its_check_and_is_null_in_json():
     check = Check("x", True, float("nan"), 0.0, 1.0)
     assert check.passed is False and "not finite" in check.detail

@@ -91,7 +91,7 @@ def spectrum_checks(point: MeasuredPoint, expected: list[float],
               "nonzero eigenvalues, ascending, with multiplicities"),
         Check("null-space dimension" + ("" if reference == "closed form" else f" ({reference})"),
               s.null_space_dim == D - len(expected), s.null_space_dim, D - len(expected), 0.0,
-              "= dim of the tangent space of M_π (all directions with δe = δa = 0, δb = 0)"),
+              "= dim of the tangent space of M_π (all directions with δe = δa = 0, δb = 0)", comparison="m = e"),
     ], True
 
 
@@ -173,7 +173,7 @@ def no_descent_check(point: MeasuredPoint, normal_curvature: float, *, radius: f
     trail = ", ".join(f"r={r:.1e}: {w:.2e}" for r, w in history)
     return [Check("no descent among nearby perturbations", passed, worst, 0.0, u,
                   f"min over {count} random unit directions of L(θ+rv) - L(θ) ≥ -(rounding); {trail}"
-                  + (f"; {why}" if why else ""))]
+                  + (f"; {why}" if why else ""), comparison="m >= -tol")]
 
 
 def descent_returns_check(point: MeasuredPoint, curvatures: list[float], target: float, *,
@@ -190,7 +190,7 @@ def descent_returns_check(point: MeasuredPoint, curvatures: list[float], target:
     if needed > budget:
         return [Check("gradient descent returns to H(pi)", None, needed, budget, 0.0,
                       f"needs {needed} steps of size 1/λ_max (condition number {max(curvatures) / min(curvatures):.3g})"
-                      f" to shrink the gap 1000×, more than the budget of {budget}")]
+                      f" to shrink the gap 1000×, more than the budget of {budget}", comparison="m <= e (steps)")]
     start = _random_directions(1, point.theta.numel(), config.seed + 8)[0] * 0.05
     initial_gap = point.loss_at(start) - point.value
     theta = point.theta + start.to(point.theta)
@@ -199,7 +199,8 @@ def descent_returns_check(point: MeasuredPoint, curvatures: list[float], target:
     gap = loss_of(config)(unflatten(theta, point.layout)).item() - target
     tol = 1e-3 * initial_gap + 4 * point.rounding
     return [Check("gradient descent returns to H(pi)", -4 * point.rounding <= gap <= tol, gap, 0.0, tol,
-                  f"{needed} steps of size 1/λ_max from a perturbation of norm 0.05 (initial gap {initial_gap:.3g})")]
+                  f"{needed} steps of size 1/λ_max from a perturbation of norm 0.05 (initial gap {initial_gap:.3g}); "
+                  "a gap below -4 × rounding fails too", comparison="-4u <= m <= tol")]
 
 
 def second_difference(point: MeasuredPoint, direction: Tensor, start: float = 0.5,
@@ -234,18 +235,19 @@ def saddle_check(point: MeasuredPoint, expected_min: float, direction: Tensor | 
     tol = error + TOLERANCE[point.config.dtype][2] * abs(expected_min)
     detail = (f"(L(θ+tv) + L(θ-tv) - 2L(θ))/t² at t = {step:.2g}, error estimate {error:.2g} "
               f"(truncation + rounding); v = {point.blocks(lowest)}")
+    test = "|m - e| <= tol, m < 0"
     if not math.isfinite(curvature) or abs(curvature - expected_min) > tol or curvature - error > 0:
-        return [Check(name, False, curvature, expected_min, tol, detail)]
+        return [Check(name, False, curvature, expected_min, tol, detail, comparison=test)]
     if curvature + error >= 0:  # consistent with the prediction, but the sign is not resolved
         return [Check(name, None, curvature, expected_min, tol,
-                      detail + "; the curvature is below what the loss's rounding resolves")]
-    return [Check(name, True, curvature, expected_min, tol, detail)]
+                      detail + "; the curvature is below what the loss's rounding resolves", comparison=test)]
+    return [Check(name, True, curvature, expected_min, tol, detail, comparison=test)]
 
 
 def psd_check(point: MeasuredPoint) -> list[Check]:
     lam, bound = point.spectrum.min_eigenvalue, point.spectrum.bounds[0].item()
     return [Check("Hessian positive semidefinite", lam >= -bound, lam, 0.0, bound,
-                  "smallest eigenvalue ≥ -(its error estimate)")]
+                  "smallest eigenvalue ≥ -(its error estimate)", comparison="m >= -tol")]
 
 
 def gauss_newton_check(point: MeasuredPoint, chain: MarkovChain) -> list[Check]:
@@ -269,7 +271,8 @@ def no_descent_below_check(point: MeasuredPoint, target: float, *, count: int = 
     lowest = lowest + point.value - target
     tol = 4 * point.rounding
     return [Check("no perturbation below the global minimum", math.isfinite(lowest) and lowest >= -tol, lowest, 0.0,
-                  tol, f"min over {count} random directions × radii 1e-3 .. 3 of L(θ+rv) - H_rate")]
+                  tol, f"min over {count} random directions × radii 1e-3 .. 3 of L(θ+rv) - H_rate",
+                  comparison="m >= -tol")]
 
 
 def reduced_model_check(config: Config, chain: MarkovChain) -> list[Check]:
@@ -309,4 +312,5 @@ def below_entropy_rate_check(config: Config, chain: MarkovChain) -> list[Check]:
     tol = l_tol * max(1.0, chain.entropy_rate())
     return [Check("no random θ below H_rate", finite and lowest >= chain.entropy_rate() - tol, lowest,
                   chain.entropy_rate(), tol, "40 random θ, entries N(0, σ²), σ ∈ {0.1, 0.5, 1, 2}"
-                  + ("" if finite else f"; {int((~torch.isfinite(losses)).sum())} losses are not finite"))]
+                  + ("" if finite else f"; {int((~torch.isfinite(losses)).sum())} losses are not finite"),
+                  comparison="m >= e - tol")]

@@ -98,7 +98,7 @@ def manifold_checks(config: Config, chain: MarkovChain) -> list[Check]:
         passed = None if "undecided" in (predicted, found) else predicted == found
         checks.append(Check(f"M_π point class follows λ_min(Cov)+2(p+q-1) ({label} spread)", passed, found,
                             predicted, bound, f"λ_min(π0π1[Cov+2(p+q-1)I]) = {lam:.4g}; full-space Hessian says "
-                            f"{found} (min eigenvalue {point.spectrum.min_eigenvalue:.3g})"))
+                            f"{found} (min eigenvalue {point.spectrum.min_eigenvalue:.3g})", comparison="m = e"))
     return checks
 
 

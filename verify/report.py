@@ -7,6 +7,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+#: Width of the check-name column of the text report; longer names get a line of their own.
+NAME_WIDTH = 40
 #: Exit code of each verdict; 2 is bad input or usage.
 EXIT_CODES = {"confirmed": 0, "contradicted": 1, "inconclusive": 3}
 
@@ -17,7 +19,8 @@ class Check:
 
     A measurement that is not finite (NaN or inf anywhere in ``measured``) fails the check,
     whatever the comparison said: a broken computation never passes, nor vanishes.  ``inputs``
-    are those of the run that produced the check (``Report`` fills them in).
+    are those of the run that produced the check (``Report`` fills them in); ``comparison`` states
+    the test that ``passed`` reports, e.g. "m >= -tol" for a one-sided one.
     """
 
     name: str
@@ -27,6 +30,7 @@ class Check:
     tolerance: float | None
     detail: str = ""
     inputs: dict[str, Any] = field(default_factory=dict)
+    comparison: str = "|m - e| <= tol"  # what "pass" means, m measured, e expected
 
     def __post_init__(self) -> None:
         if _nonfinite(self.measured):
@@ -84,12 +88,20 @@ class Report:
             f"closed form: loss = {_fmt(self.closed_form['loss'])}, nonzero Hessian eigenvalues = "
             f"{_fmt(self.closed_form['hessian_eigenvalues'])}",
             "",
-            f"  {'check':<38} {'result':<12} {'measured':>14} {'expected':>14} {'tolerance':>10}",
+            f"  {'check':<{NAME_WIDTH}} {'result':<9} {'test':<21} {'measured (m)':>14} {'expected (e)':>14} "
+            f"{'tol':>9}",
         ]
         for c in self.checks:
             result = {True: "pass", False: "FAIL", None: "undecided"}[c.passed]
-            lines.append(f"  {c.name:<38} {result:<12} {_fmt(c.measured):>14} {_fmt(c.expected):>14} "
-                         f"{_fmt(c.tolerance):>10}")
+            measured, expected = _fmt(c.measured), _fmt(c.expected)
+            # a long name or list value gets its own line rather than pushing the columns apart
+            name = c.name if len(c.name) <= NAME_WIDTH else c.name + "\n  " + " " * NAME_WIDTH
+            row = f"  {name:<{NAME_WIDTH}} {result:<9} {c.comparison:<21} "
+            if max(len(measured), len(expected)) <= 14:
+                lines.append(row + f"{measured:>14} {expected:>14} {_fmt(c.tolerance):>9}")
+            else:
+                lines += [row + f"{'':>14} {'':>14} {_fmt(c.tolerance):>9}",
+                          f"      m = {measured}", f"      e = {expected}"]
             if c.detail:
                 lines.append(f"      {c.detail}")
         lines += [f"note: {n}" for n in self.notes]
@@ -98,10 +110,12 @@ class Report:
 
 
 def _fmt(value: Any) -> str:
+    """A number in 6 significant digits; a list of more than six values by its ends and length."""
     if isinstance(value, float):
         return f"{value:.6g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.3e}"
     if isinstance(value, list):
-        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+        shown = value if len(value) <= 6 else [*value[:3], "…", *value[-2:]]
+        return "[" + ", ".join(_fmt(v) for v in shown) + "]" + ("" if shown is value else f" ({len(value)} values)")
     return "-" if value is None else str(value)
 
 
