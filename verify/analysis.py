@@ -15,7 +15,7 @@ from numerics.stationary_points import theta_pi, theta_star
 from numerics.transformer import Params
 from verify import checks as C
 from verify import manifold_checks as M
-from verify.cli import Config
+from verify.cli import Config, stage
 from verify.measure import measure
 from verify.report import Report
 
@@ -66,21 +66,26 @@ def analyse_unigram(config: Config, theorem: str, scan: int = 0) -> Report:
     the degenerate directions being flat only to second order.
     """
     chain = MarkovChain(config.p, config.q)
-    point = measure(config, theta_pi(chain, config.d, config.seq_len, tying=config.tying))
-    expected = closed_form_spectrum(config, chain)
-    prediction = predict_unigram(config)
-    spectrum, decided = C.spectrum_checks(point, expected)
-    checks = [*C.model_checks(config), *C.stationary_checks(point, chain.unigram_loss(), "H(pi)"), *spectrum,
-              *C.flatness_check(point, config.seed)]
-    if decided:
-        checks += C.lanczos_check(point, expected)
-    if prediction == DEGENERATE:
-        checks += C.no_descent_below_check(point, chain.entropy_rate())
-    elif decided and prediction == "local minimum":
-        checks += C.no_descent_check(point, min(expected))
-        checks += C.descent_returns_check(point, expected, chain.unigram_loss())
-    elif decided:
-        checks += C.saddle_check(point, min(expected))
+    with stage("θ_π: exact loss, gradient, dense Hessian, spectrum"):
+        point = measure(config, theta_pi(chain, config.d, config.seq_len, tying=config.tying))
+    with stage("closed form (SymPy), model checks"):
+        expected = closed_form_spectrum(config, chain)
+        prediction = predict_unigram(config)
+        checks = C.model_checks(config)
+    with stage("stationarity, spectrum, flatness along M_π, Lanczos"):
+        spectrum, decided = C.spectrum_checks(point, expected)
+        checks += [*C.stationary_checks(point, chain.unigram_loss(), "H(pi)"), *spectrum,
+                   *C.flatness_check(point, config.seed)]
+        if decided:
+            checks += C.lanczos_check(point, expected)
+    with stage(f"the prediction ({prediction.split(' (')[0]}) from the loss itself"):
+        if prediction == DEGENERATE:
+            checks += C.no_descent_below_check(point, chain.entropy_rate())
+        elif decided and prediction == "local minimum":
+            checks += C.no_descent_check(point, min(expected))
+            checks += C.descent_returns_check(point, expected, chain.unigram_loss())
+        elif decided:
+            checks += C.saddle_check(point, min(expected))
     numeric = point.summary()
     report = Report(theorem, unigram_claims(config, prediction), config.inputs(), prediction,
                     {"loss": chain.unigram_loss(), "hessian_eigenvalues": expected}, numeric, checks)
@@ -115,10 +120,12 @@ def analyse_bigram(config: Config, theorem: str, scan: int = 0) -> Report:
     """θ_*: stationarity, loss = H_rate, PSD Hessian equal to its Gauss-Newton form, no random point
     below H_rate, reduced = full."""
     chain = MarkovChain(config.p, config.q)
-    point = measure(config, theta_star(chain, config.d, config.seq_len, tying=config.tying))
-    checks = [*C.model_checks(config), *C.stationary_checks(point, chain.entropy_rate(), "H_rate"),
-              *C.psd_check(point), *C.gauss_newton_check(point, chain), *C.below_entropy_rate_check(config, chain),
-              *C.reduced_model_check(config, chain)]
+    with stage("θ_*: exact loss, gradient, dense Hessian, spectrum"):
+        point = measure(config, theta_star(chain, config.d, config.seq_len, tying=config.tying))
+    with stage("model, stationarity, PSD, Gauss-Newton, random θ, reduced model"):
+        checks = [*C.model_checks(config), *C.stationary_checks(point, chain.entropy_rate(), "H_rate"),
+                  *C.psd_check(point), *C.gauss_newton_check(point, chain), *C.below_entropy_rate_check(config, chain),
+                  *C.reduced_model_check(config, chain)]
     return Report(theorem, ["MODEL", "GLOBAL-MIN", "REDUCED"], config.inputs(), "global minimum",
                   {"loss": chain.entropy_rate(), "hessian_eigenvalues": None,
                    "hessian": "positive semidefinite: Gauss-Newton Gram matrix, all residuals vanish"},
@@ -136,7 +143,8 @@ def analyse_manifold(config: Config, theorem: str, params: Params, *, samples: i
     exact = {k: v.detach().cpu().double() for k, v in params.items()}
     exact = project_to_manifold(exact, chain.p, chain.q, tying=config.tying)
     on_device = {k: v.to(config.device) for k, v in exact.items()}
-    curvature = manifold_curvature(on_device, chain.p, chain.q, tying=config.tying)
+    with stage("closed-form normal block on M_π"):
+        curvature = manifold_curvature(on_device, chain.p, chain.q, tying=config.tying)
     eigenvalues = curvature.eigenvalues.tolist()
     closed = {"loss": chain.unigram_loss(),
               "hessian_eigenvalues": [v for v in eigenvalues if abs(v) > curvature.error_bound],
@@ -147,13 +155,17 @@ def analyse_manifold(config: Config, theorem: str, params: Params, *, samples: i
         closed["escape_direction"] = {k: v.tolist() if isinstance(v, Tensor) else v
                                       for k, v in curvature.escape_direction.items()}
     if config.seq_len <= DENSE_MANIFOLD_SEQ_LEN:
-        point = measure(config, exact)
-        checks = [*C.model_checks(config), *M.dense_checks(point, curvature, chain.unigram_loss())]
+        with stage("the point: exact loss, gradient, dense Hessian, spectrum"):
+            point = measure(config, exact)
+        with stage("model checks, block = dense Hessian, the class from the loss"):
+            checks = [*C.model_checks(config), *M.dense_checks(point, curvature, chain.unigram_loss())]
         if config.tying:
-            checks += M.manifold_checks(config, chain)
+            with stage("claim 7: W_O = W_1 = W_2 = 0 at two position spreads"):
+                checks += M.manifold_checks(config, chain)
         numeric = point.summary() | {"method": "dense Hessian of the exact loss"}
     else:
-        sampled = sampled_block(on_device, chain.p, chain.q, tying=config.tying, samples=samples, seed=seed)
+        with stage(f"Monte-Carlo Hessian of the normal block over {samples} sequences"):
+            sampled = sampled_block(on_device, chain.p, chain.q, tying=config.tying, samples=samples, seed=seed)
         checks = [M.sampled_block_check(curvature, sampled)]
         found = torch.linalg.eigvalsh(sampled.mean)
         numeric = {"method": f"Monte-Carlo mean of {samples} per-sequence Hessians of the normal block",

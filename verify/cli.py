@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -51,6 +54,28 @@ def resolve_device(name: str) -> str:
     if name == "cuda" and not torch.cuda.is_available():
         raise InvalidInputError("--device cuda requested but no CUDA device is available")
     return name
+
+
+log = logging.getLogger("verify")
+log.propagate = False
+_stages = logging.StreamHandler()
+_stages.setFormatter(logging.Formatter("  done: %(message)s"))
+
+
+@contextmanager
+def stage(name: str) -> Iterator[None]:
+    """Report a stage of a theorem on stderr as it completes: its name and seconds (``log``)."""
+    start = time.perf_counter()
+    yield
+    log.info("%-58s %6.1f s", name, time.perf_counter() - start)
+
+
+def show_stages() -> None:
+    """Send ``stage`` lines to the current stderr (stdout stays clean for --json)."""
+    _stages.setStream(sys.stderr)
+    if _stages not in log.handlers:
+        log.addHandler(_stages)
+    log.setLevel(logging.INFO)
 
 
 class Parser(argparse.ArgumentParser):
@@ -190,6 +215,8 @@ def main(description: str, defaults: dict, analyse: Analysis, theorem: str, argv
         if args.sweep < 0 or args.scan_manifold < 0:
             raise InvalidInputError("--sweep and --scan-manifold take a count >= 0")
         configs = sweep_configs(config, args.sweep) if args.sweep else [config]
+        if not args.sweep:
+            show_stages()
         reports = [analyse(c, theorem, args.scan_manifold)
                    for c in tqdm(configs, desc=theorem, disable=len(configs) < 2, leave=False)]
         write_latex(args, config)

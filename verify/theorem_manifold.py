@@ -30,7 +30,7 @@ import torch
 from numerics.markov import InvalidInputError, MarkovChain, check_positive_int
 from numerics.transformer import BLOCK, Params
 from verify.analysis import DENSE_MANIFOLD_SEQ_LEN, analyse_manifold
-from verify.cli import Config, bad_input, check_writable, config_from, parser, write_latex
+from verify.cli import Config, bad_input, check_writable, config_from, parser, show_stages, write_latex
 from verify.manifold_checks import manifold_point
 from verify.report import Report
 
@@ -144,6 +144,7 @@ def run(argv: list[str] | None = None) -> int:
             check_writable(args.latex)
         if args.atlas:
             return _run_atlas(config, args)
+        show_stages()
         if params is None:
             chain = MarkovChain(config.p, config.q)
             params = manifold_point(config, chain, pos_std=args.pos_std, weight_std=args.weight_std,
