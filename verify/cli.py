@@ -58,8 +58,17 @@ def resolve_device(name: str) -> str:
 
 log = logging.getLogger("verify")
 log.propagate = False
-_stages = logging.StreamHandler()
-_stages.setFormatter(logging.Formatter("  done: %(message)s"))
+
+
+class _Stderr(logging.Handler):
+    """Writes to whatever sys.stderr is when a record arrives (a StreamHandler keeps the stream it
+    was created with, which a test harness may have closed since)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"  done: {self.format(record)}", file=sys.stderr, flush=True)
+
+
+_stages = _Stderr()
 
 
 @contextmanager
@@ -72,7 +81,6 @@ def stage(name: str) -> Iterator[None]:
 
 def show_stages() -> None:
     """Send ``stage`` lines to the current stderr (stdout stays clean for --json)."""
-    _stages.setStream(sys.stderr)
     if _stages not in log.handlers:
         log.addHandler(_stages)
     log.setLevel(logging.INFO)
