@@ -38,6 +38,7 @@ from torch import Tensor
 from torch.func import grad
 
 from numerics.markov import MarkovChain, prefix_tree
+from numerics.population import check_enumeration_fits
 from numerics.transformer import Params, prefix_logits
 
 
@@ -85,6 +86,7 @@ def loss_gradient_hessian(loss: Callable[[Params], Tensor], params: Params) -> t
     ``torch.func.hessian`` (forward over reverse) to rounding, without its one-off tracing cost of
     about 1.5 s per process.
     """
+    check_enumeration_fits(params, "exact", copies=sum(v.numel() for v in params.values()))
     theta, value, grad_theta = _gradient_graph(loss, params)
     basis = torch.eye(theta.numel(), dtype=theta.dtype, device=theta.device)
     (rows,) = torch.autograd.grad(grad_theta, theta, basis, is_grads_batched=True)

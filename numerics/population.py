@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import resource
 from dataclasses import dataclass
 
 import torch
@@ -49,11 +50,14 @@ def expected_cross_entropy(logit: Tensor, p_one: Tensor, p_zero: Tensor | None =
 
 
 def memory_budget_bytes(device: torch.device) -> int:
-    """Bytes an enumeration may use: half the host RAM, or 80 % of free GPU memory."""
+    """Bytes an enumeration may use: half the host RAM or of the process's address-space limit
+    (``ulimit -v``), whichever is smaller, or 80 % of free GPU memory."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(0.8 * free)
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    limit, _ = resource.getrlimit(resource.RLIMIT_AS)
+    return min(ram, limit if limit != resource.RLIM_INFINITY else ram) // 2
 
 
 def enumeration_bytes(params: Params, method: str) -> int:
@@ -73,10 +77,19 @@ def enumeration_bytes(params: Params, method: str) -> int:
     return 2 * num_layers(params) * numbers * params["pos"].element_size()
 
 
-def check_enumeration_fits(params: Params, method: str) -> None:
-    """Raise EnumerationTooLargeError (naming the Monte-Carlo option) if it would not fit."""
-    need = enumeration_bytes(params, method)
+def check_enumeration_fits(params: Params, method: str, *, copies: int = 1) -> None:
+    """Raise EnumerationTooLargeError (naming the Monte-Carlo option) if it would not fit.
+
+    ``copies``: how many enumerations are alive at once (a dense Hessian backpropagates D basis
+    vectors through the recorded graph together: D copies of its intermediate tensors).
+    """
+    need = copies * enumeration_bytes(params, method)
     budget = memory_budget_bytes(params["pos"].device)
+    if need > budget and copies > 1:
+        seq_len, d = params["pos"].shape
+        raise EnumerationTooLargeError(
+            f"the dense Hessian over D={copies} parameters at d={d}, seq_len={seq_len} needs about "
+            f"{need / 2**30:.1f} GiB (budget {budget / 2**30:.1f} GiB); lower --d or --seq-len")
     if need > budget:
         seq_len = params["pos"].shape[0]
         raise EnumerationTooLargeError(
