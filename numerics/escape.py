@@ -30,12 +30,15 @@ Along the unit bottom eigenvector w of S, λ_min(S) = wᵀ S w is the sum of
 (``CurvatureParts``); the diagonal block is self_attention + feed_forward, i.e. K_{n,n} beyond θ_π's
 K_{n,n} = I.  The block with the more negative contribution "drives" the smallest eigenvalue.
 
-Why the projection can drift into the saddle region.  Near M_π, with b at its best value, the loss is
-L ≈ H(π) + ½ eᵀ S(W) e (W: every weight but e and b), so its gradient in W is ½ eᵀ (∂S/∂W) e: training
-lowers the curvature along the current e, at a speed ∝ |e|² under gradient descent but at Adam's
-normalised, |e|-independent speed.  Each point therefore also records the alignment |cos(e, w)| of e
-with S's bottom eigenvector w and how far pos, the attention weights (W_Q, W_K, W_V, W_O) and the
-feed-forward weights (W_1, W_2) have moved since the first evaluation (Frobenius norms).
+Why the projection can drift into the saddle region (a hypothesis the records test).  Near M_π, with b
+at its best value, the population loss is L ≈ H(π) + ½ eᵀ S(W) e (W: every weight but e and b; the
+Schur complement is what is left of the (e, b) block after minimising over b), so its gradient in W is
+≈ ½ eᵀ (∂S/∂W) e: descent lowers the curvature along the current e.  Under gradient descent that speed
+is ∝ |e|² and vanishes as e → 0; Adam divides each coordinate's step by its own gradient scale, so its
+steps do not shrink with |e| (nor does the O(|e|) sampling noise of the W-gradient, normalised alike).
+Each point therefore also records the alignment |cos(e, w)| of e with S's bottom eigenvector w and how
+far pos, the attention weights (W_Q, W_K, W_V, W_O) and the feed-forward weights (W_1, W_2) have moved
+since the first evaluation (Frobenius norms).
 
 Bookkeeping of a run (``escape_outcome``), with U the unigram predictor's loss on the run's own test
 sequences (≈ H(π); paired with the model's test loss, so sampling noise cancels) and a band β > 0:

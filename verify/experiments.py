@@ -390,7 +390,8 @@ def _parser() -> Parser:
     ap = Parser(prog="python -m verify.experiments", description=__doc__.split("\n\n")[0],
                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("name", choices=[*EXPERIMENTS, "all", "escape"], help="which experiment")
-    ap.add_argument("--quick", action="store_true", help="small settings (N=128, 600 steps, 2 seeds)")
+    ap.add_argument("--quick", action="store_true",
+                    help="small settings (N=128, 600 steps, 2 seeds; escape: N=64, 300 steps, 3 seeds)")
     ap.add_argument("--seeds", type=int, help="seeds per setting (default: 3, or 2 with --quick; escape: 8, or 3)")
     ap.add_argument("--steps", type=int, help="training steps (default: 800, or 600 with --quick)")
     ap.add_argument("--seq-len", type=int, help="sequence length N (default: 256, or 128 with --quick)")
