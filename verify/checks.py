@@ -208,17 +208,29 @@ def second_difference(point: MeasuredPoint, direction: Tensor, start: float = 0.
     """The curvature of t ↦ L(θ + t v) at 0 from symmetric second differences, with an error estimate.
 
     D(t) = (L(θ+tv) + L(θ-tv) - 2L(θ))/t² = vᵀHv + O(t²) (odd orders cancel), with rounding error
-    up to 4u/t².  Over t = start, start/2, ... the truncation error of D(t/2) is estimated by
-    |D(t) - D(t/2)|/3 (the t² term shrinks fourfold per halving), and the step with the smallest
-    total estimate is kept.  Returns (curvature, error estimate, step).
+    up to 4u/t².  Where the t² term dominates, the differences δ(t) = D(t) - D(t/2) keep their sign
+    and shrink fourfold per halving, and the error of D(t) is δ(2t)/12 + O(t⁴).  Before that regime
+    (higher orders still large, or a ReLU kink within reach of t) D(t) can sit on a plateau or a
+    hump where one difference is small and misleading.  So a step t counts only where the regime
+    is visible on both sides: δ(2t)/δ(t) and δ(t)/δ(t/2) in [2.5, 6.5] (differences lost in rounding
+    show nothing: a plateau looks the same); its truncation error is then taken as |δ(2t)|/2 (six
+    times the asymptotic value).
+    The counted step with the smallest total (truncation + rounding) is kept; if none counts, the
+    error estimate is infinite and the caller cannot resolve the sign.  The loss is evaluated in
+    float64 at the run's point (a float32 run's θ as rounded): in float32 the rounding 4u/t² swamps
+    D(t) before the t² regime begins.  Returns (curvature, error estimate, step).
     """
     steps = start * 0.5 ** torch.arange(levels + 1, dtype=torch.float64)
     moves = torch.cat([steps[:, None] * direction, -steps[:, None] * direction])
-    change = point.losses_at(moves)
+    change = point.losses_at(moves, float64=True)
     D = (change[: levels + 1] + change[levels + 1 :]) / steps**2
-    truncation = 2 * (D[:-1] - D[1:]).abs() / 3  # margin 2 on the estimate of D(t/2)'s error
-    rounding = 4 * point.rounding / steps[1:] ** 2
-    total = truncation + rounding
+    delta = D[:-1] - D[1:]  # δ(t_j) = D(t_j) - D(t_{j+1})
+    rounding = 4 * point.float64_rounding() / steps**2
+    ratio = delta[:-1] / delta[1:]
+    fourfold = (ratio >= 2.5) & (ratio <= 6.5)
+    settled = fourfold[:-1] & fourfold[1:]  # at D(t_j), j = 1 .. L-2: δ(t_{j-1})/δ(t_j) and δ(t_j)/δ(t_{j+1})
+    total = torch.where(settled, delta[:-2].abs() / 2 + rounding[1:-2], torch.full_like(settled, math.inf,
+                                                                                           dtype=D.dtype))
     best = int(torch.nan_to_num(total, nan=math.inf).argmin())
     return D[best + 1].item(), total[best].item(), steps[best + 1].item()
 

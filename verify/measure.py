@@ -68,10 +68,20 @@ class MeasuredPoint:
     spectrum: Spectrum
     rounding: float  # estimated rounding error of one loss evaluation
 
-    def losses_at(self, steps: Tensor) -> Tensor:
-        """L(θ + s) - L(θ) for a batch of flat steps s (rows), as float64 on the CPU."""
-        batched = vmap(lambda th: loss_of(self.config)(unflatten(th, self.layout)))
-        return (batched(self.theta + steps.to(self.theta)).cpu().double() - self.value)
+    def losses_at(self, steps: Tensor, *, float64: bool = False) -> Tensor:
+        """L(θ + s) - L(θ) for a batch of flat steps s (rows), as float64 on the CPU.
+
+        ``float64``: evaluated in float64 at the run's point (a float32 run's θ, rounded to float32).
+        """
+        theta = self.theta.double() if float64 else self.theta
+        loss = vmap(lambda th: loss_of(self.config)(unflatten(th, self.layout)))
+        base = loss(theta[None])[0].item() if float64 else self.value
+        return loss(theta + steps.to(theta)).cpu().double() - base
+
+    def float64_rounding(self) -> float:
+        """``rounding`` of a float64 evaluation of the loss at this point."""
+        prefixes = 2 ** (self.params["pos"].shape[0] + 1) - 2
+        return loss_rounding(self.value, prefixes, torch.float64)
 
     def loss_at(self, step: Tensor) -> float:
         """L(θ + step) for one flat step."""
