@@ -42,6 +42,7 @@ needs 2^N sequences and the explicit K_{n,i} would need N² d² numbers.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -49,7 +50,7 @@ from torch import Tensor
 from torch.func import grad, jvp
 
 from numerics.markov import InvalidInputError, MarkovChain
-from numerics.population import expected_cross_entropy
+from numerics.population import expected_cross_entropy, memory_budget_bytes
 from numerics.transformer import BLOCK, Params, has_layer_norm, logits, num_layers
 
 LOCAL_MINIMUM = "local minimum"
@@ -391,6 +392,9 @@ def manifold_curvature(
     _check_on_manifold(params, chain.p, chain.q, tying)
     k, lam = chain.pi[0] * chain.pi[1], chain.eigenvalue
     fwd = _forward(params, lam, dtype)
+    if not (torch.isfinite(fwd.z).all() and torch.isfinite(fwd.lag_jacobian).all()):
+        raise InvalidInputError("the forward pass at x̃ = pos overflows at these weights "
+                                f"(max |z| = {fwd.z.abs().max().item():.3g}); the curvature is not defined")
     block, schur, zbar, second = _assemble(fwd.z, fwd.lag_jacobian, k, tying)
     eigenvalues, vectors = torch.linalg.eigh(block)
     schur_eigenvalues = torch.linalg.eigvalsh(schur)
@@ -427,10 +431,12 @@ class SampledBlock:
     mean: Tensor
     stderr: Tensor
     samples: int
+    switches: int  # state changes x_i ≠ x_{i+1} seen over all sampled sequences
 
 
 def sampled_block(
-    params: Params, p: float, q: float, *, tying: bool, samples: int, seed: int, batch: int = 256
+    params: Params, p: float, q: float, *, tying: bool, samples: int, seed: int,
+    progress: Callable[[Iterable], Iterable] = iter,
 ) -> SampledBlock:
     """Unbiased Monte-Carlo estimate of the normal block at a point of M_π, for any N (``MANIFOLD``).
 
@@ -441,7 +447,8 @@ def sampled_block(
     x_{n+1}, so replacing x_{n+1} by its conditional mean leaves the expectation unchanged (tower rule)
     and lowers the variance: E[h(x)] is exactly the population block.  Returns the mean over
     ``samples`` sequences (seeded) and its standard error std/√samples, entrywise.  Independent of the
-    closed form: a check of one against the other can fail.
+    closed form: a check of one against the other can fail.  Sequences go through in batches
+    sized to half the memory budget (about 64 N² numbers per sequence); ``progress`` wraps the batches.
     """
     chain = MarkovChain(p, q)
     _check_architecture(params, tying)
@@ -466,10 +473,13 @@ def sampled_block(
                    for j in range(size)]
         return torch.stack(columns, dim=-1)
 
-    draws = []
-    for first in range(0, samples, batch):
+    per_sequence = 64 * (seq_len**2 + seq_len * 8 * d) * start.element_size()
+    batch = int(min(256, max(1, memory_budget_bytes(start.device) // (2 * per_sequence))))
+    draws, switches = [], 0
+    for first in progress(range(0, samples, batch)):
         x = chain.sample(min(batch, samples - first), seq_len + 1, seed=seed + first, device=start.device,
                          dtype=start.dtype)
+        switches += int((x[:, 1:] != x[:, :-1]).sum())
         draws.append(hessians(x).double().cpu())
     h = torch.cat(draws)
-    return SampledBlock(h.mean(dim=0), h.std(dim=0) / math.sqrt(samples), samples)
+    return SampledBlock(h.mean(dim=0), h.std(dim=0) / math.sqrt(samples), samples, switches)

@@ -41,7 +41,7 @@ def test_monte_carlo_route_above_twelve_says_which_check_ran(capsys):
     code, report, _ = run(["--d", "2", "--seq-len", "40", "--samples", "300", "--no-tying"], capsys)
     assert code == 0 and report["verdict"] == "confirmed"
     assert report["numeric"]["method"].startswith("Monte-Carlo")
-    assert [c["name"] for c in report["checks"]] == ["M_π block = Monte-Carlo Hessian"]
+    assert [c["name"] for c in report["checks"]] == ["M_π block = Monte-Carlo Hessian", "M_π class = Monte-Carlo class"]
     assert report["prediction"] == "saddle point"  # untied: H_ee = 0 next to a nonzero e-a block
 
 
@@ -49,6 +49,23 @@ def test_theta_pi_at_p_plus_q_one_is_inconclusive_not_confirmed(capsys):
     code, report, _ = run([*SMALL, "--weight-std", "0", "--pos-std", "0", "--p", "0.3", "--q", "0.7"], capsys)
     assert code == 3 and report["verdict"] == "inconclusive" and report["prediction"].startswith("undecided")
     assert report["closed_form"]["hessian_eigenvalues"] == pytest.approx([0.21])  # zeros are not listed
+
+
+def test_a_chain_that_hardly_switches_leaves_the_monte_carlo_route_undecided(capsys):
+    """Review finding: at q = 1e-6 all sampled sequences were alike, the standard errors 0, the
+    verdict a false 'contradicted' although the closed form matches the exact Hessian to 1e-16."""
+    code, report, _ = run(["--d", "2", "--seq-len", "14", "--p", "0.5", "--q", "1e-6", "--samples", "100"], capsys)
+    assert code == 3 and report["verdict"] == "inconclusive"
+    assert "change state only" in report["checks"][0]["detail"]
+
+
+@pytest.mark.parametrize("argv", [["--dtype", "float32", "--seed", "5"], ["--p", "0.5", "--q", "1e-6", "--seed", "5"]])
+def test_escape_direction_is_confirmed_where_second_differences_settle_late(argv, capsys):
+    """Review finding: D(t) sat on a hump (or drowned in float32 rounding) above a ReLU bend and the
+    step chosen by the old truncation estimate disagreed with the correct eigenvalue."""
+    code, report, _ = run(["--d", "3", "--seq-len", "6", *argv], capsys)
+    escape = next(c for c in report["checks"] if c["name"] == "descent along the escape direction")
+    assert code == 0 and escape["passed"] is True and escape["measured"] == pytest.approx(escape["expected"], rel=1e-4)
 
 
 def test_checkpoint_is_projected_and_classified(tmp_path, capsys):
@@ -68,6 +85,12 @@ def test_checkpoint_is_projected_and_classified(tmp_path, capsys):
     ({"e": torch.zeros(2)}, [], "lacks pos, b"),
     (init_params(2, 4, seed=1), ["--d", "3"], "cannot be combined with --checkpoint"),
     (None, [], "does not exist"),
+    (init_params(3, 4, seed=1) | {"W_Q": torch.zeros(4, 4)}, [], "wrong shapes: W_Q (4, 4) (expected (3, 3))"),
+    (init_params(2, 4, seed=1) | {"extra": torch.zeros(1)}, [], "unknown parameters: extra"),
+    (init_params(2, 4, seed=1) | {"e": torch.tensor([float("nan"), 0.0])}, [], "not finite real numbers: e"),
+    (init_params(2, 4, seed=1) | {"b": torch.tensor(1)}, [], "not finite real numbers: b"),
+    (init_params(2, 4, seed=1) | {k: torch.full((2, 2), 1e200, dtype=torch.float64) for k in ("W_V", "W_O")}, [],
+     "overflows"),
 ])
 def test_bad_checkpoints_exit_2_with_one_line(content, argv, message, tmp_path, capsys):
     path = tmp_path / "theta.pt"
@@ -79,7 +102,8 @@ def test_bad_checkpoints_exit_2_with_one_line(content, argv, message, tmp_path, 
 
 
 @pytest.mark.parametrize("argv", [
-    ["--seq-len", "5000"], ["--weight-std", "-1"], ["--samples", "1"], ["--p", "1.5"],
+    ["--seq-len", "5000"], ["--weight-std", "-1"], ["--weight-std", "1e300"], ["--samples", "29"], ["--p", "1.5"],
+    ["--seq-len", "20", "--dtype", "float32"],
     ["--atlas-points", "0"], ["--latex", "/no/such/folder/x.tex"], ["--sweep", "3"],
 ])
 def test_bad_input_exits_2_before_any_work(argv, capsys):

@@ -192,6 +192,12 @@ def _dropped_transpose(mp):  # Σ λ^m K_{n,i} for Σ λ^m (K_{n,i} + K_{n,i}ᵀ
     mp.setattr(manifold, "symmetric_lag", lambda A: A)
 
 
+def _flipped_class(mp):  # the closed form's verdict read the wrong way round
+    original = manifold._classify
+    swap = {manifold.LOCAL_MINIMUM: manifold.SADDLE_POINT, manifold.SADDLE_POINT: manifold.LOCAL_MINIMUM}
+    mp.setattr(manifold, "_classify", lambda values, bound: (swap.get(original(values, bound)[0], "undecided"), ""))
+
+
 def _wrong_unigram_bias(mp):  # M_π placed at b = log(p/q) + 0.05, in the projection and its check alike
     original = MarkovChain.unigram_logit
     mp.setattr(MarkovChain, "unigram_logit", lambda self: original(self) + 0.05)
@@ -235,6 +241,7 @@ MUTATION_CASES = [
     (MANIFOLD, MANIFOLD_SADDLE, _dropped_transpose, {"M_π block = dense Hessian", "Hessian spectrum = M_π formula"}),
     (MANIFOLD, MANIFOLD_MC, _lag_power, {"M_π block = Monte-Carlo Hessian"}),
     (MANIFOLD, MANIFOLD_MC, _dropped_transpose, {"M_π block = Monte-Carlo Hessian"}),
+    (MANIFOLD, MANIFOLD_MC, _flipped_class, {"M_π class = Monte-Carlo class"}),
     (MANIFOLD, [], _wrong_unigram_bias, {"stationary: max |dL/dθ|", "loss = H(pi)", "M_π block = dense Hessian"}),
     (MANIFOLD, MANIFOLD_SADDLE, _dip_below_minimum, {
         "M_π block = dense Hessian", "Hessian spectrum = M_π formula", "descent along the escape direction"}),

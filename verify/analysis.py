@@ -164,9 +164,13 @@ def analyse_manifold(config: Config, theorem: str, params: Params, *, samples: i
                 checks += M.manifold_checks(config, chain)
         numeric = point.summary() | {"method": "dense Hessian of the exact loss"}
     else:
+        from tqdm import tqdm
+
         with stage(f"Monte-Carlo Hessian of the normal block over {samples} sequences"):
-            sampled = sampled_block(on_device, chain.p, chain.q, tying=config.tying, samples=samples, seed=seed)
-        checks = [M.sampled_block_check(curvature, sampled)]
+            sampled = sampled_block(on_device, chain.p, chain.q, tying=config.tying, samples=samples, seed=seed,
+                                    progress=lambda batches: tqdm(batches, desc="sampling", unit="batch",
+                                                                  disable=None, leave=False))
+        checks = [M.sampled_block_check(curvature, sampled), M.sampled_class_check(curvature, sampled)]
         found = torch.linalg.eigvalsh(sampled.mean)
         numeric = {"method": f"Monte-Carlo mean of {samples} per-sequence Hessians of the normal block",
                    "loss": None, "grad_max_abs": None, "hessian_eigenvalues_nonzero": found.tolist(),

@@ -212,9 +212,10 @@ def second_difference(point: MeasuredPoint, direction: Tensor, start: float = 0.
     and shrink fourfold per halving, and the error of D(t) is δ(2t)/12 + O(t⁴).  Before that regime
     (higher orders still large, or a ReLU kink within reach of t) D(t) can sit on a plateau or a
     hump where one difference is small and misleading.  So a step t counts only where the regime
-    is visible on both sides: δ(2t)/δ(t) and δ(t)/δ(t/2) in [2.5, 6.5] (differences lost in rounding
-    show nothing: a plateau looks the same); its truncation error is then taken as |δ(2t)|/2 (six
-    times the asymptotic value).
+    is visible on both sides, δ(2t)/δ(t) and δ(t)/δ(t/2) in [2.5, 6.5], or where D has converged to
+    rounding: every difference from δ(2t) down to the smallest step is within its rounding (a kink
+    or a bend further down would show as a larger one).  Its truncation error is taken as |δ(2t)|/2
+    (six times the asymptotic value).
     The counted step with the smallest total (truncation + rounding) is kept; if none counts, the
     error estimate is infinite and the caller cannot resolve the sign.  The loss is evaluated in
     float64 at the run's point (a float32 run's θ as rounded): in float32 the rounding 4u/t² swamps
@@ -228,7 +229,10 @@ def second_difference(point: MeasuredPoint, direction: Tensor, start: float = 0.
     rounding = 4 * point.float64_rounding() / steps**2
     ratio = delta[:-1] / delta[1:]
     fourfold = (ratio >= 2.5) & (ratio <= 6.5)
-    settled = fourfold[:-1] & fourfold[1:]  # at D(t_j), j = 1 .. L-2: δ(t_{j-1})/δ(t_j) and δ(t_j)/δ(t_{j+1})
+    within = delta.abs() <= rounding[1:]
+    converged = within.flip(0).cumprod(0).flip(0).bool()  # δ(t_k) within rounding for every k from here on
+    # at D(t_j), j = 1 .. L-2: δ(t_{j-1})/δ(t_j) and δ(t_j)/δ(t_{j+1}) fourfold, or converged from δ(t_{j-1})
+    settled = (fourfold[:-1] & fourfold[1:]) | converged[:-2]
     total = torch.where(settled, delta[:-2].abs() / 2 + rounding[1:-2], torch.full_like(settled, math.inf,
                                                                                            dtype=D.dtype))
     best = int(torch.nan_to_num(total, nan=math.inf).argmin())

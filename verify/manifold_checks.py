@@ -32,6 +32,9 @@ from verify.report import Check
 
 #: Standard errors allowed between the Monte-Carlo block and the closed form, per entry.
 STANDARD_ERRORS = 4.0
+#: Fewest state changes in the sample for its standard errors to mean anything: a chain that
+#: almost never switches (p or q ~ 1e-6) gives identical sequences, a zero spread and no estimate.
+MIN_SWITCHES = 30
 
 
 def manifold_point(config: Config, chain: MarkovChain, *, pos_std: float, weight_std: float, seed: int,
@@ -143,7 +146,35 @@ def sampled_block_check(curvature: ManifoldCurvature, sampled: SampledBlock) -> 
     rounding = curvature.error_bound + 1e3 * torch.finfo(torch.float64).eps * block.abs().max().item()
     # in standard errors, with the rounding spread over them: z ≤ 4 ⇔ |gap| ≤ 4 se + rounding
     z = ((sampled.mean - block).abs() / (sampled.stderr + rounding / STANDARD_ERRORS)).max().item()
-    passed = None if curvature.reason.startswith(KINK) else z <= STANDARD_ERRORS
-    return Check("M_π block = Monte-Carlo Hessian", passed, z, 0.0, STANDARD_ERRORS,
-                 f"max over entries of |mean - formula| in standard errors (+ rounding {rounding:.1e}) over "
-                 f"{sampled.samples} sampled sequences; largest standard error {sampled.stderr.max().item():.2e}")
+    detail = (f"max over entries of |mean - formula| in standard errors (+ rounding {rounding:.1e}) over "
+              f"{sampled.samples} sampled sequences; largest standard error {sampled.stderr.max().item():.2e}")
+    if curvature.reason.startswith(KINK):
+        return Check("M_π block = Monte-Carlo Hessian", None, z, 0.0, STANDARD_ERRORS, curvature.reason)
+    if sampled.switches < MIN_SWITCHES:
+        return Check("M_π block = Monte-Carlo Hessian", None, z, 0.0, STANDARD_ERRORS,
+                     f"the sampled sequences change state only {sampled.switches} times (< {MIN_SWITCHES}): "
+                     "their spread does not estimate the block's; use the dense route (N ≤ 12) or more --samples")
+    return Check("M_π block = Monte-Carlo Hessian", z <= STANDARD_ERRORS, z, 0.0, STANDARD_ERRORS, detail)
+
+
+def sampled_class_check(curvature: ManifoldCurvature, sampled: SampledBlock) -> Check:
+    """The class of the point read off the Monte-Carlo block alone equals the closed form's.
+
+    By Weyl each eigenvalue of the mean lies within ‖mean - block‖₂ ≤ ‖mean - block‖_F of the
+    block's; entrywise |mean - block| ≤ 4 standard errors bounds that by 4‖stderr‖_F.  The sampled
+    class is decided only beyond that bound; a closed form that is undecided, or a sample that
+    cannot decide, leaves the check undecided (the verdict is then inconclusive).
+    """
+    found = torch.linalg.eigvalsh(sampled.mean)
+    bound = STANDARD_ERRORS * torch.linalg.matrix_norm(sampled.stderr).item() + curvature.error_bound
+    low = found[0].item()
+    sampled_class = SADDLE_POINT if low < -bound else LOCAL_MINIMUM if low > bound else "undecided"
+    detail = f"λ_min of the Monte-Carlo block {low:.4g} ± {bound:.2g}; closed form {curvature.min_eigenvalue:.4g}"
+    if curvature.classification not in (LOCAL_MINIMUM, SADDLE_POINT):
+        return Check("M_π class = Monte-Carlo class", None, sampled_class, curvature.classification, bound,
+                     f"{detail}; the closed form cannot decide: {curvature.reason}", comparison="m = e")
+    if sampled_class == "undecided" or sampled.switches < MIN_SWITCHES:
+        return Check("M_π class = Monte-Carlo class", None, sampled_class, curvature.classification, bound,
+                     f"{detail}; the sample cannot decide", comparison="m = e")
+    return Check("M_π class = Monte-Carlo class", sampled_class == curvature.classification, sampled_class,
+                 curvature.classification, bound, detail, comparison="m = e")

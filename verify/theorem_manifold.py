@@ -23,12 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import torch
 
 from numerics.markov import InvalidInputError, MarkovChain, check_positive_int
-from numerics.transformer import BLOCK, Params
+from numerics.transformer import Params, init_params, num_layers
 from verify.analysis import DENSE_MANIFOLD_SEQ_LEN, analyse_manifold
 from verify.cli import Config, bad_input, check_writable, config_from, parser, show_stages, write_latex
 from verify.manifold_checks import manifold_point
@@ -39,6 +40,8 @@ DEFAULTS = {"p": 0.5, "q": 0.8, "tying": True, "d": 4, "seq_len": 8,
             "seq_len_help": f"sequence length N (≤ {DENSE_MANIFOLD_SEQ_LEN}: dense check of the exact loss; "
                             "above: Monte-Carlo check)"}
 MAX_SEQ_LEN = 4096
+MIN_SAMPLES = 30
+MAX_STD = 100.0  # beyond, the forward pass overflows long before any curvature is meaningful
 DEFAULT_STD = 0.8
 DEFAULT_SAMPLES = 2000
 #: flags whose value a checkpoint fixes
@@ -66,39 +69,64 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def load_checkpoint(path: str) -> Params:
-    """A one-layer parameter dict from ``path``; anything else is bad input (one line)."""
+    """A parameter dict of the model from ``path``: the names and shapes of ``init_params`` for its
+    d, N, r and tying (layer norm and extra layers are refused later, by the closed form), real
+    floating-point and finite.  Anything else is bad input (one line)."""
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about legacy formats; the error below says enough
+            warnings.simplefilter("ignore")
+            data = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise InvalidInputError(f"checkpoint {path} does not exist") from None
     except Exception as err:  # unpickling errors come in many types; all mean "not a checkpoint"
-        raise InvalidInputError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from None
+        why = " ".join(str(err).split())[:160]
+        raise InvalidInputError(f"cannot read checkpoint {path}: {type(err).__name__}: {why}") from None
     if not isinstance(data, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in data.items()):
         raise InvalidInputError(f"checkpoint {path} is not a dict of named tensors")
-    missing = [name for name in ("e", "pos", "b") if name not in data]
+    missing = [name for name in ("e", "pos", "b", "W_1") if name not in data]
     if missing:
         raise InvalidInputError(f"checkpoint {path} lacks {', '.join(missing)}")
+    if data["pos"].dim() != 2 or data["W_1"].dim() != 2 or data["e"].dim() != 1:
+        raise InvalidInputError(f"checkpoint {path}: pos, W_1 must be matrices and e a vector")
+    reference = init_params(data["e"].numel(), data["pos"].shape[0], r=data["W_1"].shape[0],
+                            layers=max(1, num_layers(data)), tying="a" not in data,
+                            layer_norm=any(name.startswith("ln") for name in data), std=0.0)
+    unknown = sorted(set(data) - set(reference))
+    wrong = [f"{k} {tuple(v.shape)} (expected {tuple(reference[k].shape)})" for k, v in data.items()
+             if k in reference and v.shape != reference[k].shape]
+    bad = [k for k, v in data.items() if not v.is_floating_point() or not bool(torch.isfinite(v).all())]
+    for problem, names in (("unknown parameters", unknown), ("wrong shapes", wrong),
+                           ("entries that are not finite real numbers", bad), ("missing parameters",
+                                                                     sorted(set(reference) - set(data)))):
+        if names:
+            raise InvalidInputError(f"checkpoint {path} has {problem}: {', '.join(names)}")
     return {k: v.detach().double() for k, v in data.items()}
 
 
 def _config(args: argparse.Namespace, argv: list[str]) -> tuple[Config, Params | None]:
     """Validated inputs and the checkpoint's parameters (None for a random point)."""
-    if args.samples < 2 or args.atlas_points < 1:
-        raise InvalidInputError("--samples takes a count >= 2 and --atlas-points a count >= 1")
+    if args.samples < MIN_SAMPLES or args.atlas_points < 1:
+        raise InvalidInputError(f"--samples takes a count >= {MIN_SAMPLES} (a mean and its standard error need "
+                                "that many) and --atlas-points a count >= 1")
     if args.checkpoint is None:
-        if not (args.weight_std >= 0 and args.pos_std >= 0):
-            raise InvalidInputError("--weight-std and --pos-std must be >= 0")
-        return config_from(args, max_seq_len=MAX_SEQ_LEN), None
+        if not (0 <= args.weight_std <= MAX_STD and 0 <= args.pos_std <= MAX_STD):
+            raise InvalidInputError(f"--weight-std and --pos-std must be in [0, {MAX_STD:g}]")
+        return _monte_carlo_dtype(config_from(args, max_seq_len=MAX_SEQ_LEN)), None
     given = [flag for flag in FROM_CHECKPOINT if any(a == flag or a.startswith(flag + "=") for a in argv)]
     if given or args.atlas:
         raise InvalidInputError(f"{', '.join(given) or '--atlas'} cannot be combined with --checkpoint "
                                 "(the checkpoint fixes d, N and tying)")
     params = load_checkpoint(args.checkpoint)
-    blocks = [name for name in BLOCK if name not in params]
-    if blocks and not any(name.startswith(BLOCK[0]) for name in params):
-        raise InvalidInputError(f"checkpoint {args.checkpoint} lacks {', '.join(blocks)}")
     shape = dict(d=params["e"].numel(), seq_len=params["pos"].shape[0], tying="a" not in params)
-    return config_from(argparse.Namespace(**(vars(args) | shape)), max_seq_len=MAX_SEQ_LEN), params
+    return _monte_carlo_dtype(config_from(argparse.Namespace(**(vars(args) | shape)), max_seq_len=MAX_SEQ_LEN)), params
+
+
+def _monte_carlo_dtype(config: Config) -> Config:
+    """The Monte-Carlo route computes in float64: refuse a --dtype it would not honour."""
+    if config.seq_len > DENSE_MANIFOLD_SEQ_LEN and config.dtype != "float64":
+        raise InvalidInputError(f"--dtype {config.dtype} applies to the dense route (N <= {DENSE_MANIFOLD_SEQ_LEN}); "
+                                "the Monte-Carlo route runs in float64")
+    return config
 
 
 def _run_atlas(config: Config, args: argparse.Namespace) -> int:
