@@ -67,8 +67,9 @@ from numerics.manifold import (
     LOCAL_MINIMUM,
     SADDLE_POINT,
     ManifoldCurvature,
-    causal_softmax,
+    centred_spread,
     manifold_curvature,
+    position_pass,
     project_to_manifold,
 )
 from numerics.markov import InvalidInputError, MarkovChain
@@ -101,22 +102,11 @@ def diagonal_jacobian(params: Params, dtype: torch.dtype = torch.float64) -> Sel
     and G_n = I + W_2 diag(1[W_1 y_n > 0]) W_1 is the Jacobian of z_n = y_n + W_2 ReLU(W_1 y_n) in y_n.
     Cost O(N² d + N d² r); tests check it against ``torch.func.jacrev`` of the forward pass.
     """
-    W = {name: params[name].detach().to(dtype) for name in ("W_Q", "W_K", "W_V", "W_O", "W_1", "W_2")}
-    x = params["pos"].detach().to(dtype)
-    d = x.shape[1]
-    scale = math.sqrt(d)
-    queries, keys = x @ W["W_Q"].T, x @ W["W_K"].T
-    att = causal_softmax(queries @ keys.T / scale)
-    v = x @ W["W_V"].T
-    m = att @ v
-    y = x + m @ W["W_O"].T
-    r = queries @ W["W_K"] / scale  # rows r_nᵀ
-    u = keys @ W["W_Q"] / scale  # rows u_lᵀ
-    own = att.diagonal()
-    # Σ_l a_{n,l} v_l u_lᵀ - m_n (Σ_l a_{n,l} u_l)ᵀ: the centred sum without an (N, N, d) tensor
-    spread = torch.einsum("nl,li,lj->nij", att, v, u) - m[:, :, None] * (att @ u)[:, None, :]
-    J = own[:, None, None] * (W["W_V"] + (v - m)[:, :, None] * r[:, None, :]) + spread
-    eye = torch.eye(d, dtype=dtype, device=x.device)
+    fp = position_pass(params, dtype)
+    W, v, m, y = fp.W, fp.v, fp.m, fp.y
+    own = fp.att.diagonal()
+    J = own[:, None, None] * (W["W_V"] + (v - m)[:, :, None] * fp.r[:, None, :]) + centred_spread(fp.att, v, fp.u, m)
+    eye = torch.eye(fp.x.shape[1], dtype=dtype, device=fp.x.device)
     active = (y @ W["W_1"].T > 0).to(dtype)
     G = eye + W["W_2"] @ (active[:, :, None] * W["W_1"])
     return SelfJacobian(total=G @ (eye + W["W_O"] @ J), feed_forward=G)

@@ -202,17 +202,53 @@ def _weighted_outer(att: Tensor, left: Tensor, right: Tensor) -> Tensor:
     return (att @ (left[:, :, None] * right[:, None, :]).reshape(n, d * d)).reshape(n, d, d)
 
 
+def centred_spread(att: Tensor, v: Tensor, u: Tensor, m: Tensor) -> Tensor:
+    """C_n = Σ_l a_{n,l} (v_l - m_n) u_lᵀ for every n, (N, d, d), in its expanded form
+    Σ_l a_{n,l} v_l u_lᵀ - m_n ū_nᵀ (ū_n = Σ_l a_{n,l} u_l), which needs no (N, N, d) tensor."""
+    return _weighted_outer(att, v, u) - m[:, :, None] * (att @ u)[:, None, :]
+
+
+@dataclass(frozen=True)
+class PositionPass:
+    """The one-layer forward pass at x̃ = pos (N × d rows) and the attention-Jacobian factors r, u.
+
+    ``W``: the block's weights; ``att``: causal attention a_{n,l}; ``v`` = W_V x̃; ``m`` = Σ_l a_{n,l} v_l;
+    ``y`` = x̃ + W_O m; rows of ``r`` are (W_Kᵀ W_Q x̃_n / √d)ᵀ, rows of ``u`` are (W_Qᵀ W_K x̃_l / √d)ᵀ.
+    """
+
+    W: dict[str, Tensor]
+    x: Tensor
+    att: Tensor
+    v: Tensor
+    m: Tensor
+    y: Tensor
+    r: Tensor
+    u: Tensor
+
+
+def position_pass(params: Params, dtype: torch.dtype) -> PositionPass:
+    """The forward pass at x̃ = pos in ``dtype`` (see ``PositionPass``)."""
+    W = {name: params[name].detach().to(dtype) for name in BLOCK}
+    x = params["pos"].detach().to(dtype)
+    scale = math.sqrt(x.shape[1])
+    queries, keys = x @ W["W_Q"].T, x @ W["W_K"].T
+    att = causal_softmax(queries @ keys.T / scale)
+    v = x @ W["W_V"].T
+    m = att @ v
+    y = x + m @ W["W_O"].T
+    return PositionPass(W, x, att, v, m, y, queries @ W["W_K"] / scale, keys @ W["W_Q"] / scale)
+
+
 def _lag_jacobian_terms(
     att: Tensor, omega: Tensor, lam: float, x: Tensor, v: Tensor, m: Tensor, r: Tensor, u: Tensor, W: Params
 ) -> Tensor:
     """The bracket of A_n before G_n: λ(I + W_O C_n) + W_O(σ_n W_V + (t_n - σ_n m_n) r_nᵀ), (N, d, d).
 
-    C_n = Σ_l a_{n,l} v_l u_lᵀ - m_n ū_nᵀ (ū_n = Σ_l a_{n,l} u_l): the centred sum in its expanded
-    form, which needs no (N, N, d) tensor; t_n - σ_n m_n likewise.  Also used with all inputs
+    C_n is ``centred_spread``; t_n - σ_n m_n is expanded likewise.  Also used with all inputs
     replaced by absolute values (then ``m`` enters with a + sign, which the caller arranges).
     """
     d = x.shape[1]
-    C = _weighted_outer(att, v, u) - m[:, :, None] * (att @ u)[:, None, :]
+    C = centred_spread(att, v, u, m)
     sigma = omega.sum(dim=1)
     drift = omega @ v - sigma[:, None] * m  # t_n - σ_n m_n
     inside = lam * C + sigma[:, None, None] * W["W_V"] + drift[:, :, None] * r[:, None, :]
@@ -228,19 +264,12 @@ def _feed_forward_jacobian(bracket: Tensor, active: Tensor, W: Params) -> Tensor
 
 def _forward(params: Params, lam: float, dtype: torch.dtype) -> _Forward:
     """z_n and A at x̃ = pos, and the same formulas on absolute values (for the error estimate)."""
-    W = {name: params[name].detach().to(dtype) for name in BLOCK}
-    x = params["pos"].detach().to(dtype)
+    fp = position_pass(params, dtype)
+    W, x, att, v, m, y, r, u = fp.W, fp.x, fp.att, fp.v, fp.m, fp.y, fp.r, fp.u
     seq_len, d = x.shape
     scale = math.sqrt(d)
-    queries, keys = x @ W["W_Q"].T, x @ W["W_K"].T
-    att = causal_softmax(queries @ keys.T / scale)
-    v = x @ W["W_V"].T
-    m = att @ v
-    y = x + m @ W["W_O"].T
     pre = y @ W["W_1"].T
     z = y + torch.relu(pre) @ W["W_2"].T
-    r = queries @ W["W_K"] / scale  # rows r_nᵀ = (W_Kᵀ W_Q x̃_n / √d)ᵀ
-    u = keys @ W["W_Q"] / scale  # rows u_lᵀ = (W_Qᵀ W_K x̃_l / √d)ᵀ
     Lam = lag_powers(lam, seq_len, device=x.device, dtype=dtype)
     bracket = _lag_jacobian_terms(att, Lam * att, lam, x, v, m, r, u, W)
     lag_jacobian = _feed_forward_jacobian(bracket, (pre > 0).to(dtype), W).mean(dim=0)

@@ -17,6 +17,7 @@ import numpy as np
 from numerics.manifold import LOCAL_MINIMUM, SADDLE_POINT, manifold_curvature
 from numerics.markov import MarkovChain
 from verify.cli import Config
+from verify.figures import save_figure
 from verify.manifold_checks import manifold_point
 
 SUMS = tuple(round(0.3 + 0.2 * i, 2) for i in range(9))  # p + q from 0.3 to 1.9
@@ -78,8 +79,4 @@ def plot_atlas(data: dict, prefix: Path) -> list[Path]:
                  f"{data['points_per_cell']} points per cell)")
     fig.colorbar(image, ax=ax, label="fraction of local minima")
     fig.tight_layout()
-    written = [prefix.with_suffix(".png"), prefix.with_suffix(".pdf")]
-    for file in written:
-        fig.savefig(file, dpi=130)
-    plt.close(fig)
-    return written
+    return save_figure(fig, prefix, dpi=130)

@@ -48,6 +48,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from itertools import pairwise
 from pathlib import Path
@@ -58,6 +59,7 @@ from numerics.escape import EscapeRun, track_escape
 from numerics.markov import InvalidInputError, MarkovChain, SecondOrderChain, check_positive_int
 from numerics.train import DEFAULT_LR, Source, TrainConfig, TrainResult, reference_entropies, train
 from verify.cli import Parser, resolve_device
+from verify.figures import save_figure
 
 FIRST_ABOVE = MarkovChain(0.5, 0.8)  # p + q > 1
 FIRST_BELOW = MarkovChain(0.2, 0.3)  # p + q < 1
@@ -219,11 +221,7 @@ def plot(rows: list[dict], path: Path) -> list[Path]:
         ax.set(title=panel, xlabel="training step", ylabel="test loss (nats)")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    written = [path.with_suffix(".png"), path.with_suffix(".pdf")]
-    for file in written:
-        fig.savefig(file, dpi=120)
-    plt.close(fig)
-    return written
+    return save_figure(fig, path)
 
 
 def run_escape(optimizers: list[str], base: TrainConfig, seeds: int, progress=None) -> dict[str, list[EscapeRun]]:
@@ -329,11 +327,7 @@ def escape_plot(summary: dict[str, dict], path: Path) -> list[Path]:
                    ylabel="test loss (nats)")
         bottom.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    written = [path.with_suffix(".png"), path.with_suffix(".pdf")]
-    for file in written:
-        fig.savefig(file, dpi=120)
-    plt.close(fig)
-    return written
+    return save_figure(fig, path)
 
 
 class PlainProgress:
@@ -444,11 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         return _main_escape(args, base, seeds, folders[0])
     settings = [s for name in names for s in EXPERIMENTS[name]()]
     with progress_bar(len(settings) * seeds * base.steps) as bar:
-        def counted(steps):
-            for step in steps:
-                yield step
-                bar.update(1)
-
+        counted = _counting(bar)
         rows = summarise([run for s in settings for run in run_setting(s, base, seeds, counted)])
     summary = {"settings": _settings_json(base, args.dtype), "seeds": seeds, "rows": rows}
     files = []
@@ -457,26 +447,37 @@ def main(argv: list[str] | None = None) -> int:
         (folder / "summary.json").write_text(json.dumps(summary | {"rows": mine}, indent=2))
         files.append(folder / "summary.json")
         files += plot(mine, folder / "curves")
-    if args.json:
+    _emit(args.json, summary, table(rows) + (
+        f"\n\nsettings: N={base.seq_len}, {base.steps} steps, batch {base.batch}, d={base.d}, {seeds} seeds, "
+        f"layer norm {'on' if base.layer_norm else 'off'}, {base.optimizer}, {base.device}/{args.dtype}; "
+        f"'add-1' is the add-1 (Laplace) kernel estimate from the same samples"), files)
+    return 0 if all(row["agrees"] is not False for row in rows) else 1
+
+
+def _emit(as_json: bool, summary: dict, text: str, files: list[Path]) -> None:
+    """The summary as JSON, or the text and the list of files written."""
+    if as_json:
         print(json.dumps(summary, indent=2))
     else:
-        print(table(rows))
-        print(f"\nsettings: N={base.seq_len}, {base.steps} steps, batch {base.batch}, d={base.d}, {seeds} seeds, "
-              f"layer norm {'on' if base.layer_norm else 'off'}, {base.optimizer}, {base.device}/{args.dtype}; "
-              f"'add-1' is the add-1 (Laplace) kernel estimate from the same samples")
+        print(text)
         print("wrote " + ", ".join(str(f) for f in files))
-    return 0 if all(row["agrees"] is not False for row in rows) else 1
+
+
+def _counting(bar) -> Callable[[Iterable[int]], Iterator[int]]:
+    """Wrap a run's step iterator so that every step advances ``bar``."""
+    def counted(steps: Iterable[int]) -> Iterator[int]:
+        for step in steps:
+            yield step
+            bar.update(1)
+
+    return counted
 
 
 def _main_escape(args: argparse.Namespace, base: TrainConfig, seeds: int, folder: Path) -> int:
     """The escape study: train, summarise, write JSON, plot and parameters, print the table."""
     optimizers = [args.optimizer] if args.optimizer else list(DEFAULT_LR)
     with progress_bar(len(optimizers) * seeds * base.steps) as bar:
-        def counted(steps):
-            for step in steps:
-                yield step
-                bar.update(1)
-
+        counted = _counting(bar)
         runs = run_escape(optimizers, base, seeds, counted)
     by_optimizer = escape_rows(runs)
     summary = {"settings": _settings_json(base, args.dtype) | {"lr": {k: v["lr"] for k, v in by_optimizer.items()},
@@ -488,19 +489,15 @@ def _main_escape(args: argparse.Namespace, base: TrainConfig, seeds: int, folder
     torch.save({name: {run.result.config.seed: run.params for run in mine} for name, mine in runs.items()},
                folder / "params.pt")
     files = [folder / "summary.json", folder / "params.pt", *escape_plot(by_optimizer, folder / "escape")]
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print(escape_table(by_optimizer))
-        print(f"\nsettings: tied, 1 layer, p={ESCAPE_SOURCE.p}, q={ESCAPE_SOURCE.q}, N={base.seq_len}, "
-              f"{base.steps} steps, batch {base.batch}, d={base.d}, {seeds} seeds, {base.device}/{args.dtype}; "
-              f"band {summary['band']:g} nats.\n"
-              "plateau: the evaluation closest to the unigram test loss before the escape; last: the last one "
-              "within the band before the escape (or the end); escape: the first evaluation more than the band "
-              "below it;\ncross: the first evaluation whose projection onto M_π is a saddle; driver: the block "
-              "most negative in λ_min(S) at the last plateau point (its most negative part); cos(e,w): "
-              "|cos| of e and S's bottom eigenvector there")
-        print("wrote " + ", ".join(str(f) for f in files))
+    _emit(args.json, summary, escape_table(by_optimizer) + (
+        f"\n\nsettings: tied, 1 layer, p={ESCAPE_SOURCE.p}, q={ESCAPE_SOURCE.q}, N={base.seq_len}, "
+        f"{base.steps} steps, batch {base.batch}, d={base.d}, {seeds} seeds, {base.device}/{args.dtype}; "
+        f"band {summary['band']:g} nats.\n"
+        "plateau: the evaluation closest to the unigram test loss before the escape; last: the last one "
+        "within the band before the escape (or the end); escape: the first evaluation more than the band "
+        "below it;\ncross: the first evaluation whose projection onto M_π is a saddle; driver: the block "
+        "most negative in λ_min(S) at the last plateau point (its most negative part); cos(e,w): "
+        "|cos| of e and S's bottom eigenvector there"), files)
     decided = [row["last_plateau"]["matches"] for block in by_optimizer.values() for row in block["runs"]
                if row["last_plateau"] and row["last_plateau"]["matches"] is not None]
     return 0 if all(decided) else 1
