@@ -22,7 +22,7 @@ from numerics.markov import InvalidInputError
 from paper_refs import claims
 from verify import theorem_global_min, theorem_local_min, theorem_manifold, theorem_saddle
 from verify.analysis import analyse_bigram, analyse_unigram
-from verify.cli import check_writable, config_from, parser
+from verify.cli import check_writable, config_from, parser, show_stages, stage
 from verify.report import Check, Report, combined_exit_code
 
 THEOREMS = [
@@ -115,11 +115,14 @@ def main(argv: list[str] | None = None) -> int:
         given = {k: v for k, v in vars(args).items() if k in ("p", "q", "tying") and v is not None}
         if args.latex:
             check_writable(args.latex)
-        reports = [symbolic_report()]
-        for module, analyse in THEOREMS:
-            own = {k: module.DEFAULTS[k] for k in ("p", "q", "tying")}  # d, N, ... are the shared flags'
-            config = config_from(argparse.Namespace(**(vars(args) | own | given)))
-            reports.append(analyse(config, module.THEOREM, args.scan_manifold))
+        configs = [config_from(argparse.Namespace(**(vars(args) | {k: module.DEFAULTS[k] for k in ("p", "q", "tying")}
+                                                     | given))) for module, _ in THEOREMS]  # d, N, ...: shared flags
+        show_stages()
+        with stage("symbolic identities (all of them)"):
+            reports = [symbolic_report()]
+        for (module, analyse), config in zip(THEOREMS, configs):
+            with stage(f"{module.THEOREM} (all of it)"):
+                reports.append(analyse(config, module.THEOREM, args.scan_manifold))
         if args.latex:
             from theory.latex import write_document
 

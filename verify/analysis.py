@@ -135,7 +135,7 @@ def analyse_bigram(config: Config, theorem: str, scan: int = 0) -> Report:
 def analyse_manifold(config: Config, theorem: str, params: Params, *, samples: int, seed: int) -> Report:
     """A point of M_π (claim MANIFOLD): ``params`` projected onto M_π and classified by the closed-form
     normal block (``numerics.manifold``), then checked against the exact loss's dense Hessian when
-    N ≤ ``DENSE_MANIFOLD_SEQ_LEN`` (tied: also claim 7's special case W_O = W_1 = W_2 = 0 at two
+    N ≤ ``DENSE_MANIFOLD_SEQ_LEN`` (tied: also the special case W_O = W_1 = W_2 = 0 at two
     position spreads), else against a Monte-Carlo mean of ``samples`` per-sequence Hessians."""
     from numerics.manifold import UNDECIDED, manifold_curvature, project_to_manifold, sampled_block
 
@@ -160,7 +160,7 @@ def analyse_manifold(config: Config, theorem: str, params: Params, *, samples: i
         with stage("model checks, block = dense Hessian, the class from the loss"):
             checks = [*C.model_checks(config), *M.dense_checks(point, curvature, chain.unigram_loss())]
         if config.tying:
-            with stage("claim 7: W_O = W_1 = W_2 = 0 at two position spreads"):
+            with stage("special case W_O = W_1 = W_2 = 0 at two position spreads"):
                 checks += M.manifold_checks(config, chain)
         numeric = point.summary() | {"method": "dense Hessian of the exact loss"}
     else:

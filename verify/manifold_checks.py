@@ -4,7 +4,7 @@
 forward pass and an analytic attention Jacobian.  Here it meets what does not share that
 derivation: the dense autograd Hessian of the exact loss over all D parameters (N ≤ 12), the
 loss itself along the predicted escape direction, and, where the exact loss is out of reach, an
-unbiased Monte-Carlo mean of per-sequence Hessians.  Also claim 7's special case
+unbiased Monte-Carlo mean of per-sequence Hessians.  Also the special case
 (W_O = W_1 = W_2 = 0: S = π0π1[Cov_n(pos_n) + 2(p+q-1)I]) at two position spreads.  The dense
 comparison at a point with every weight random also catches a wrong softmax scale or a leaking mask
 in the model: the closed form carries its own 1/√d and causal sums.
@@ -160,13 +160,14 @@ def sampled_block_check(curvature: ManifoldCurvature, sampled: SampledBlock) -> 
 def sampled_class_check(curvature: ManifoldCurvature, sampled: SampledBlock) -> Check:
     """The class of the point read off the Monte-Carlo block alone equals the closed form's.
 
-    By Weyl each eigenvalue of the mean lies within ‖mean - block‖₂ ≤ ‖mean - block‖_F of the
-    block's; entrywise |mean - block| ≤ 4 standard errors bounds that by 4‖stderr‖_F.  The sampled
+    By Weyl each eigenvalue of the mean lies within ‖mean - block‖₂ of the block's; entrywise
+    |mean - block| ≤ 4 standard errors, and the spectral norm of a matrix is at most that of any
+    nonnegative matrix bounding it entrywise, so the shift is at most 4‖stderr‖₂.  The sampled
     class is decided only beyond that bound; a closed form that is undecided, or a sample that
     cannot decide, leaves the check undecided (the verdict is then inconclusive).
     """
     found = torch.linalg.eigvalsh(sampled.mean)
-    bound = STANDARD_ERRORS * torch.linalg.matrix_norm(sampled.stderr).item() + curvature.error_bound
+    bound = STANDARD_ERRORS * torch.linalg.matrix_norm(sampled.stderr, ord=2).item() + curvature.error_bound
     low = found[0].item()
     sampled_class = SADDLE_POINT if low < -bound else LOCAL_MINIMUM if low > bound else "undecided"
     detail = f"λ_min of the Monte-Carlo block {low:.4g} ± {bound:.2g}; closed form {curvature.min_eigenvalue:.4g}"

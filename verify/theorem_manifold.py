@@ -80,7 +80,11 @@ def load_checkpoint(path: str) -> Params:
         raise InvalidInputError(f"checkpoint {path} does not exist") from None
     except Exception as err:  # unpickling errors come in many types; all mean "not a checkpoint"
         why = " ".join(str(err).split())[:160]
-        raise InvalidInputError(f"cannot read checkpoint {path}: {type(err).__name__}: {why}") from None
+        raise InvalidInputError(f"cannot read checkpoint {path} (not a torch.save file of tensors?): "
+                                f"{type(err).__name__}: {why}") from None
+    if isinstance(data, dict) and data and all(isinstance(v, dict) for v in data.values()):
+        raise InvalidInputError(f"checkpoint {path} nests dicts (like the escape study's params.pt: optimizer → "
+                                "seed → point); torch.save one parameter dict, e.g. data['adamw'][0]['end']")
     if not isinstance(data, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in data.items()):
         raise InvalidInputError(f"checkpoint {path} is not a dict of named tensors")
     missing = [name for name in ("e", "pos", "b", "W_1") if name not in data]
@@ -105,9 +109,11 @@ def load_checkpoint(path: str) -> Params:
 
 def _config(args: argparse.Namespace, argv: list[str]) -> tuple[Config, Params | None]:
     """Validated inputs and the checkpoint's parameters (None for a random point)."""
-    if args.samples < MIN_SAMPLES or args.atlas_points < 1:
-        raise InvalidInputError(f"--samples takes a count >= {MIN_SAMPLES} (a mean and its standard error need "
-                                "that many) and --atlas-points a count >= 1")
+    if args.samples < MIN_SAMPLES:
+        raise InvalidInputError(f"--samples {args.samples}: at least {MIN_SAMPLES} (a mean and its standard error "
+                                "need that many)")
+    if args.atlas_points < 1:
+        raise InvalidInputError(f"--atlas-points {args.atlas_points}: at least 1")
     if args.checkpoint is None:
         if not (0 <= args.weight_std <= MAX_STD and 0 <= args.pos_std <= MAX_STD):
             raise InvalidInputError(f"--weight-std and --pos-std must be in [0, {MAX_STD:g}]")
