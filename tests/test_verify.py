@@ -378,6 +378,15 @@ def test_verify_refuses_flags_it_cannot_honour(capsys):
     assert capsys.readouterr().err.count("\n") == 1
 
 
+def test_json_output_is_alone_on_both_streams_and_text_runs_report_stages(capsys):
+    """--json is for machines, which may merge stderr into stdout: no stage lines then."""
+    assert theorem_local_min.run([*SMALL, "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["verdict"] == "confirmed" and captured.err == ""
+    assert theorem_local_min.run(SMALL) == 0
+    assert "done: θ_π" in capsys.readouterr().err
+
+
 def test_text_report_states_each_test_and_keeps_its_columns():
     long_name = "a check whose name is much longer than the name column of the table"
     report = Report("t", [], {"p": 0.5}, "x", {"loss": 1.0, "hessian_eigenvalues": None}, {}, [

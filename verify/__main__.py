@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             check_writable(args.latex)
         configs = [config_from(argparse.Namespace(**(vars(args) | {k: module.DEFAULTS[k] for k in ("p", "q", "tying")}
                                                      | given))) for module, _ in THEOREMS]  # d, N, ...: shared flags
-        show_stages()
+        show_stages(enabled=not args.json)
         with stage("symbolic identities (all of them)"):
             reports = [symbolic_report()]
         for (module, analyse), config in zip(THEOREMS, configs):

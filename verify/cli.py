@@ -79,11 +79,12 @@ def stage(name: str) -> Iterator[None]:
     log.info("%-58s %6.1f s", name, time.perf_counter() - start)
 
 
-def show_stages() -> None:
-    """Send ``stage`` lines to the current stderr (stdout stays clean for --json)."""
+def show_stages(enabled: bool = True) -> None:
+    """Send ``stage`` lines to the current stderr, or (``enabled`` False: --json, where a machine reads
+    the output and may merge the two streams) nowhere."""
     if _stages not in log.handlers:
         log.addHandler(_stages)
-    log.setLevel(logging.INFO)
+    log.setLevel(logging.INFO if enabled else logging.WARNING)
 
 
 class Parser(argparse.ArgumentParser):
@@ -223,8 +224,7 @@ def main(description: str, defaults: dict, analyse: Analysis, theorem: str, argv
         if args.sweep < 0 or args.scan_manifold < 0:
             raise InvalidInputError("--sweep and --scan-manifold take a count >= 0")
         configs = sweep_configs(config, args.sweep) if args.sweep else [config]
-        if not args.sweep:
-            show_stages()
+        show_stages(enabled=not (args.sweep or args.json))
         reports = [analyse(c, theorem, args.scan_manifold)
                    for c in tqdm(configs, desc=theorem, disable=len(configs) < 2, leave=False)]
         write_latex(args, config)

@@ -178,7 +178,7 @@ def run(argv: list[str] | None = None) -> int:
             check_writable(args.latex)
         if args.atlas:
             return _run_atlas(config, args)
-        show_stages()
+        show_stages(enabled=not args.json)
         if params is None:
             chain = MarkovChain(config.p, config.q)
             params = manifold_point(config, chain, pos_std=args.pos_std, weight_std=args.weight_std,
