@@ -151,7 +151,7 @@ class CurvatureParts:
 def curvature_parts(point: Params, curvature: ManifoldCurvature) -> CurvatureParts:
     """Split λ_min(S) of the M_π point ``point`` (tied, as classified by ``curvature``) into its parts.
 
-    Cov_n(z_n) is formed from ``curvature``'s mean z zᵀ and z̄, A_diag from ``diagonal_jacobian``,
+    Cov_n(z_n) is ``curvature.covariance``, A_diag from ``diagonal_jacobian``,
     A_att = A - A_diag; the sum of the parts equals the smallest eigenvalue of ``curvature.schur`` up
     to rounding (tests check it, and A_att against the brute-force Jacobians).
     """
@@ -163,8 +163,6 @@ def curvature_parts(point: Params, curvature: ManifoldCurvature) -> CurvaturePar
     k, lam = curvature.k, curvature.lam
     selfjac = diagonal_jacobian(point, curvature.schur.dtype)
     eye = torch.eye(w.shape[0], dtype=w.dtype, device=w.device)
-    zbar = curvature.hidden_mean
-    cov = curvature.second_moment - torch.outer(zbar, zbar)
     attention = curvature.lag_jacobian - lam * selfjac.total.mean(dim=0)
 
     def quad(matrix: Tensor) -> float:
@@ -173,7 +171,7 @@ def curvature_parts(point: Params, curvature: ManifoldCurvature) -> CurvaturePar
     return CurvatureParts(
         eigenvalue=eigenvalues[0].item(),
         vector=w,
-        covariance=k * quad(cov),
+        covariance=k * quad(curvature.covariance),
         baseline=-2 * k * lam * quad(eye),
         attention=-2 * k * quad(attention),
         self_attention=-2 * k * lam * quad((selfjac.total - selfjac.feed_forward).mean(dim=0)),

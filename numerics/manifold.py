@@ -74,6 +74,7 @@ class ManifoldCurvature:
     ``escape_direction``: for a saddle, the unit eigenvector of the most negative eigenvalue of
     ``block`` as {"e": tensor, "b": float} (tied) or {"e", "a", "b"} (untied); the loss decreases
     along it to second order.  ``hidden_mean`` = z̄, ``second_moment`` = mean_n z_n z_nᵀ,
+    ``covariance`` = Cov_n(z_n) (formed from the centred z_n, no cancellation),
     ``lag_jacobian`` = A, ``k`` = π0 π1, ``lam`` = λ = 1 - p - q.
     """
 
@@ -88,6 +89,7 @@ class ManifoldCurvature:
     escape_direction: dict[str, Tensor | float] | None
     hidden_mean: Tensor
     second_moment: Tensor
+    covariance: Tensor
     lag_jacobian: Tensor
     k: float
     lam: float
@@ -352,8 +354,8 @@ def symmetric_lag(A: Tensor) -> Tensor:
     return A + A.T
 
 
-def _assemble(z: Tensor, A: Tensor, k: float, tying: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(block, Schur complement after eliminating b, z̄, mean z zᵀ) of the formulas in the module doc."""
+def _assemble(z: Tensor, A: Tensor, k: float, tying: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(block, Schur complement after eliminating b, z̄, mean z zᵀ, Cov_n(z_n)) of the formulas in the module doc."""
     seq_len, d = z.shape
     zbar = z.mean(dim=0)
     second = z.T @ z / seq_len
@@ -375,7 +377,7 @@ def _assemble(z: Tensor, A: Tensor, k: float, tying: bool) -> tuple[Tensor, Tens
         schur[d:, d:] = k * cov
     block[-1, -1] = k
     block[-1, -1 - d : -1] = block[-1 - d : -1, -1] = k * zbar  # the b row meets e (tied) or a (untied)
-    return block, schur, zbar, second
+    return block, schur, zbar, second, cov
 
 
 def _classify(eigenvalues: Tensor, bound: float) -> tuple[str, str]:
@@ -424,7 +426,7 @@ def manifold_curvature(
     if not (torch.isfinite(fwd.z).all() and torch.isfinite(fwd.lag_jacobian).all()):
         raise InvalidInputError("the forward pass at x̃ = pos overflows at these weights "
                                 f"(max |z| = {fwd.z.abs().max().item():.3g}); the curvature is not defined")
-    block, schur, zbar, second = _assemble(fwd.z, fwd.lag_jacobian, k, tying)
+    block, schur, zbar, second, cov = _assemble(fwd.z, fwd.lag_jacobian, k, tying)
     eigenvalues, vectors = torch.linalg.eigh(block)
     schur_eigenvalues = torch.linalg.eigvalsh(schur)
     bound = error_estimate(fwd, k, block, dtype)
@@ -447,6 +449,7 @@ def manifold_curvature(
         escape_direction=escape,
         hidden_mean=zbar,
         second_moment=second,
+        covariance=cov,
         lag_jacobian=fwd.lag_jacobian,
         k=k,
         lam=lam,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from numerics.manifold import UNDECIDED, manifold_curvature, project_to_manifold, sampled_block
 from numerics.markov import MarkovChain
 from numerics.stationary_points import theta_pi, theta_star
 from numerics.transformer import Params
@@ -102,8 +103,6 @@ def scan_manifold(config: Config, chain: MarkovChain, count: int) -> dict:
     (W_O, W_1, W_2 too), each classified by the exact (e, b) block of ``numerics.manifold``."""
     from tqdm import tqdm
 
-    from numerics.manifold import manifold_curvature
-
     classes = []
     for i in tqdm(range(count), desc="scanning M_π", disable=count < 3, leave=False):
         params = M.manifold_point(config, chain, pos_std=0.7, weight_std=0.7, seed=config.seed + 100 + i,
@@ -137,8 +136,6 @@ def analyse_manifold(config: Config, theorem: str, params: Params, *, samples: i
     normal block (``numerics.manifold``), then checked against the exact loss's dense Hessian when
     N ≤ ``DENSE_MANIFOLD_SEQ_LEN`` (tied: also the special case W_O = W_1 = W_2 = 0 at two
     position spreads), else against a Monte-Carlo mean of ``samples`` per-sequence Hessians."""
-    from numerics.manifold import UNDECIDED, manifold_curvature, project_to_manifold, sampled_block
-
     chain = MarkovChain(config.p, config.q)
     exact = {k: v.detach().cpu().double() for k, v in params.items()}
     exact = project_to_manifold(exact, chain.p, chain.q, tying=config.tying)
