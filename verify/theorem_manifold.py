@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from numerics.markov import InvalidInputError, MarkovChain, check_positive_int
+from numerics.markov import InvalidInputError, MarkovChain
 from numerics.transformer import Params, init_params, num_layers
 from verify.analysis import DENSE_MANIFOLD_SEQ_LEN, analyse_manifold
 from verify.cli import Config, bad_input, check_writable, config_from, parser, show_stages, write_latex
@@ -173,7 +173,6 @@ def run(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         config, params = _config(args, argv)
-        check_positive_int("samples", args.samples)
         if args.latex:
             check_writable(args.latex)
         if args.atlas:
