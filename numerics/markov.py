@@ -1,7 +1,9 @@
-"""The data source: a stationary binary first-order Markov chain (claim ID ``SRC``).
+"""The data source: a stationary first-order Markov chain, binary (claim ID ``SRC``) or on k symbols.
 
-States {0, 1}, kernel ``P = [[1-p, p], [q, 1-q]]`` with ``P[i, j] = P(x_{n+1}=j | x_n=i)``,
-stationary law ``π = (q, p) / (p + q)``.  All entropies are in nats.
+Binary (``MarkovChain``): states {0, 1}, kernel ``P = [[1-p, p], [q, 1-q]]`` with
+``P[i, j] = P(x_{n+1}=j | x_n=i)``, stationary law ``π = (q, p) / (p + q)``.  k states
+(``FiniteChain``): any primitive k×k transition matrix, named presets (``preset``) and random
+Dirichlet chains.  All entropies are in nats.
 
 The chain is the only source of randomness in the population loss, so everything that
 enumerates or samples sequences lives here: the prefixes used by the exact loss
@@ -98,6 +100,23 @@ class MarkovChain:
         """log(π1/π0) = log(p/q), the constant logit of the unigram predictor."""
         return math.log(self.p) - math.log(self.q)
 
+    k = 2  # number of symbols
+
+    @property
+    def transition(self) -> np.ndarray:
+        """P as a float64 array (the k-state view of the same chain, ``FiniteChain.binary``)."""
+        p, q = self.p, self.q
+        return np.array([[1 - p, p], [q, 1 - q]])
+
+    def log_pi(self) -> tuple[float, ...]:
+        """(log π0, log π1), exact in relative terms for p, q near 0."""
+        return math.log(self.q) - math.log(self.p + self.q), math.log(self.p) - math.log(self.p + self.q)
+
+    def log_kernel(self) -> tuple[tuple[float, ...], ...]:
+        """log P with log1p for 1 - p and 1 - q (a tiny p keeps its digits)."""
+        p, q = self.p, self.q
+        return (math.log1p(-p), math.log(p)), (math.log(q), math.log1p(-q))
+
     # --- tensors ---
 
     def kernel(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float64) -> Tensor:
@@ -138,25 +157,209 @@ class MarkovChain:
         return x.to(device=device, dtype=dtype)
 
 
+def check_transition(matrix: object) -> np.ndarray:
+    """``matrix`` as a read-only float64 k×k transition matrix (k ≥ 2), or InvalidInputError.
+
+    Square, finite entries in [0, 1], rows summing to 1 within 1e-12, and primitive (irreducible
+    and aperiodic): otherwise the stationary law is not unique or the chain does not forget its
+    start, and "the" population loss is not defined.
+    """
+    try:
+        P = np.array(matrix, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"transition matrix must be a k×k array of numbers, got {matrix!r}") from None
+    if P.ndim != 2 or P.shape[0] != P.shape[1] or P.shape[0] < 2:
+        raise InvalidInputError(f"transition matrix must be square with k >= 2 states, got shape {P.shape}")
+    if not np.isfinite(P).all() or (P < 0).any() or (P > 1).any():
+        raise InvalidInputError("transition matrix entries must be finite numbers in [0, 1]")
+    worst = np.abs(P.sum(axis=1) - 1).max()
+    if worst > 1e-12:
+        row = int(np.abs(P.sum(axis=1) - 1).argmax())
+        raise InvalidInputError(f"transition matrix row {row} sums to {float(P[row].sum())!r}, not 1 (tolerance 1e-12)")
+    k = P.shape[0]
+    edges = (P > 0).astype(np.int64)
+    reach = np.linalg.matrix_power(np.eye(k, dtype=np.int64) + edges, k - 1) > 0
+    if not reach.all():
+        i, j = map(int, np.argwhere(~reach)[0])
+        raise InvalidInputError(f"transition matrix is reducible (state {j} cannot be reached from state {i}): "
+                                "the stationary law is not unique")
+    # Wielandt: an irreducible k×k pattern is aperiodic iff its ((k-1)² + 1)-th power is positive
+    power = edges.copy()
+    for _ in range((k - 1) ** 2):
+        power = (power @ edges > 0).astype(np.int64)
+    if not power.all():
+        raise InvalidInputError("transition matrix is periodic: the chain does not converge to its stationary law")
+    P.setflags(write=False)
+    return P
+
+
+def parse_transition(text: str) -> np.ndarray:
+    """A transition matrix from ``"r1;r2;...;rk"``, rows separated by ';' and entries by ','."""
+    try:
+        rows = [[float(entry) for entry in row.split(",")] for row in text.strip().strip(";").split(";")]
+    except ValueError:
+        raise InvalidInputError(f"--transition: rows are ';'-separated lists of ','-separated numbers, got {text!r}"
+                                ) from None
+    if len({len(row) for row in rows}) != 1:
+        raise InvalidInputError(f"--transition: rows have different lengths {[len(row) for row in rows]}")
+    return check_transition(rows)
+
+
+@dataclass(frozen=True, eq=False)
+class FiniteChain:
+    """A stationary first-order chain on k symbols {0, …, k-1} (claim ``MULTI-STATE``).
+
+    ``transition[i, j] = P(x_{n+1} = j | x_n = i)``; the chain starts from its stationary law π
+    (πᵀP = πᵀ).  Entropies in nats: H(π) = -Σ π_i log π_i (the unigram loss) and the entropy
+    rate -Σ π_i P_ij log P_ij (the bigram loss).  ``binary(p, q)`` is the package's binary chain.
+    """
+
+    transition: np.ndarray
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "transition", check_transition(self.transition))
+
+    @classmethod
+    def binary(cls, p: float, q: float) -> FiniteChain:
+        """The binary chain [[1-p, p], [q, 1-q]] (``MarkovChain(p, q)``) as a k = 2 chain."""
+        return cls(MarkovChain(p, q).transition, name=f"binary(p={p:g}, q={q:g})")
+
+    @classmethod
+    def dirichlet(cls, k: int, seed: int, concentration: float = 1.0) -> FiniteChain:
+        """Rows drawn i.i.d. from Dirichlet(concentration · 1_k), seeded (NumPy's generator)."""
+        check_positive_int("k", k)
+        rows = np.random.default_rng(seed).dirichlet(np.full(k, concentration), size=k)
+        return cls(rows, name=f"dirichlet-{k}-{seed}")
+
+    @property
+    def k(self) -> int:
+        return self.transition.shape[0]
+
+    @functools.cached_property
+    def pi(self) -> np.ndarray:
+        """The stationary law: (Pᵀ - I)π = 0 with the last equation replaced by Σπ = 1 (unique for a
+        primitive P, so the system is nonsingular)."""
+        A = self.transition.T - np.eye(self.k)
+        A[-1] = 1.0
+        rhs = np.zeros(self.k)
+        rhs[-1] = 1.0
+        pi = np.linalg.solve(A, rhs)
+        pi.setflags(write=False)
+        return pi
+
+    @property
+    def is_binary(self) -> bool:
+        return self.k == 2
+
+    def unigram_loss(self) -> float:
+        """H(π) = -Σ π_i log π_i: the loss of the best predictor that ignores the past."""
+        return float(-(self.pi * np.log(self.pi)).sum())
+
+    def entropy_rate(self) -> float:
+        """-Σ_i π_i Σ_j P_ij log P_ij (0 log 0 = 0): the loss of the bigram predictor P(· | x_n)."""
+        P = self.transition
+        return float(-(self.pi[:, None] * np.where(P > 0, P * np.log(np.where(P > 0, P, 1.0)), 0.0)).sum())
+
+    def unigram_logits(self) -> np.ndarray:
+        """log π: the logits of the unigram predictor (softmax(log π) = π)."""
+        return np.log(self.pi)
+
+    def log_pi(self) -> tuple[float, ...]:
+        return tuple(np.log(self.pi).tolist())
+
+    def log_kernel(self) -> tuple[tuple[float, ...], ...]:
+        with np.errstate(divide="ignore"):  # a zero transition is log 0 = -inf: that prefix is impossible
+            return tuple(map(tuple, np.log(self.transition).tolist()))
+
+    def kernel(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float64) -> Tensor:
+        """P as a tensor."""
+        return torch.as_tensor(self.transition, device=device, dtype=dtype)
+
+    def sample(
+        self,
+        batch: int,
+        length: int,
+        *,
+        seed: int | None = None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float64,
+    ) -> Tensor:
+        """``batch`` stationary sequences of ``length`` symbols (values 0..k-1 in ``dtype``), seeded,
+        drawn on the CPU by inverting the cumulative rows of P."""
+        u = _uniforms(batch, length, seed)
+        cumulative = torch.from_numpy(np.cumsum(self.transition, axis=1))
+        first = torch.from_numpy(np.cumsum(self.pi))
+        last = self.k - 1  # rounding can leave a cumulative row just below 1
+        x = torch.empty(batch, length, dtype=torch.long)
+        x[:, 0] = torch.searchsorted(first, u[:, 0].contiguous(), right=True).clamp(max=last)
+        for n in range(1, length):
+            rows = cumulative[x[:, n - 1]]
+            x[:, n] = torch.searchsorted(rows, u[:, n, None].contiguous(), right=True)[:, 0].clamp(max=last)
+        return x.to(device=device, dtype=dtype)
+
+
+def _uniform_switching(k: int, stay: float) -> np.ndarray:
+    """Stay with probability ``stay``, else move to one of the k - 1 other states uniformly."""
+    move = (1 - stay) / (k - 1)
+    return np.full((k, k), move) + (stay - move) * np.eye(k)
+
+
+#: Named chains for ``--chain``: the paper's 5-state example, and 3-state chains for each class
+#: of θ_π under tying (M_s = sym(D_π(P - 1πᵀ)) on 1^⊥, claim MULTI-STATE-LOCAL-MIN).
+PRESETS: dict[str, tuple[str, np.ndarray]] = {
+    "sticky5": ("the paper's 5-state chain: stay 0.9, move 0.025 to each other state (H(π) = ln 5, "
+                "rate 0.463712); M_s positive on 1^⊥: θ_π a saddle", _uniform_switching(5, 0.9)),
+    "switching3": ("3 states that rarely stay (eigenvalues -0.5, -0.35); M_s negative definite on 1^⊥: "
+                   "tied θ_π a local minimum",
+                   np.array([[0.05, 0.5, 0.45], [0.6, 0.05, 0.35], [0.5, 0.45, 0.05]])),
+    "rotating3": ("3 states that mostly cycle 0→1→2→0 (eigenvalues -0.125 ± 0.383i, negative real part) "
+                  "yet M_s is indefinite on 1^⊥: tied θ_π a saddle",
+                  np.array([[0.05, 0.7, 0.25], [0.05, 0.05, 0.9], [0.3, 0.05, 0.65]])),
+    "uniform3": ("3 states, i.i.d. uniform (P = 1πᵀ): θ_π is the global minimum (degenerate)",
+                 np.full((3, 3), 1 / 3)),
+}
+
+
+def preset(name: str) -> FiniteChain:
+    """A named chain (``PRESETS``), or ``dirichlet-K-SEED`` for random Dirichlet(1) rows."""
+    if name in PRESETS:
+        return FiniteChain(PRESETS[name][1], name=name)
+    parts = name.split("-")
+    if len(parts) == 3 and parts[0] == "dirichlet" and parts[1].isdigit() and parts[2].isdigit():
+        k = int(parts[1])
+        if not 2 <= k <= 16:
+            raise InvalidInputError(f"--chain {name}: k must be between 2 and 16")
+        return FiniteChain.dirichlet(k, int(parts[2]))
+    known = ", ".join([*PRESETS, "dirichlet-K-SEED"])
+    raise InvalidInputError(f"unknown chain {name!r}; known: {known}")
+
+
 @dataclass(frozen=True)
 class PrefixTree:
-    """Every binary prefix x_1^n, n = 1..N, once: 2^{N+1} - 2 rows, shortest first.
+    """Every prefix x_1^n, n = 1..N, of positive probability once, shortest first: k + k² + … + k^N
+    rows for a chain without zero transitions (2^{N+1} - 2 for a binary one).
 
     Rows are zero-padded on the right to N symbols; ``length`` says how many are real.
     """
 
-    bits: Tensor  # (2^{N+1} - 2, N) the symbols x_1..x_n of each prefix, then zeros
-    length: Tensor  # (2^{N+1} - 2,) n, as a long tensor
-    log_prob: Tensor  # (2^{N+1} - 2,) log P(x_1^n) under the stationary chain
+    symbols: Tensor  # (prefixes, N) the symbols x_1..x_n of each prefix (as numbers 0..k-1), then zeros
+    length: Tensor  # (prefixes,) n, as a long tensor
+    log_prob: Tensor  # (prefixes,) log P(x_1^n) under the stationary chain
 
     @property
     def last(self) -> Tensor:
         """The current symbol x_n of each prefix."""
-        return self.bits.gather(1, (self.length - 1)[:, None])[:, 0]
+        return self.symbols.gather(1, (self.length - 1)[:, None])[:, 0]
+
+
+def num_prefixes(k: int, length: int) -> int:
+    """k + k² + … + k^length: the prefixes of all lengths 1..N over k symbols."""
+    return sum(k**n for n in range(1, length + 1))
 
 
 def prefix_tree(
-    chain: MarkovChain,
+    chain: MarkovChain | FiniteChain,
     length: int,
     *,
     device: torch.device | str = "cpu",
@@ -164,46 +367,50 @@ def prefix_tree(
 ) -> PrefixTree:
     """All prefixes of the chain up to ``length`` symbols, with their probabilities.
 
-    The enumeration is done once per (p, q, length) and kept (``_prefix_arrays``); each call
+    The enumeration is done once per (chain, length) and kept (``_prefix_arrays``); each call
     only wraps it as tensors, so repeated losses (Hessians, descent steps) do not enumerate
     again.  The cache holds NumPy arrays because tensors created inside a ``torch.func``
     transform are tied to it and must not outlive it.
     """
     check_positive_int("length", length)
-    bits, lengths, log_prob = _prefix_arrays(chain.p, chain.q, length)
+    symbols, lengths, log_prob = _prefix_arrays(chain.log_pi(), chain.log_kernel(), length)
     # On the CPU in float64 these share memory with the cache: treat the tree as read-only.
     return PrefixTree(
-        torch.from_numpy(bits).to(device=device, dtype=dtype),
+        torch.from_numpy(symbols).to(device=device, dtype=dtype),
         torch.from_numpy(lengths).to(device=device),
         torch.from_numpy(log_prob).to(device=device, dtype=dtype),
     )
 
 
 @functools.lru_cache(maxsize=8)
-def _prefix_arrays(p: float, q: float, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(bits, length, log P) of every prefix, shortest first, as NumPy arrays.
+def _prefix_arrays(
+    log_pi: tuple[float, ...], log_kernel: tuple[tuple[float, ...], ...], length: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(symbols, length, log P) of every prefix of positive probability, shortest first, as NumPy arrays.
 
-    Prefix x_1^n is the first n symbols of every 2^{N-n}-th full sequence (x_1 most
+    Prefix x_1^n is the first n symbols of every k^{N-n}-th full sequence (x_1 most
     significant), and log P(x_1^n) = log π_{x_1} + Σ_{i<n} log P[x_i, x_{i+1}] is the running
-    sum along that sequence, in log space so p, q near 0 or 1 do not underflow.
+    sum along that sequence, in log space so small transition probabilities do not underflow.
+    Prefixes through a zero transition (log P = -inf) contribute nothing and are left out.
     """
-    full = all_sequences(length)
-    log_kernel = np.array([[math.log1p(-p), math.log(p)], [math.log(q), math.log1p(-q)]])
-    log_pi = np.log(np.array([q, p])) - math.log(p + q)
-    steps = np.concatenate([log_pi[full[:, :1]], log_kernel[full[:, :-1], full[:, 1:]]], axis=1)
+    k = len(log_pi)
+    full = all_sequences(length, k)
+    log_kernel_array, log_pi_array = np.array(log_kernel), np.array(log_pi)
+    steps = np.concatenate([log_pi_array[full[:, :1]], log_kernel_array[full[:, :-1], full[:, 1:]]], axis=1)
     cumulative = steps.cumsum(axis=1)
     position = np.arange(length)
-    rows = [slice(None, None, 2 ** (length - n)) for n in range(1, length + 1)]
-    bits = np.concatenate([full[r] * (position < n) for n, r in enumerate(rows, start=1)])
-    lengths = np.concatenate([np.full(2**n, n) for n in range(1, length + 1)])
+    rows = [slice(None, None, k ** (length - n)) for n in range(1, length + 1)]
+    symbols = np.concatenate([full[r] * (position < n) for n, r in enumerate(rows, start=1)])
+    lengths = np.concatenate([np.full(k**n, n) for n in range(1, length + 1)])
     log_prob = np.concatenate([cumulative[r, n - 1] for n, r in enumerate(rows, start=1)])
-    return bits.astype(np.float64), lengths, log_prob
+    possible = np.isfinite(log_prob)
+    return symbols[possible].astype(np.float64), lengths[possible], log_prob[possible]
 
 
-def all_sequences(length: int) -> np.ndarray:
-    """All 2^length binary sequences as integer rows, x_1 most significant, shape (2^length, length)."""
-    index = np.arange(2**length)
-    return (index[:, None] >> np.arange(length - 1, -1, -1)) & 1
+def all_sequences(length: int, k: int = 2) -> np.ndarray:
+    """All k^length sequences over {0..k-1} as integer rows, x_1 most significant, shape (k^length, length)."""
+    index = np.arange(k**length)
+    return (index[:, None] // k ** np.arange(length - 1, -1, -1)) % k
 
 
 @dataclass(frozen=True)

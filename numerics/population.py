@@ -117,7 +117,7 @@ def naive_loss(params: Params, chain: MarkovChain, *, tying: bool) -> Tensor:
     seq_len = pos.shape[0]
     tree = prefix_tree(chain, seq_len, device=pos.device, dtype=pos.dtype)
     full = tree.length == seq_len  # the full sequences are the longest prefixes
-    x, weight = tree.bits[full], tree.log_prob[full].exp()
+    x, weight = tree.symbols[full], tree.log_prob[full].exp()
     per_position = expected_cross_entropy(logits(params, x, tying=tying), *chain.next_probabilities(x))
     return (weight * per_position.mean(dim=1)).sum()
 

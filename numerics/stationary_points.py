@@ -49,8 +49,11 @@ def theta_pi(
 
 
 def default_ff_gain(chain: MarkovChain, tying: bool) -> float:
-    """g = -2 (the FF flips the sign) for tied models with p + q > 1, else g = 0."""
-    return -2.0 if tying and chain.p + chain.q > 1 else 0.0
+    """g = -2 (the FF flips the sign) for tied models with α < 0 (p + q > 1), else g = 0.
+
+    Decided by the sign of α as computed, not of p + q - 1: within rounding of p + q = 1 the two
+    can disagree, and θ_* needs (1 + g) of the sign of the α it is built from."""
+    return -2.0 if tying and kernel_logits(chain)[0] < 0 else 0.0
 
 
 def reduced_point(

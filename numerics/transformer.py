@@ -200,9 +200,9 @@ def prefix_logits(params: Params, tree: PrefixTree, *, tying: bool) -> Tensor:
     x_now = pos[n] + last * e  # x̃_n of each prefix
     query = queries(params, 0, x_now)
     key_pos, value_pos = keys_values(params, 0, pos)
-    scores = query @ key_pos.T + tree.bits * (query @ (params["W_K"] @ e))[:, None]  # (prefixes, N)
+    scores = query @ key_pos.T + tree.symbols * (query @ (params["W_K"] @ e))[:, None]  # (prefixes, N)
     visible = attention_mask(seq_len, device=pos.device)[n]  # row n of the causal mask
     weights = torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1)
-    mixed = weights @ value_pos + (weights * tree.bits).sum(dim=-1, keepdim=True) * (params["W_V"] @ e)
+    mixed = weights @ value_pos + (weights * tree.symbols).sum(dim=-1, keepdim=True) * (params["W_V"] @ e)
     y = x_now + mixed @ params["W_O"].T
     return head(params, y + feed_forward(params, 0, y), tying=tying)

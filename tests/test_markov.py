@@ -41,7 +41,7 @@ def test_iid_chain_has_equal_unigram_and_bigram_loss():
 @pytest.mark.parametrize("p, q", [(0.5, 0.8), (0.2, 0.3), (1e-6, 1 - 1e-6)])
 def test_prefix_probabilities_sum_to_one_per_length(p, q, length):
     tree = prefix_tree(MarkovChain(p, q), length)
-    assert tree.bits.shape == (2 ** (length + 1) - 2, length)
+    assert tree.symbols.shape == (2 ** (length + 1) - 2, length)
     for n in range(1, length + 1):
         mass = tree.log_prob[tree.length == n].exp().sum().item()
         assert mass == pytest.approx(1.0, abs=1e-12)
@@ -50,17 +50,17 @@ def test_prefix_probabilities_sum_to_one_per_length(p, q, length):
 def test_prefix_rows_are_the_distinct_prefixes():
     tree = prefix_tree(MarkovChain(0.5, 0.8), 4)
     for n in range(1, 5):
-        rows = tree.bits[tree.length == n]
+        rows = tree.symbols[tree.length == n]
         assert torch.equal(rows[:, :n], torch.from_numpy(all_sequences(n)).double())
         assert torch.count_nonzero(rows[:, n:]) == 0
-    assert torch.equal(tree.last, tree.bits[torch.arange(len(tree.length)), tree.length - 1])
+    assert torch.equal(tree.last, tree.symbols[torch.arange(len(tree.length)), tree.length - 1])
 
 
 def test_prefix_probability_matches_a_direct_product():
     chain = MarkovChain(0.3, 0.6)
     kernel = [[0.7, 0.3], [0.6, 0.4]]
     tree = prefix_tree(chain, 3)
-    for bits, n, log_prob in zip(tree.bits.long().tolist(), tree.length.tolist(), tree.log_prob):
+    for bits, n, log_prob in zip(tree.symbols.long().tolist(), tree.length.tolist(), tree.log_prob):
         prob = chain.pi[bits[0]]
         for a, b in itertools.pairwise(bits[:n]):
             prob *= kernel[a][b]

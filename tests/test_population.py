@@ -151,7 +151,7 @@ def test_two_positions_worked_by_hand():
     assert got == pytest.approx(expected, rel=1e-14)
     chain = MarkovChain(0.3, 0.6)
     tree = prefix_tree(chain, 2)
-    row = [i for i, (bits, n) in enumerate(zip(tree.bits.tolist(), tree.length.tolist())) if n == 2 and bits == [1, 0]]
+    row = [i for i, (bits, n) in enumerate(zip(tree.symbols.tolist(), tree.length.tolist())) if n == 2 and bits == [1, 0]]
     assert prefix_logits(params, tree, tying=True)[row[0]].item() == pytest.approx(expected[1], rel=1e-14)
 
 
