@@ -274,7 +274,7 @@ class FiniteChain:
 
     def kernel(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float64) -> Tensor:
         """P as a tensor."""
-        return torch.as_tensor(self.transition, device=device, dtype=dtype)
+        return torch.tensor(self.transition, device=device, dtype=dtype)
 
     def sample(
         self,

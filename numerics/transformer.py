@@ -8,7 +8,16 @@ For inputs x_1..x_N ∈ {0, 1}, embedding dim d and feed-forward width r (claim 
     z_n     = y_n + W_2 ReLU(W_1 y_n)                             (feed-forward, residual)
     logit_n = <a, z_n> + b,       f_θ(x_1^n) = σ(logit_n)         (head; a = e when tied)
 
-No layer norm, no biases except the scalar b.  Parameters are a plain ``dict[str, Tensor]``
+The one-hot family of the paper's released code (claim ``MULTI-STATE``, SPEC §11) has k symbols,
+an embedding table E (k×d) and k logits; only the first and last lines change::
+
+    x̃_n     = E[x_n] + p_n                                        (row x_n of E)
+    logits_n = A z_n + b,   f_θ(x_1^n) = softmax(logits_n)        (A = E when tied; b ∈ R^k)
+
+It is stored under ``E`` (and ``A``) instead of ``e`` (and ``a``), with a vector ``b``; at k = 2
+it computes the same functions as the scalar model (``onehot_from_scalar``).
+
+No layer norm, no biases except b.  Parameters are a plain ``dict[str, Tensor]``
 with the SPEC's names (``e``, ``pos``, ``W_Q``, ``W_K``, ``W_V``, ``W_O``, ``W_1``, ``W_2``,
 ``a``, ``b``) so that ``torch.func`` can differentiate with respect to any of them.  Deeper
 models stack the attention + feed-forward block; layer ℓ ≥ 1 stores its block under
@@ -52,13 +61,16 @@ def init_params(
     layer_norm: bool = False,
     std: float = 0.02,
     seed: int | None = None,
+    symbols: int | None = None,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float64,
 ) -> Params:
     """Parameters for embedding dim d, FF width r (default 4d) and N = seq_len positions.
 
     Entries are i.i.d. N(0, std²) (``std=0`` gives the all-zero point); ``a`` exists only
-    when ``tying`` is False.  ``layer_norm`` adds GPT-2 style pre-norm gains and biases
+    when ``tying`` is False.  ``symbols`` = k gives the one-hot model: ``E`` (k×d), ``A`` (k×d,
+    untied only) and ``b`` (k,) instead of ``e``, ``a`` and the scalar ``b``.
+    ``layer_norm`` adds GPT-2 style pre-norm gains and biases
     (``ln_1``, ``ln_2`` per layer, ``ln_f`` before the head; gains 1, biases 0): the
     architecture of the paper's released training code, not of the theory.  Seeded through a
     private generator; drawn on the CPU in float64 so the same seed gives the same point on
@@ -67,7 +79,11 @@ def init_params(
     for name, value in (("d", d), ("seq_len", seq_len), ("layers", layers)):
         check_positive_int(name, value)
     r = 4 * d if r is None else check_positive_int("r", r)
-    shapes: dict[str, tuple[int, ...]] = {"e": (d,), "pos": (seq_len, d)}
+    if symbols is not None and check_positive_int("symbols", symbols) < 2:
+        raise ValueError(f"a one-hot model needs k >= 2 symbols, got {symbols}")
+    onehot = symbols is not None
+    shapes: dict[str, tuple[int, ...]] = {"E": (symbols, d)} if onehot else {"e": (d,)}
+    shapes["pos"] = (seq_len, d)
     for layer in range(layers):
         shapes |= {
             layer_key("W_Q", layer): (d, d),
@@ -78,8 +94,8 @@ def init_params(
             layer_key("W_2", layer): (d, r),
         }
     if not tying:
-        shapes["a"] = (d,)
-    shapes["b"] = ()
+        shapes |= {"A": (symbols, d)} if onehot else {"a": (d,)}
+    shapes["b"] = (symbols,) if onehot else ()
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
     params = {
         name: (std * torch.randn(shape, generator=gen, dtype=torch.float64)).to(device, dtype)
@@ -151,27 +167,59 @@ def block(params: Params, layer: int, h: Tensor, mask: Tensor) -> Tensor:
     return y + feed_forward(params, layer, norm(params, layer_key("ln_2", layer), y))
 
 
-def head(params: Params, z: Tensor, *, tying: bool) -> Tensor:
-    """logit = <a, z> + b with a = e under weight tying.
+def is_onehot(params: Params) -> bool:
+    """Is ``params`` the one-hot k-symbol model (``E``) rather than the scalar one (``e``)?"""
+    return "E" in params
 
-    a (and e, b) may carry one copy per sequence, shapes (B, 1, d) and (B, 1): per-sequence
+
+def embed(params: Params, x: Tensor) -> Tensor:
+    """x̃_n = x_n e + p_n (scalar model) or E[x_n] + p_n (one-hot) for symbols x (..., n), n ≤ N.
+
+    e (and a, b) may carry one copy per sequence, shapes (B, 1, d) and (B, 1): per-sequence
     derivatives in those coordinates then come out of one batched pass (``numerics.manifold``).
     """
+    token = params["E"][x.long()] if is_onehot(params) else x[..., None] * params["e"]
+    return token + params["pos"][: x.shape[-1]]
+
+
+def head(params: Params, z: Tensor, *, tying: bool) -> Tensor:
+    """logit = <a, z> + b (a = e when tied), or the k logits A z + b of the one-hot model (A = E)."""
+    if is_onehot(params):
+        return z @ (params["E"] if tying else params["A"]).T + params["b"]
     a = params["e"] if tying else params["a"]
     return (z * a).sum(dim=-1) + params["b"]
 
 
 def logits(params: Params, x: Tensor, *, tying: bool, memory: int | None = None) -> Tensor:
-    """Logits of every position of a batch of sequences x (B, n), n ≤ N; returns (B, n).
+    """Logits of every position of a batch of sequences x (B, n), n ≤ N: (B, n), or (B, n, k) one-hot.
 
     ``memory``: see ``attention_mask``.  With layer-norm parameters the head reads LN_f(z).
     """
-    n = x.shape[-1]
-    h = x[..., None] * params["e"] + params["pos"][:n]
-    mask = attention_mask(n, memory, x.device)
+    h = embed(params, x)
+    mask = attention_mask(x.shape[-1], memory, x.device)
     for layer in range(num_layers(params)):
         h = block(params, layer, h, mask)
     return head(params, norm(params, "ln_f", h), tying=tying)
+
+
+def token_table(params: Params) -> Tensor:
+    """The embedding of each symbol as rows: E, or (0, e) for the scalar model (x e at x = 0, 1)."""
+    return params["E"] if is_onehot(params) else torch.stack([torch.zeros_like(params["e"]), params["e"]])
+
+
+def onehot_from_scalar(params: Params, *, tying: bool) -> Params:
+    """The k = 2 one-hot parameters computing the scalar model's function (claim ``MULTI-STATE``).
+
+    Embedding rows E = (0, e), the rest unchanged.  Untied: A = (0, a), b = (0, b): the softmax
+    of (0, ℓ) is (1 - σ(ℓ), σ(ℓ)).  Tied the head must be E itself, whose rows (0, e) give the
+    logits (0, <e, z>): again (0, ℓ) with b = (0, b).
+    """
+    onehot = {k: v for k, v in params.items() if k not in ("e", "a", "b")}
+    onehot["E"] = token_table(params)
+    if not tying:
+        onehot["A"] = torch.stack([torch.zeros_like(params["a"]), params["a"]])
+    onehot["b"] = torch.stack([torch.zeros_like(params["b"]), params["b"]])
+    return onehot
 
 
 def prefix_logits(params: Params, tree: PrefixTree, *, tying: bool) -> Tensor:
@@ -185,7 +233,9 @@ def prefix_logits(params: Params, tree: PrefixTree, *, tying: bool) -> Tensor:
         k_i = W_K pos_i + x_i W_K e,     v_i = W_V pos_i + x_i W_V e,     q_n = W_Q x̃_n / √d,
 
     so a prefix's scores are s_i = <q_n, W_K pos_i> + x_i <q_n, W_K e> and its attention mix is
-    Σ_i a_i W_V pos_i + (Σ_i a_i x_i) W_V e with a = softmax(s) over i ≤ n: the scores of a
+    Σ_i a_i W_V pos_i + (Σ_i a_i x_i) W_V e with a = softmax(s) over i ≤ n.  The one-hot model
+    reads the same with the token part W_K E[x_i] looked up per symbol (``token_table``: the scalar
+    model is the table (0, e)) and the mix Σ_c (Σ_{i: x_i = c} a_i) W_V E[c].  The scores of a
     prefix are formed directly (no differences of exponentials) and each row gets its own
     max-shifted softmax, exactly as ``attention`` does for one sequence.  The tree's rows are
     zero-padded to N symbols; positions beyond a prefix's length are masked out of its softmax.
@@ -193,16 +243,20 @@ def prefix_logits(params: Params, tree: PrefixTree, *, tying: bool) -> Tensor:
     """
     if num_layers(params) != 1 or has_layer_norm(params):
         raise ValueError("prefix_logits evaluates one-layer models without layer norm; use logits()")
-    e, pos = params["e"], params["pos"]
+    pos = params["pos"]
     seq_len = pos.shape[0]
+    table = token_table(params)  # (k, d)
+    symbols = tree.symbols.long()
     n = tree.length - 1  # 0-based index of each prefix's current position
-    last = tree.last[:, None]
-    x_now = pos[n] + last * e  # x̃_n of each prefix
+    x_now = pos[n] + table[tree.last.long()]  # x̃_n of each prefix
     query = queries(params, 0, x_now)
     key_pos, value_pos = keys_values(params, 0, pos)
-    scores = query @ key_pos.T + tree.symbols * (query @ (params["W_K"] @ e))[:, None]  # (prefixes, N)
+    key_token, value_token = keys_values(params, 0, table)
+    scores = query @ key_pos.T + (query @ key_token.T).gather(1, symbols)  # (prefixes, N)
     visible = attention_mask(seq_len, device=pos.device)[n]  # row n of the causal mask
     weights = torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1)
-    mixed = weights @ value_pos + (weights * tree.symbols).sum(dim=-1, keepdim=True) * (params["W_V"] @ e)
+    # attention mass on each symbol c: Σ_{i: x_i = c} a_i (padding is masked, weight 0)
+    mass = torch.stack([(weights * (symbols == c)).sum(dim=-1) for c in range(table.shape[0])], dim=-1)
+    mixed = weights @ value_pos + mass @ value_token
     y = x_now + mixed @ params["W_O"].T
     return head(params, y + feed_forward(params, 0, y), tying=tying)

@@ -54,7 +54,7 @@ def test_exact_and_naive_enumerations_agree(layers):
 def test_monte_carlo_agrees_with_exact_within_four_standard_errors():
     params = init_params(3, 8, tying=False, std=0.7, seed=2)
     exact = population_loss(params, 0.5, 0.8, tying=False).item()
-    estimate = monte_carlo_loss(params, 0.5, 0.8, tying=False, num_samples=20000, seed=1)
+    estimate = monte_carlo_loss(params, MarkovChain(0.5, 0.8), tying=False, num_samples=20000, seed=1)
     assert 0 < estimate.stderr < 0.01
     assert abs(estimate.mean.item() - exact) < 4 * estimate.stderr
     via_api = population_loss(params, 0.5, 0.8, tying=False, method="mc", num_samples=20000, seed=1)
@@ -151,7 +151,7 @@ def test_two_positions_worked_by_hand():
     assert got == pytest.approx(expected, rel=1e-14)
     chain = MarkovChain(0.3, 0.6)
     tree = prefix_tree(chain, 2)
-    row = [i for i, (bits, n) in enumerate(zip(tree.symbols.tolist(), tree.length.tolist())) if n == 2 and bits == [1, 0]]
+    row = [i for i, (xs, n) in enumerate(zip(tree.symbols.tolist(), tree.length.tolist())) if n == 2 and xs == [1, 0]]
     assert prefix_logits(params, tree, tying=True)[row[0]].item() == pytest.approx(expected[1], rel=1e-14)
 
 
