@@ -20,7 +20,7 @@ import math
 
 import torch
 
-from numerics.markov import MarkovChain
+from numerics.markov import FiniteChain, InvalidInputError, MarkovChain
 from numerics.transformer import Params, init_params
 
 
@@ -121,3 +121,68 @@ def theta_star(
         s, t = 1.0, alpha / (1 + g)
     b = beta - t * c * (1 + g)
     return reduced_point(s, t, b, c, g, d, seq_len, r=r, tying=tying, device=device, dtype=dtype)
+
+
+def onehot_theta_pi(
+    chain: FiniteChain,
+    d: int,
+    seq_len: int,
+    *,
+    r: int | None = None,
+    tying: bool = True,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float64,
+) -> Params:
+    """θ_π of the one-hot model (claim ``MULTI-STATE-PI``): E = 0 (and A = 0), all W = 0, pos = 0,
+    b = log π, so softmax(logits) ≡ π and L = H(π)."""
+    params = init_params(d, seq_len, r=r, tying=tying, std=0.0, symbols=chain.k, device=device, dtype=dtype)
+    params["b"] = torch.tensor(chain.unigram_logits(), device=device, dtype=dtype)
+    return params
+
+
+def onehot_theta_star(
+    chain: FiniteChain,
+    d: int,
+    seq_len: int,
+    *,
+    r: int | None = None,
+    tying: bool = True,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float64,
+) -> Params:
+    """θ_* of the one-hot model: logits_n = log P[x_n, ·], the bigram predictor, L = entropy rate.
+
+    Needs d ≥ k and r ≥ k, and every P_ij > 0 (log 0 has no finite logit).  Attention off
+    (all attention weights 0), pos = 0, E = [I_k 0] (symbol c ↦ the unit vector u_c), b = 0, so
+    z_n = u_x + W_2 ReLU(W_1 u_x) with x = x_n.  W_1 = [[I + 11ᵀ, 0], [1ᵀ-rows, 0]] makes every
+    hidden unit's input ≥ 1 (no ReLU kink near θ_*): the first k units give u_x + 1, the rest 1.
+    With T = (log P)ᵀ (column x is log P[x, ·]):
+
+    * tied: the head is E, logits = z[:k]; W_2's top-left block (T - I)(I + 11ᵀ)⁻¹ =
+      (T - I)(I - 11ᵀ/(k+1)) turns u_x + 1 into T u_x - u_x, so z[:k] = T u_x;
+    * untied: W_2 = 0, z = u_x, and A = [T 0] gives A u_x = T u_x.
+    """
+    k = chain.k
+    r = 4 * d if r is None else r
+    if d < k or r < k:
+        raise InvalidInputError(f"θ_* of the one-hot model needs d >= k and r >= k (k = {k} states); got d={d}, r={r}")
+    if (chain.transition <= 0).any():
+        raise InvalidInputError("θ_* needs every transition probability > 0 (log 0 has no finite logit); "
+                                "the entropy rate is then only approached, not attained")
+    params = init_params(d, seq_len, r=r, tying=tying, std=0.0, symbols=k, device=device, dtype=dtype)
+    eye = torch.eye(k, dtype=torch.float64)
+    ones = torch.ones(k, k, dtype=torch.float64)
+    T = torch.log(torch.tensor(chain.transition, dtype=torch.float64)).T
+    E = torch.zeros(k, d, dtype=torch.float64)
+    E[:, :k] = eye
+    W_1 = torch.zeros(r, d, dtype=torch.float64)
+    W_1[:k, :k] = eye + ones
+    W_1[k:, :k] = 1.0
+    W_2 = torch.zeros(d, r, dtype=torch.float64)
+    if tying:
+        W_2[:k, :k] = (T - eye) @ (eye - ones / (k + 1))
+    else:
+        params["A"] = torch.zeros(k, d, dtype=torch.float64)
+        params["A"][:, :k] = T
+    params |= {"E": E, "W_1": W_1, "W_2": W_2}
+    return {name: value.to(device=device, dtype=dtype) for name, value in params.items()}
