@@ -12,6 +12,9 @@ w (x s + c)/√r > 0, so the ReLU is linear on a neighbourhood (no kink anywhere
 Matching logit(0) = β = log(p/(1-p)) and logit(1) - logit(0) = α = log((1-p)(1-q)/(pq)) makes
 σ(logit) = P(x_{n+1} = 1 | x_n), hence L = H_rate.  Tied needs t(1+g)s = (1+g)s² = α, so the
 feed-forward must flip the sign (g < -1) exactly when α < 0, i.e. p + q > 1.
+
+φ_L2G(e, w, b) (``canonical_point``): the Local-to-Global canonical model embedded in the full tied
+transformer, exactly, for any W_Q, W_K, W_V (claim ``L2G-EMBED``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import Tensor
 
 from numerics.markov import FiniteChain, InvalidInputError, MarkovChain
 from numerics.transformer import Params, init_params
@@ -91,6 +95,63 @@ def reduced_point(
     if not tying:
         params["a"] = t * u
     params["b"] = torch.tensor(b, dtype=dtype, device=device)
+    return params
+
+
+def canonical_point(
+    e: float | Tensor,
+    w: float | Tensor,
+    b: float | Tensor,
+    d: int,
+    seq_len: int,
+    *,
+    r: int | None = None,
+    alpha: Tensor | None = None,
+    v: Tensor | None = None,
+    attention_std: float = 0.0,
+    seed: int | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float64,
+) -> Params:
+    """φ(e, w, b): the L2G canonical model as a point of the full tied one-layer model (claim ``L2G-EMBED``).
+
+        e_vec = e α,   pos_n = -(e/2) α (every n),   W_O = 0,   W_1 = |w| v αᵀ,   W_2 = w α vᵀ,   b,
+
+    tied (a = e_vec); W_Q, W_K, W_V are N(0, ``attention_std``²) from ``seed`` (zero by default): W_O = 0
+    switches attention off, so they do not enter the logit.  Defaults α = 1_d/√d and v = 2·1_r/√r
+    (r = 4d), the direction of the authors' rank-one initialisation.
+
+    Exact statement (checked to 1e-12 in tests/test_canonical_embedding.py; paper-notes claim 6 is
+    the case ‖α‖ = 1, ‖v‖ = 2): for e ≥ 0, any α ≠ 0, any v ∈ R^r with v ≥ 0 entrywise, any r, N,
+    and every position n,
+
+        logit_n = ê² (1 + 2 ŵ|ŵ|) x_n + b - ê²/2,      ê = e ‖α‖,   ŵ = w ‖α‖ ‖v‖ / 2,
+
+    the canonical logit at (ê, ŵ, b).  Why: y_n = x̃_n = e (x_n - ½) α, so the hidden layer is
+    |w| ‖α‖² v ReLU(e (x_n - ½)) = |w| ‖α‖² v (e/2) x_n for e ≥ 0 and v ≥ 0; W_2 maps it to
+    w|w| ‖α‖² ‖v‖² (e/2) x_n α and the head ⟨e α, ·⟩ adds ‖α‖² e² (x_n - ½) from the skip.
+
+    Outside the statement (refused here): for e < 0 the ReLU fires at x_n = 0 instead and the logit is
+    the canonical one at (|ê|, ŵ, b - 2ŵ|ŵ|ê²), the same slope with a shifted bias; an entry v_i < 0
+    makes unit i fire at x_n = 0 and breaks the form.  e, w, b may be 0-dim tensors (the map is
+    differentiable in them away from w = 0: ``numerics.canonical_flow`` takes its Jacobian).
+    """
+    if float(e) < 0:
+        raise ValueError(f"canonical_point needs e >= 0 (for e < 0 the ReLU fires at x = 0), got e={float(e)}")
+    params = init_params(d, seq_len, r=r, std=attention_std, seed=seed, device=device, dtype=dtype)
+    r = params["W_1"].shape[0]
+    alpha = torch.full((d,), 1 / math.sqrt(d), dtype=dtype, device=device) if alpha is None else alpha
+    v = torch.full((r,), 2 / math.sqrt(r), dtype=dtype, device=device) if v is None else v
+    if alpha.shape != (d,) or not alpha.abs().max() > 0:
+        raise ValueError(f"alpha must be a nonzero vector of shape ({d},)")
+    if v.shape != (r,) or (v < 0).any():
+        raise ValueError(f"v must be an entrywise nonnegative vector of shape ({r},)")
+    params["e"] = e * alpha
+    params["pos"] = (-e / 2 * alpha).expand(seq_len, d).clone()
+    params["W_O"] = torch.zeros(d, d, dtype=dtype, device=device)
+    params["W_1"] = abs(w) * torch.outer(v, alpha)
+    params["W_2"] = w * torch.outer(alpha, v)
+    params["b"] = b + torch.zeros((), dtype=dtype, device=device)
     return params
 
 
