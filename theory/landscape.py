@@ -270,30 +270,6 @@ def spectrum_pi(tying: bool) -> dict[sp.Expr, int]:
 
 
 @cache
-def l2g_results() -> tuple[Result, ...]:
-    """The companion three-parameter model (claim L2G): global locus and the line e = 0.
-
-    * On e²κ = α with b = β + e²/2: ∇L = 0 and L = H_rate (the global-minimum locus);
-    * on e = 0 with b = log(p/q): ∇L = 0, L = H(π), ∂²L/∂e² = 2π0π1(p+q-1)κ, H_eb = 0,
-      so the line is locally minimal in e iff (p+q-1)κ > 0, i.e. (1-p-q)(1+2w|w|) < 0.
-    """
-    L = R.l2g_loss()
-    logits = (R.l2g_logit(0), R.l2g_logit(1))
-    coords = (R.e, R.kappa, R.b)
-    locus = {R.kappa: alpha / R.e**2, R.b: beta + R.e**2 / 2}
-    line = {R.e: 0, R.b: UNIGRAM_BIAS}
-    H = _chain_rule(logits, (R.e, R.b), line, order=2)
-    return (
-        _identity("L2G: grad L = 0 on e^2 kappa = alpha", "L2G", _chain_rule(logits, coords, locus, order=1),
-                  sp.zeros(3, 1), "e != 0"),
-        _identity("L2G: L = H_rate on e^2 kappa = alpha", "L2G", L.subs(locus), entropy_rate(), "e != 0"),
-        _identity("L2G: grad L = 0 on e = 0", "L2G", _chain_rule(logits, coords, line, order=1), sp.zeros(3, 1)),
-        _identity("L2G: d2L/de2 on e = 0", "L2G", H[0, 0], 2 * K * (p + q - 1) * R.kappa),
-        _identity("L2G: d2L/de db on e = 0", "L2G", H[0, 1], sp.Integer(0)),
-    )
-
-
-@cache
 def chain_results() -> tuple[Result, ...]:
     """Claim SRC: the covariance and mutual information of the source, derived then matched."""
     lam = second_eigenvalue()
@@ -305,12 +281,15 @@ def chain_results() -> tuple[Result, ...]:
 
 def identities() -> list[Result]:
     """Every identity of the theory, for tests, the LaTeX document and the CLI."""
-    from theory.manifold import results as manifold_results  # here: theory.manifold imports this module
+    from theory.canonical import results as canonical_results  # here: both import this module
+    from theory.manifold import results as manifold_results
+    from theory.multistate import results as multistate_results
 
     out = list(chain_results())
     for tying in (True, False):
         out += [stationarity_pi(tying), loss_pi(tying), stationarity_star(tying), loss_star(tying)]
-    return [*out, *manifold_results(), gauss_newton_star(), normal_block_pi(), untied_block_pi(), *l2g_results()]
+    return [*out, *manifold_results(), gauss_newton_star(), normal_block_pi(), untied_block_pi(), *canonical_results(),
+            *multistate_results()]
 
 
 def spectrum_closed_form(tying: bool, d: int) -> list[tuple[sp.Expr, int]]:

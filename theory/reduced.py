@@ -11,9 +11,8 @@ so the population loss is an expectation over one transition (x, x') ~ π_x P_{x
 
     L(ρ) = Σ_{x,x'} π_x P_{xx'} ℓ(logit(x), x'),   ℓ(z, 1) = log(1 + e^{-z}),  ℓ(z, 0) = log(1 + e^{z}).
 
-The companion paper's three-parameter model (claim ``L2G``) is the same kind of object with
-logit(x) = e²(1 + 2w|w|) x + b - e²/2; κ = 1 + 2w|w| is kept as a symbol, with the sign
-conditions on w stated where they matter (κ > 0 iff w > -1/√2).
+The companion paper's three-parameter model (claim ``L2G``) uses the same ``transition_loss``; it lives
+in ``theory.canonical``.
 """
 
 from __future__ import annotations
@@ -25,11 +24,9 @@ import sympy as sp
 from theory.markov import kernel, stationary
 
 s, t, b, c, g = sp.symbols("s t b c g", real=True)
-e, w, kappa = sp.symbols("e w kappa", real=True)
 
 TIED = (s, b, c, g)
 UNTIED = (s, t, b, c, g)
-L2G = (e, w, b)
 
 #: Where φ is exact (every ReLU pre-activation positive, for x = 0 and x = 1; w > 0 as well).
 EXACT_REGION = sp.And(c > 0, s + c > 0)
@@ -51,11 +48,6 @@ def logit(x: int, tying: bool) -> sp.Expr:
     return head * (1 + g) * (x * s + c) + b
 
 
-def l2g_logit(x: int) -> sp.Expr:
-    """The companion model's logit e²κ x + b - e²/2, κ = 1 + 2w|w| (a symbol, see module doc)."""
-    return e**2 * kappa * x + b - e**2 / 2
-
-
 def transition_loss(logits: tuple[sp.Expr, sp.Expr]) -> sp.Expr:
     """Σ_{x,x'} π_x P_{xx'} ℓ(logit_x, x') for the logits (logit_0, logit_1), in nats."""
     pi, P = stationary(), kernel()
@@ -69,12 +61,6 @@ def transition_loss(logits: tuple[sp.Expr, sp.Expr]) -> sp.Expr:
 def loss(tying: bool) -> sp.Expr:
     """L(ρ) of the reduced model."""
     return transition_loss((logit(0, tying), logit(1, tying)))
-
-
-@cache
-def l2g_loss() -> sp.Expr:
-    """L(e, κ, b) of the companion three-parameter model."""
-    return transition_loss((l2g_logit(0), l2g_logit(1)))
 
 
 @cache
