@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 import torch
@@ -299,17 +300,20 @@ class FiniteChain:
         return x.to(device=device, dtype=dtype)
 
 
-def _uniform_switching(k: int, stay: float) -> np.ndarray:
-    """Stay with probability ``stay``, else move to one of the k - 1 other states uniformly."""
-    move = (1 - stay) / (k - 1)
-    return np.full((k, k), move) + (stay - move) * np.eye(k)
+def _uniform_switching(k: int, stay: str) -> np.ndarray:
+    """Stay with probability ``stay`` (a decimal string), else move to one of the k - 1 other states
+    uniformly; in exact arithmetic first, so that 0.9 gives moves 0.025, not 0.024999999999999994."""
+    move = float((1 - Fraction(stay)) / (k - 1))
+    matrix = np.full((k, k), move)
+    np.fill_diagonal(matrix, float(stay))
+    return matrix
 
 
 #: Named chains for ``--chain``: the paper's 5-state example, and 3-state chains for each class
 #: of θ_π under tying (M_s = sym(D_π(P - 1πᵀ)) on 1^⊥, claim MULTI-STATE-LOCAL-MIN).
 PRESETS: dict[str, tuple[str, np.ndarray]] = {
     "sticky5": ("the paper's 5-state chain: stay 0.9, move 0.025 to each other state (H(π) = ln 5, "
-                "rate 0.463712); M_s positive on 1^⊥: θ_π a saddle", _uniform_switching(5, 0.9)),
+                "rate 0.463712); M_s positive on 1^⊥: θ_π a saddle", _uniform_switching(5, "0.9")),
     "switching3": ("3 states that rarely stay (eigenvalues -0.5, -0.35); M_s negative definite on 1^⊥: "
                    "tied θ_π a local minimum",
                    np.array([[0.05, 0.5, 0.45], [0.6, 0.05, 0.35], [0.5, 0.45, 0.05]])),

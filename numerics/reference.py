@@ -14,13 +14,21 @@ import torch
 from torch import Tensor
 
 
-def reference_logits(params: dict[str, Tensor], x: list[int], *, tying: bool) -> list[float]:
-    """logit_n for n = 1..len(x) of one binary sequence, one layer."""
-    e, pos, b = params["e"], params["pos"], params["b"]
+def reference_logits(params: dict[str, Tensor], x: list[int], *, tying: bool) -> list:
+    """logit_n for n = 1..len(x) of one sequence, one layer: a float for the scalar model, the list
+    of k logits for the one-hot model (``E`` in params)."""
+    pos, b = params["pos"], params["b"]
     W_Q, W_K, W_V, W_O, W_1, W_2 = (params[k] for k in ("W_Q", "W_K", "W_V", "W_O", "W_1", "W_2"))
-    head = e if tying else params["a"]
-    d = e.shape[0]
-    embedded = [x_i * e + pos[i] for i, x_i in enumerate(x)]  # x̃_i = x_i e + p_i
+    onehot = "E" in params
+    if onehot:
+        table = params["E"]
+        embedded = [table[x_i] + pos[i] for i, x_i in enumerate(x)]  # x̃_i = E[x_i] + p_i
+        head = table if tying else params["A"]
+    else:
+        e = params["e"]
+        embedded = [x_i * e + pos[i] for i, x_i in enumerate(x)]  # x̃_i = x_i e + p_i
+        head = e if tying else params["a"]
+    d = pos.shape[1]
     out = []
     for n, x_n in enumerate(embedded):
         scores = [torch.dot(W_Q @ x_n, W_K @ embedded[i]) / math.sqrt(d) for i in range(n + 1)]
@@ -30,5 +38,5 @@ def reference_logits(params: dict[str, Tensor], x: list[int], *, tying: bool) ->
         mixed = sum((w / total) * (W_V @ embedded[i]) for i, w in enumerate(weights))
         y = x_n + W_O @ mixed
         z = y + W_2 @ torch.clamp(W_1 @ y, min=0)
-        out.append((torch.dot(head, z) + b).item())
+        out.append((head @ z + b).tolist())
     return out

@@ -46,7 +46,10 @@ def test_theorems_are_confirmed_with_the_json_contract(module, argv, prediction,
     code, report = run(module, [*argv, *SMALL], capsys)
     assert code == 0 and report["verdict"] == "confirmed", report
     assert report.keys() >= REQUIRED and report["prediction"] == prediction
-    assert set(report["inputs"]) == {"p", "q", "tying", "d", "seq_len", "device", "dtype"}
+    assert set(report["inputs"]) == {"p", "q", "tying", "d", "seq_len", "device", "dtype", "transition", "chain",
+                                     "model"}
+    assert report["inputs"]["transition"] == [[1 - report["inputs"]["p"], report["inputs"]["p"]],
+                                              [report["inputs"]["q"], 1 - report["inputs"]["q"]]]
     assert {"loss", "grad_max_abs", "hessian_eigenvalues_nonzero", "min_eigenvalue",
             "null_space_dim"} <= report["numeric"].keys()
     for check in report["checks"]:
@@ -412,13 +415,13 @@ def test_nan_fails_its_check_and_is_null_in_json():
 
 
 def test_a_nan_loss_is_never_dropped_from_the_minimum(monkeypatch):
-    original = checks.population_loss
+    original = checks.chain_loss
 
     def sometimes_nan(params, *args, **kwargs):
         value = original(params, *args, **kwargs)
         return value * math.nan if params["e"].abs().max() > 1.0 else value
 
-    monkeypatch.setattr(checks, "population_loss", sometimes_nan)
+    monkeypatch.setattr(checks, "chain_loss", sometimes_nan)
     config = config_from(parser("", {}).parse_args(SMALL))
-    (check,) = checks.below_entropy_rate_check(config, MarkovChain(0.5, 0.8))
+    (check,) = checks.below_entropy_rate_check(config)
     assert check.passed is False

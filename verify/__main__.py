@@ -112,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.sweep:
             raise InvalidInputError("python -m verify does not take --sweep; use it with a theorem command, "
                                     "e.g. python -m verify.theorem_local_min --sweep 5")
+        if args.transition is not None or args.chain is not None or args.embedding == "onehot":
+            raise InvalidInputError("python -m verify runs the binary scalar model; for a k-state chain use a theorem "
+                                    "command, e.g. python -m verify.theorem_local_min --chain sticky5")
         given = {k: v for k, v in vars(args).items() if k in ("p", "q", "tying") and v is not None}
         if args.latex:
             check_writable(args.latex)

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from numerics.manifold import UNDECIDED, manifold_curvature, project_to_manifold, sampled_block
 from numerics.markov import MarkovChain
-from numerics.stationary_points import theta_pi, theta_star
+from numerics.stationary_points import onehot_theta_pi, onehot_theta_star, theta_pi, theta_star
 from numerics.transformer import Params
 from verify import checks as C
 from verify import manifold_checks as M
@@ -24,22 +24,42 @@ from verify.report import Report
 DENSE_MANIFOLD_SEQ_LEN = 12
 
 
-def closed_form_spectrum(config: Config, chain: MarkovChain) -> list[float]:
-    """Nonzero full-space eigenvalues at θ_π from the SymPy closed forms, ascending, with multiplicity.
+def closed_form_spectrum(config: Config) -> list[float]:
+    """Nonzero full-space eigenvalues at θ_π from the closed forms, ascending, with multiplicity.
 
-    At p + q = 1 exactly the eigenvalues 2π0π1(p+q-1) (or ±π0π1|1-p-q|) are 0 and are left out.
+    Scalar model: the SymPy forms of ``theory.landscape`` (at p + q = 1 exactly the eigenvalues
+    2π0π1(p+q-1), or ±π0π1|1-p-q|, are 0 and are left out).  One-hot model: the k-state closed
+    form of ``theory.multistate`` (b-block D_π - ππᵀ, E-block -2M_s ⊗ I_d or the E-A block).
     """
+    if config.onehot:
+        from theory.multistate import closed_form_spectrum as multistate_spectrum
+
+        return sorted(multistate_spectrum(config.source.transition, config.d, config.tying).tolist())
     from theory.landscape import numeric_spectrum
 
     fn, per_d = numeric_spectrum(config.tying)
-    return sorted(v for v, k in zip(fn(chain.p, chain.q), per_d) if v != 0 for _ in range(config.d if k else 1))
+    return sorted(v for v, k in zip(fn(config.p, config.q), per_d) if v != 0 for _ in range(config.d if k else 1))
 
 
 DEGENERATE = "global minimum (degenerate: p + q = 1, i.i.d. source)"
+DEGENERATE_K = "global minimum (degenerate: P = 1πᵀ, i.i.d. source)"
 
 
 def predict_unigram(config: Config) -> str:
-    """What the theory says θ_π is for these inputs."""
+    """What the theory says θ_π is for these inputs.
+
+    One-hot model (claims MULTI-STATE-LOCAL-MIN, MULTI-STATE-SADDLE-UNTIED): tied, a local minimum
+    iff M_s = sym(D_π(P - 1πᵀ)) is negative definite on 1^⊥; untied, a saddle unless P = 1πᵀ.
+    """
+    if config.onehot:
+        from theory.multistate import predicted_class
+
+        P = config.source.transition
+        if predicted_class(P, tying=False) == "degenerate":  # M = 0: P = 1πᵀ, i.i.d. symbols
+            return DEGENERATE_K
+        found = predicted_class(P, tying=config.tying)
+        return {"local minimum": "local minimum", "saddle": "saddle point"}.get(
+            found, "undecided (M_s is singular on 1^⊥: the tied curvature vanishes in some direction)")
     if config.p + config.q == 1:
         return DEGENERATE
     if config.tying and config.p + config.q > 1:
@@ -50,6 +70,9 @@ def predict_unigram(config: Config) -> str:
 def unigram_claims(config: Config, prediction: str) -> list[str]:
     """The claims a θ_π run tests: the one its prediction belongs to and stationarity (the rest of
     M_π is theorem_manifold's)."""
+    if config.onehot:
+        specific = "MULTI-STATE-LOCAL-MIN" if config.tying else "MULTI-STATE-SADDLE-UNTIED"
+        return ["MULTI-STATE", "MULTI-STATE-PI", *([] if prediction == DEGENERATE_K else [specific])]
     if prediction == DEGENERATE:
         specific = "IID-GLOBAL"
     elif prediction == "local minimum":
@@ -59,18 +82,26 @@ def unigram_claims(config: Config, prediction: str) -> list[str]:
     return ["MODEL", "STAT-PI", specific]
 
 
+def unigram_point(config: Config) -> Params:
+    """θ_π of the configured model: e = 0 (E = 0), all W = 0, pos = 0, b = log(p/q) (log π)."""
+    if config.onehot:
+        return onehot_theta_pi(config.source, config.d, config.seq_len, tying=config.tying)
+    return theta_pi(config.source, config.d, config.seq_len, tying=config.tying)
+
+
 def analyse_unigram(config: Config, theorem: str, scan: int = 0) -> Report:
     """θ_π (e = a = 0, pos = 0, W = 0, b = log(p/q)): stationarity, spectrum, and the prediction.
 
     Local minimum: no nearby descent and gradient descent returns; saddle: the loss's own
     curvature along the lowest eigenvector; p + q = 1: no perturbation goes below H_rate (= H(π)),
-    the degenerate directions being flat only to second order.
+    the degenerate directions being flat only to second order.  The one-hot model on a k-state
+    chain runs the same checks against the k-state closed form.
     """
-    chain = MarkovChain(config.p, config.q)
+    chain = config.source
     with stage("θ_π: exact loss, gradient, dense Hessian, spectrum"):
-        point = measure(config, theta_pi(chain, config.d, config.seq_len, tying=config.tying))
-    with stage("closed form (SymPy), model checks"):
-        expected = closed_form_spectrum(config, chain)
+        point = measure(config, unigram_point(config))
+    with stage("closed form, model checks"):
+        expected = closed_form_spectrum(config)
         prediction = predict_unigram(config)
         checks = C.model_checks(config)
     with stage("stationarity, spectrum, flatness along M_π, Lanczos"):
@@ -80,12 +111,12 @@ def analyse_unigram(config: Config, theorem: str, scan: int = 0) -> Report:
         if decided:
             checks += C.lanczos_check(point, expected)
     with stage(f"the prediction ({prediction.split(' (')[0]}) from the loss itself"):
-        if prediction == DEGENERATE:
+        if prediction in (DEGENERATE, DEGENERATE_K):
             checks += C.no_descent_below_check(point, chain.entropy_rate())
         elif decided and prediction == "local minimum":
             checks += C.no_descent_check(point, min(expected))
             checks += C.descent_returns_check(point, expected, chain.unigram_loss())
-        elif decided:
+        elif decided and prediction == "saddle point":
             checks += C.saddle_check(point, min(expected))
     numeric = point.summary()
     report = Report(theorem, unigram_claims(config, prediction), config.inputs(), prediction,
@@ -117,17 +148,29 @@ def scan_manifold(config: Config, chain: MarkovChain, count: int) -> dict:
 
 def analyse_bigram(config: Config, theorem: str, scan: int = 0) -> Report:
     """θ_*: stationarity, loss = H_rate, PSD Hessian equal to its Gauss-Newton form, no random point
-    below H_rate, reduced = full."""
-    chain = MarkovChain(config.p, config.q)
-    with stage("θ_*: exact loss, gradient, dense Hessian, spectrum"):
-        point = measure(config, theta_star(chain, config.d, config.seq_len, tying=config.tying))
-    with stage("model, stationarity, PSD, Gauss-Newton, random θ, reduced model"):
-        checks = [*C.model_checks(config), *C.stationary_checks(point, chain.entropy_rate(), "H_rate"),
-                  *C.psd_check(point), *C.gauss_newton_check(point, chain), *C.below_entropy_rate_check(config, chain),
-                  *C.reduced_model_check(config, chain)]
-    return Report(theorem, ["MODEL", "GLOBAL-MIN", "REDUCED"], config.inputs(), "global minimum",
-                  {"loss": chain.entropy_rate(), "hessian_eigenvalues": None,
-                   "hessian": "positive semidefinite: Gauss-Newton Gram matrix, all residuals vanish"},
+    below H_rate, reduced = full.  One-hot model: the explicit θ_* of ``onehot_theta_star`` (d ≥ k)
+    with stationarity, loss, PSD and the random-θ bound (the Gauss-Newton and reduced-model checks
+    are the scalar model's)."""
+    chain = config.source
+    if config.onehot:
+        with stage("θ_* of the one-hot model: exact loss, gradient, dense Hessian, spectrum"):
+            point = measure(config, onehot_theta_star(chain, config.d, config.seq_len, tying=config.tying))
+        with stage("model, stationarity, PSD, random θ"):
+            checks = [*C.model_checks(config), *C.stationary_checks(point, chain.entropy_rate(), "H_rate"),
+                      *C.psd_check(point), *C.below_entropy_rate_check(config)]
+        claims = ["MULTI-STATE", "MULTI-STATE-GLOBAL-MIN"]
+    else:
+        with stage("θ_*: exact loss, gradient, dense Hessian, spectrum"):
+            point = measure(config, theta_star(chain, config.d, config.seq_len, tying=config.tying))
+        with stage("model, stationarity, PSD, Gauss-Newton, random θ, reduced model"):
+            checks = [*C.model_checks(config), *C.stationary_checks(point, chain.entropy_rate(), "H_rate"),
+                      *C.psd_check(point), *C.gauss_newton_check(point, chain), *C.below_entropy_rate_check(config),
+                      *C.reduced_model_check(config, chain)]
+        claims = ["MODEL", "GLOBAL-MIN", "REDUCED"]
+    hessian = ("positive semidefinite (the residuals softmax - P(·|x_n) vanish: a Gauss-Newton form)" if config.onehot
+               else "positive semidefinite: Gauss-Newton Gram matrix, all residuals vanish")
+    return Report(theorem, claims, config.inputs(), "global minimum",
+                  {"loss": chain.entropy_rate(), "hessian_eigenvalues": None, "hessian": hessian},
                   point.summary(), checks)
 
 

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from numerics.curvature import block_names, gauss_newton_hessian, gradient, unflatten
 from numerics.markov import MarkovChain
-from numerics.population import population_loss
+from numerics.population import chain_loss, population_loss
 from numerics.reference import reference_logits
 from numerics.stationary_points import reduced_point
 from numerics.transformer import init_params, logits
@@ -37,18 +37,18 @@ def _random_directions(count: int, dim: int, seed: int, mask: Tensor | None = No
 
 def model_checks(config: Config) -> list[Check]:
     """The model itself: forward pass vs the plain reference, prefix tree vs full sequences."""
-    params = init_params(config.d, config.seq_len, tying=config.tying, std=0.6, seed=config.seed,
+    symbols = config.source.k if config.onehot else None
+    params = init_params(config.d, config.seq_len, tying=config.tying, std=0.6, seed=config.seed, symbols=symbols,
                          device=config.device, dtype=config.torch_dtype)
-    chain = MarkovChain(config.p, config.q)
-    x = chain.sample(4, config.seq_len, seed=config.seed + 1, device=config.device, dtype=config.torch_dtype)
+    x = config.source.sample(4, config.seq_len, seed=config.seed + 1, device=config.device, dtype=config.torch_dtype)
     fast = logits(params, x, tying=config.tying).cpu().double()
     cpu = {k: v.cpu().double() for k, v in params.items()}
     slow = torch.tensor([reference_logits(cpu, row, tying=config.tying) for row in x.long().tolist()],
                         dtype=torch.float64)
     tol = 1e-10 if config.dtype == "float64" else 1e-4
     gap = (fast - slow).abs().max().item()
-    exact = population_loss(params, config.p, config.q, tying=config.tying).item()
-    naive = population_loss(params, config.p, config.q, tying=config.tying, method="naive").item()
+    exact = chain_loss(params, config.source, tying=config.tying).item()
+    naive = chain_loss(params, config.source, tying=config.tying, method="naive").item()
     return [
         Check("forward = paper's equations", gap <= tol, gap, 0.0, tol,
               "max |logit| gap to a position-by-position reference, random θ with attention on"),
@@ -124,8 +124,9 @@ def lanczos_check(point: MeasuredPoint, expected: list[float], steps: int = 80) 
 
 
 def tangent_mask(point: MeasuredPoint) -> Tensor:
-    """1 on the coordinates of M_π's tangent space (every weight but e, a and b), 0 elsewhere."""
-    return torch.tensor([name not in ("e", "a", "b") for name in block_names(point.layout)], dtype=torch.float64)
+    """1 on the coordinates of M_π's tangent space (every weight but e, a and b; E, A and b one-hot), 0 elsewhere."""
+    normal = ("e", "a", "E", "A", "b")
+    return torch.tensor([name not in normal for name in block_names(point.layout)], dtype=torch.float64)
 
 
 def flatness_check(point: MeasuredPoint, seed: int) -> list[Check]:
@@ -313,15 +314,17 @@ def reduced_model_check(config: Config, chain: MarkovChain) -> list[Check]:
                   "5 random ρ with c > 0, s + c > 0 (ReLU in its linear regime)")]
 
 
-def below_entropy_rate_check(config: Config, chain: MarkovChain) -> list[Check]:
+def below_entropy_rate_check(config: Config) -> list[Check]:
     """L(θ) ≥ H_rate at 40 random θ of several scales (the bigram loss is a lower bound).
 
     A non-finite loss fails the check (it is never dropped from the minimum)."""
     l_tol = TOLERANCE[config.dtype][1]
-    losses = torch.tensor([population_loss(init_params(config.d, config.seq_len, tying=config.tying, std=std,
-                                                       seed=config.seed + 11 + i, device=config.device,
-                                                       dtype=config.torch_dtype),
-                                           config.p, config.q, tying=config.tying).item()
+    chain = config.source
+    symbols = chain.k if config.onehot else None
+    losses = torch.tensor([chain_loss(init_params(config.d, config.seq_len, tying=config.tying, std=std,
+                                                  seed=config.seed + 11 + i, symbols=symbols, device=config.device,
+                                                  dtype=config.torch_dtype),
+                                      chain, tying=config.tying).item()
                            for i, std in enumerate([0.1, 0.5, 1.0, 2.0] * 10)], dtype=torch.float64)
     finite = bool(torch.isfinite(losses).all())
     lowest = losses.min().item() if finite else math.nan

@@ -8,6 +8,7 @@ cannot decide: an eigenvalue within its error bound of 0, a curvature below the 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -21,7 +22,16 @@ from pathlib import Path
 
 import torch
 
-from numerics.markov import InvalidInputError, check_positive_int, check_probability
+from numerics.markov import (
+    FiniteChain,
+    InvalidInputError,
+    MarkovChain,
+    check_positive_int,
+    check_probability,
+    num_prefixes,
+    parse_transition,
+    preset,
+)
 from verify.report import Report, combined_exit_code
 
 #: Largest N whose exact loss and dense full-space Hessian the theorem commands compute.
@@ -30,21 +40,40 @@ DENSE_MAX_SEQ_LEN = 16
 
 @dataclass(frozen=True)
 class Config:
-    p: float
-    q: float
+    """One theorem run's inputs.  ``transition`` set: the one-hot model (claim MULTI-STATE) on that
+    k-state chain, with p, q its switching probabilities when k = 2 and None otherwise."""
+
+    p: float | None
+    q: float | None
     tying: bool
     d: int
     seq_len: int
     device: str
     dtype: str
     seed: int
+    transition: tuple[tuple[float, ...], ...] | None = None
+    chain_name: str | None = None
 
     @property
     def torch_dtype(self) -> torch.dtype:
         return getattr(torch, self.dtype)
 
+    @property
+    def onehot(self) -> bool:
+        return self.transition is not None
+
+    @functools.cached_property
+    def source(self) -> MarkovChain | FiniteChain:
+        """The chain: the k-state one of the one-hot model, else the binary (p, q)."""
+        if self.onehot:
+            return FiniteChain(self.transition, name=self.chain_name)
+        return MarkovChain(self.p, self.q)
+
     def inputs(self) -> dict:
-        return {k: getattr(self, k) for k in ("p", "q", "tying", "d", "seq_len", "device", "dtype")}
+        base = {k: getattr(self, k) for k in ("p", "q", "tying", "d", "seq_len", "device", "dtype")}
+        matrix = self.source.transition.tolist()
+        return base | {"transition": matrix, "chain": self.chain_name,
+                       "model": "one-hot (E, A z + b, softmax)" if self.onehot else "scalar (x e, one logit)"}
 
 
 def resolve_device(name: str) -> str:
@@ -109,14 +138,26 @@ def parser(description: str, defaults: dict, *, prog: str | None = None, sweep: 
     ap = Parser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--p", type=_number, default=defaults.get("p", 0.5), help="P(x_{n+1}=1 | x_n=0), in (0, 1)")
     ap.add_argument("--q", type=_number, default=defaults.get("q", 0.8), help="P(x_{n+1}=0 | x_n=1), in (0, 1)")
+    chain = ap.add_mutually_exclusive_group()
+    chain.add_argument("--transition", metavar="ROWS",
+                       help="a k-state chain instead of (p, q): rows separated by ';', entries by ',', e.g. "
+                            "'0.05,0.5,0.45;0.6,0.05,0.35;0.5,0.45,0.05' (the one-hot model of SPEC §11)")
+    chain.add_argument("--chain", metavar="NAME",
+                       help="a named k-state chain: sticky5 (the paper's 5-state chain), switching3, rotating3, "
+                            "uniform3, or dirichlet-K-SEED")
+    ap.add_argument("--embedding", choices=["auto", "scalar", "onehot"], default="auto",
+                    help="scalar: the theory's x e with one logit; onehot: the released code's E[x] with k logits "
+                         "(default auto: scalar for --p/--q, onehot for --transition/--chain)")
     tying = defaults.get("tying", True)
     shown = "each theorem's own" if tying is None else tying
     ap.add_argument("--tying", action=argparse.BooleanOptionalAction, default=tying,
                     help=f"weight tying a = e (default: {shown})")
-    ap.add_argument("--d", type=int, default=defaults.get("d", 4), help="embedding dimension (default: %(default)s)")
-    ap.add_argument("--seq-len", type=int, default=defaults.get("seq_len", 8),
+    ap.add_argument("--d", type=int, default=None,
+                    help=f"embedding dimension (default: {defaults.get('d', 4)}; k-state: at least k)")
+    ap.add_argument("--seq-len", type=int, default=None,
                     help=defaults.get("seq_len_help", "sequence length N of the exact population loss")
-                    + " (default: %(default)s)")
+                    + f" (default: {defaults.get('seq_len', 8)}; k-state: the largest N ≤ 8 with k^N ≤ 1024)")
+    ap.set_defaults(default_d=defaults.get("d", 4), default_seq_len=defaults.get("seq_len", 8))
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     ap.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     ap.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: %(default)s)")
@@ -144,18 +185,56 @@ def check_writable(path: str) -> None:
         raise InvalidInputError(f"cannot write {path}: permission denied")
 
 
+def given_flags(argv: list[str] | None, flags: tuple[str, ...]) -> list[str]:
+    """Which of ``flags`` appear on the command line ``argv`` (None: sys.argv)."""
+    argv = sys.argv[1:] if argv is None else argv
+    return [flag for flag in flags if any(a == flag or a.startswith(flag + "=") for a in argv)]
+
+
+def chain_from(args: argparse.Namespace) -> FiniteChain | None:
+    """The k-state chain of --transition / --chain / --embedding onehot, or None for the scalar model."""
+    if args.transition is not None:
+        chain = FiniteChain(parse_transition(args.transition), name="custom")
+    elif args.chain is not None:
+        chain = preset(args.chain)
+    elif args.embedding == "onehot":
+        chain = FiniteChain.binary(check_probability("p", args.p), check_probability("q", args.q))
+    else:
+        return None
+    if args.embedding == "scalar":
+        if chain.k != 2:
+            raise InvalidInputError(f"--embedding scalar is the binary model; this chain has k={chain.k} states")
+        args.p, args.q = chain.transition[0, 1], chain.transition[1, 0]
+        return None
+    return chain
+
+
 def config_from(args: argparse.Namespace, *, max_seq_len: int = DENSE_MAX_SEQ_LEN) -> Config:
     """Validated inputs; anything out of range raises InvalidInputError (exit 2)."""
-    p, q = check_probability("p", args.p), check_probability("q", args.q)
-    check_positive_int("d", args.d)
-    check_positive_int("seq-len", args.seq_len)
-    if args.seq_len > max_seq_len:
+    chain = chain_from(args)
+    k = 2 if chain is None else chain.k
+    d = args.d if args.d is not None else (args.default_d if chain is None else max(args.default_d, k))
+    seq_len = args.seq_len
+    if seq_len is None:  # k-state: the largest N with k^N ≤ 1024 (a dense Hessian in seconds)
+        seq_len = args.default_seq_len if chain is None else min(args.default_seq_len, max(
+            n for n in range(1, 11) if k**n <= 1024 or n == 1))
+    check_positive_int("d", d)
+    check_positive_int("seq-len", seq_len)
+    if seq_len > max_seq_len:
         why = ("too large for the dense full-space Hessian (D grows with N and the exact loss with 2^N)"
                if max_seq_len == DENSE_MAX_SEQ_LEN else "too large (memory grows as N²)")
-        raise InvalidInputError(f"--seq-len {args.seq_len} is {why}; use --seq-len <= {max_seq_len}")
-    if args.d > 16:
-        raise InvalidInputError(f"--d {args.d} is too large for the dense full-space Hessian; use --d <= 16")
+        raise InvalidInputError(f"--seq-len {seq_len} is {why}; use --seq-len <= {max_seq_len}")
+    if chain is not None and num_prefixes(k, seq_len) > num_prefixes(2, DENSE_MAX_SEQ_LEN):
+        raise InvalidInputError(f"--seq-len {seq_len} with k={k} states enumerates {num_prefixes(k, seq_len):,} "
+                                f"prefixes, too many for the dense full-space Hessian; lower --seq-len")
+    if d > 16:
+        raise InvalidInputError(f"--d {d} is too large for the dense full-space Hessian; use --d <= 16")
     device = resolve_device(args.device)
+    if chain is not None:
+        transition = tuple(map(tuple, chain.transition.tolist()))
+        p, q = (transition[0][1], transition[1][0]) if k == 2 else (None, None)
+        return Config(p, q, args.tying, d, seq_len, device, args.dtype, args.seed, transition, chain.name)
+    p, q = check_probability("p", args.p), check_probability("q", args.q)
     if not math.isfinite(p + q):
         raise InvalidInputError("p and q must be finite")
     floor = torch.finfo(getattr(torch, args.dtype)).tiny ** 0.25
@@ -163,7 +242,7 @@ def config_from(args: argparse.Namespace, *, max_seq_len: int = DENSE_MAX_SEQ_LE
         raise InvalidInputError(f"p, q, 1-p and 1-q must be at least {floor:.1e} in {args.dtype}: below that the "
                                 "curvature π0π1 ~ min(p, q) underflows when squared (got "
                                 f"p={p:g}, q={q:g})")
-    return Config(p, q, args.tying, args.d, args.seq_len, device, args.dtype, args.seed)
+    return Config(p, q, args.tying, d, seq_len, device, args.dtype, args.seed)
 
 
 Analysis = Callable[[Config, str, int], Report]
@@ -219,10 +298,14 @@ def main(description: str, defaults: dict, analyse: Analysis, theorem: str, argv
     try:
         args = parser(description, defaults, prog=f"python -m verify.{theorem}").parse_args(argv)
         config = config_from(args)
+        if config.onehot and given_flags(argv, ("--p", "--q")) and args.embedding != "onehot":
+            raise InvalidInputError("give the chain either as --p/--q or as --transition/--chain, not both")
         if args.latex:
             check_writable(args.latex)
         if args.sweep < 0 or args.scan_manifold < 0:
             raise InvalidInputError("--sweep and --scan-manifold take a count >= 0")
+        if config.onehot and (args.sweep or args.scan_manifold):
+            raise InvalidInputError("--sweep and --scan-manifold are for the binary scalar model (--p, --q)")
         configs = sweep_configs(config, args.sweep) if args.sweep else [config]
         show_stages(enabled=not (args.sweep or args.json))
         reports = [analyse(c, theorem, args.scan_manifold)

@@ -28,7 +28,8 @@ from numerics.curvature import (
     loss_gradient_hessian,
     unflatten,
 )
-from numerics.population import population_loss
+from numerics.markov import num_prefixes
+from numerics.population import chain_loss
 from numerics.transformer import Params
 from verify.cli import Config
 
@@ -40,7 +41,7 @@ TOLERANCE = {"float64": (1e-10, 1e-12, 1e-9), "float32": (1e-4, 1e-5, 1e-5)}
 
 def loss_of(config: Config) -> Callable[[Params], Tensor]:
     """θ ↦ L(θ), the exact population loss for the configured source and tying (nats), in θ's dtype."""
-    return lambda params: population_loss(params, config.p, config.q, tying=config.tying)
+    return lambda params: chain_loss(params, config.source, tying=config.tying)
 
 
 def loss_rounding(value: float, num_prefixes: int, dtype: torch.dtype) -> float:
@@ -80,7 +81,7 @@ class MeasuredPoint:
 
     def float64_rounding(self) -> float:
         """``rounding`` of a float64 evaluation of the loss at this point."""
-        prefixes = 2 ** (self.params["pos"].shape[0] + 1) - 2
+        prefixes = num_prefixes(self.config.source.k, self.params["pos"].shape[0])
         return loss_rounding(self.value, prefixes, torch.float64)
 
     def loss_at(self, step: Tensor) -> float:
@@ -116,10 +117,10 @@ def measure(config: Config, exact: Params) -> MeasuredPoint:
     reference = None
     if config.torch_dtype != torch.float64:
         reference = hessian(loss, {k: v.to(config.device, torch.float64) for k, v in exact.items()}).cpu()
-    num_prefixes = 2 ** (params["pos"].shape[0] + 1) - 2
+    prefixes = num_prefixes(config.source.k, params["pos"].shape[0])
     return MeasuredPoint(config, params, theta, layout, value, grad.abs().max().item(), H,
                          estimated_spectrum(H, reference=reference),
-                         loss_rounding(value, num_prefixes, config.torch_dtype))
+                         loss_rounding(value, prefixes, config.torch_dtype))
 
 
 def classify(spectrum: Spectrum, normal_dim: int) -> str:

@@ -38,6 +38,13 @@ class Check:
             self.detail = ("measurement is not finite; " + self.detail).rstrip("; ")
 
 
+def _shown(value: Any) -> str:
+    """An input as the text report prints it: a matrix as rows 'a,b;c,d' with 6 significant digits."""
+    if isinstance(value, list) and value and isinstance(value[0], list):
+        return ";".join(",".join(f"{x:.6g}" for x in row) for row in value)
+    return str(value)
+
+
 @dataclass
 class Report:
     theorem: str
@@ -83,7 +90,7 @@ class Report:
     def to_text(self) -> str:
         lines = [
             f"{self.theorem}  (claims: {', '.join(self.claims)})",
-            "inputs: " + ", ".join(f"{k}={v}" for k, v in self.inputs.items()),
+            "inputs: " + ", ".join(f"{k}={_shown(v)}" for k, v in self.inputs.items() if v is not None),
             f"prediction of the theory: {self.prediction}",
             f"closed form: loss = {_fmt(self.closed_form['loss'])}, nonzero Hessian eigenvalues = "
             f"{_fmt(self.closed_form['hessian_eigenvalues'])}",

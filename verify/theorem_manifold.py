@@ -31,7 +31,16 @@ import torch
 from numerics.markov import InvalidInputError, MarkovChain
 from numerics.transformer import Params, init_params, num_layers
 from verify.analysis import DENSE_MANIFOLD_SEQ_LEN, analyse_manifold
-from verify.cli import Config, bad_input, check_writable, config_from, parser, show_stages, write_latex
+from verify.cli import (
+    Config,
+    bad_input,
+    check_writable,
+    config_from,
+    given_flags,
+    parser,
+    show_stages,
+    write_latex,
+)
 from verify.manifold_checks import manifold_point
 from verify.report import Report
 
@@ -114,11 +123,14 @@ def _config(args: argparse.Namespace, argv: list[str]) -> tuple[Config, Params |
                                 "need that many)")
     if args.atlas_points < 1:
         raise InvalidInputError(f"--atlas-points {args.atlas_points}: at least 1")
+    if args.transition is not None or args.chain is not None or args.embedding == "onehot":
+        raise InvalidInputError("theorem_manifold covers the binary scalar model; for k-state chains run "
+                                "python -m verify.theorem_local_min --chain NAME (θ_π of the one-hot model)")
     if args.checkpoint is None:
         if not (0 <= args.weight_std <= MAX_STD and 0 <= args.pos_std <= MAX_STD):
             raise InvalidInputError(f"--weight-std and --pos-std must be in [0, {MAX_STD:g}]")
         return _monte_carlo_dtype(config_from(args, max_seq_len=MAX_SEQ_LEN)), None
-    given = [flag for flag in FROM_CHECKPOINT if any(a == flag or a.startswith(flag + "=") for a in argv)]
+    given = given_flags(argv, FROM_CHECKPOINT)
     if given or args.atlas:
         raise InvalidInputError(f"{', '.join(given) or '--atlas'} cannot be combined with --checkpoint "
                                 "(the checkpoint fixes d, N and tying)")
