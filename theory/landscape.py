@@ -283,11 +283,13 @@ def identities() -> list[Result]:
     """Every identity of the theory, for tests, the LaTeX document and the CLI."""
     from theory.canonical import results as canonical_results  # here: both import this module
     from theory.manifold import results as manifold_results
+    from theory.multistate import results as multistate_results
 
     out = list(chain_results())
     for tying in (True, False):
         out += [stationarity_pi(tying), loss_pi(tying), stationarity_star(tying), loss_star(tying)]
-    return [*out, *manifold_results(), gauss_newton_star(), normal_block_pi(), untied_block_pi(), *canonical_results()]
+    return [*out, *manifold_results(), gauss_newton_star(), normal_block_pi(), untied_block_pi(), *canonical_results(),
+            *multistate_results()]
 
 
 def spectrum_closed_form(tying: bool, d: int) -> list[tuple[sp.Expr, int]]:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
 import sympy as sp
 
 from numerics.markov import InvalidInputError, check_probability
 from theory import canonical as C
 from theory import landscape as T
 from theory import manifold as M
+from theory import multistate as MS
 from theory import reduced as R
 from theory.markov import entropy_rate, kernel, p, q, stationary, unigram_loss
 
@@ -191,6 +193,116 @@ def _manifold_section() -> list[str]:
     ]
 
 
+def _multistate_section() -> list[str]:
+    """k-state chains at θ_π (claims MULTI-STATE-PI, MULTI-STATE-LOCAL-MIN, MULTI-STATE-SADDLE-UNTIED)."""
+    from numerics.markov import PRESETS  # the named chains whose class the text reports
+
+    k3 = 3
+    results = MS.results()
+    tied, untied = MS.hessian_identity(k3, 1, True), MS.hessian_identity(k3, 1, False)
+    untied_names = [sp.latex(x) for x in MS.weights(k3, 1, False).flat if x not in MS.weights(k3, 1, False).pos]
+    presets = []
+    for name in ("sticky5", "switching3", "rotating3"):
+        P = PRESETS[name][1]
+        normal = ", ".join(f"${x:.4f}$" for x in np.linalg.eigvalsh(MS.normal_matrix(P)))
+        eigs = ", ".join(f"${x.real:.3f} {'+' if x.imag > 0 else '-'} {abs(x.imag):.3f}i$" if abs(x.imag) > 1e-12
+                         else f"${x.real:.3f}$" for x in np.linalg.eigvals(P).astype(complex))
+        presets.append(f"\\item \\texttt{{{name}}} ($k = {len(P)}$; eigenvalues of $P$: {eigs}): $M_s$ on "
+                       f"$\\mathbf 1^\\perp$ has eigenvalues {normal}, so the tied $\\theta_\\pi$ is a "
+                       f"{MS.predicted_class(P)}; untied a {MS.predicted_class(P, tying=False)}.")
+    return [
+        "\\section{Multi-state chains}\\label{sec:multistate}",
+        "A chain on $k$ symbols has the transition matrix $P$, $P_{ij} = P(x_{n+1} = j \\mid x_n = i)$. "
+        "Symbolically the off-diagonal entries are positive symbols and each diagonal entry is $1$ minus the rest "
+        "of its row; for $k = 2$, $P$ is the binary kernel in $p, q$. The stationary law is "
+        "$\\pi_i = w_i / \\sum_m w_m$, $w_i$ the $i$-th diagonal cofactor of $I - P$ (Markov chain tree theorem); "
+        f"for $k = 3$, $w_0 = {sp.latex(MS.cofactors(k3)[0].as_expr())}$ and cyclically. "
+        f"$\\pi P = \\pi$ and $\\sum_i \\pi_i = 1$ reduce to $0$ for $k = 2, 3$ {_status(MS.stationary_identity(k3))}",
+        "The model (the one of the paper's released code) embeds $x_n$ as $\\tilde x_n = E[x_n] + "
+        "\\mathrm{pos}_n$, $E \\in \\mathbb{R}^{k \\times d}$ (row $c$: symbol $c$), runs the same attention and "
+        "feed-forward block to $z_n$, and predicts $\\mathrm{softmax}(A z_n + b)$, $A \\in \\mathbb{R}^{k \\times d}$ "
+        "(row $j$: symbol $j$), $b \\in \\mathbb{R}^k$; tied, $A = E$. At $\\theta_\\pi$: $E = A = 0$, every "
+        "$W = 0$, $\\mathrm{pos} = 0$, $b = \\log \\pi$. Every weight but $b$ vanishes there; the attention "
+        "output $W_O \\sum_i \\mathrm{att}_{n,i} W_V \\tilde x_i$ and the feed-forward output "
+        "$W_2 \\mathrm{ReLU}(W_1 y_n)$ are of degree $\\ge 3$ in them, so the logits are "
+        "$b + A(E[x_n] + \\mathrm{pos}_n)$ up to degree $4$, and to second order the loss is",
+        _eq("L_2 = \\sum_i \\pi_i \\sum_j P_{ij}\\, f\\big(A (E[i] + \\mathrm{pos}) + b,\\ j\\big), \\qquad "
+            "f(u, y) = -u_y + \\log \\sum_m e^{u_m}", "ms-loss"),
+        "(each position has the pair law $\\pi_i P_{ij}$; every $W$ row of the Hessian is $0$). SymPy "
+        "differentiates $f$ in $u$ and the quadratic logits $u^{(i)}$ in the weights and applies the chain rule",
+        _eq("\\nabla^2 L_2 = \\sum_i \\pi_i \\Big[J_i^\\top \\Big(\\sum_j P_{ij} \\nabla_u^2 f\\Big) J_i + "
+            "\\sum_m \\Big(\\sum_j P_{ij} \\partial_{u_m} f\\Big) \\nabla^2 u^{(i)}_m\\Big], \\qquad "
+            "J_i = \\partial u^{(i)} / \\partial \\theta", "ms-chain"),
+        "The derivation keeps $\\pi$ free on the simplex "
+        "($\\pi_{k-1} = 1 - \\sum_{m < k-1} \\pi_m$): at $u = \\log \\pi$ the softmax is $\\pi$, and SymPy's "
+        "$\\nabla_u f(\\cdot, 0)$ and $\\nabla_u^2 f$ there are, for $k = 3$,",
+        _eq(f"{_latex(MS.prediction_jet(k3, (1,) * k3).slope[0].to_Matrix())}, \\qquad "
+            f"{_latex(MS.prediction_jet(k3, (1,) * k3).curvature[0].to_Matrix())}", "ms-jet"),
+        "i.e. $\\pi - e_y$ and $D_\\pi - \\pi\\pi^\\top$. Where stationarity matters the result is then put at the "
+        "cofactor form. Write",
+        _eq("D_\\pi = \\mathrm{diag}(\\pi), \\qquad M = D_\\pi (P - \\mathbf{1} \\pi^\\top),\\ "
+            "M_{ij} = \\pi_i (P_{ij} - \\pi_j), \\qquad M_s = \\tfrac12 (M + M^\\top)",
+            "ms-notation"),
+        "\\subsection{Stationarity and loss}",
+        "On the simplex the $b$-gradient is $\\pi - \\pi P$ and the weight of $-\\log \\pi_j$ in $L(\\theta_\\pi)$ is "
+        "$\\sum_i \\pi_i P_{ij}$; at the stationary law the gradient in $(E, [A], \\mathrm{pos}, b)$, tied and "
+        f"untied, reduces to $0$ for $k = 2, 3$ and $d = 1, 2$ {_status(MS.gradient_identity(k3, 2))} and, with "
+        "$\\log \\pi_m$ kept as atoms (no log identity used), for $k = 2$:",
+        _sides(MS.loss_identity(2), "L(\\theta_\\pi)", "H(\\pi)", "ms-loss-pi"),
+        f" For $k = 3$ the same {_status(MS.loss_identity(k3))}",
+        "\\subsection{The Hessian}",
+        "Claimed, in the order $(E, [A], b)$ with $E$ and $A$ row by row:",
+        _eq("\\text{tied: } \\begin{pmatrix} -2 M_s \\otimes I_d & 0 \\\\ 0 & D_\\pi - \\pi\\pi^\\top "
+            "\\end{pmatrix}, \\qquad \\text{untied: } \\begin{pmatrix} 0 & -M \\otimes I_d & 0 \\\\ "
+            "-M^\\top \\otimes I_d & 0 & 0 \\\\ 0 & 0 & D_\\pi - \\pi\\pi^\\top \\end{pmatrix}", "ms-claim"),
+        "so $\\partial^2 L / \\partial E_{c,\\cdot} \\partial A_{j,\\cdot} = -M_{cj} I_d$; $A$ and $b$ do not couple "
+        "($\\partial \\ell / \\partial A = z = 0$ at $\\theta_\\pi$). These blocks need only $\\sum_i \\pi_i = 1$ "
+        "and are proven on the simplex. For $k = 2$, $d = 1$, tied, SymPy's $(E, b)$ block and the claim "
+        "($\\pi_1 = 1 - \\pi_0$):",
+        _sides(MS.hessian_identity(2, 1, True), "H", "\\mathrm{claim}", "ms-hess-2"),
+        f" For $k = {k3}$, $d = 1$ the entry $({untied_names[0]}, {untied_names[1]})$, tied, is "
+        "$-(M_{01} + M_{10})$; the untied entries "
+        f"$({untied_names[0]}, {untied_names[4]})$ and $({untied_names[1]}, {untied_names[3]})$ are $-M_{{01}}$ and "
+        "$-M_{10}$, which differ ($k = 3$ tells $M$ from $M^\\top$; every 2-state chain is reversible):",
+        _sides(tied, "H", "\\mathrm{claim}", "ms-hess-3", entries=[(0, 1)]),
+        _sides(untied, "H", "\\mathrm{claim}", "ms-hess-3u", entries=[(0, 4), (1, 3)]),
+        "Every identity of this section, for $k = 2, 3$ and $d = 1, 2$ ($d = 2$ shows the $\\otimes I_d$ "
+        "structure):",
+        "\\begin{itemize}\n" + "\n".join(f"\\item {_escaped(r.name)}: {'proven' if r.proven else 'NOT proven'}"
+                                        for r in results) + "\n\\end{itemize}",
+        "The $\\mathrm{pos}$ rows vanish only at the stationary law: their $(\\mathrm{pos}, A_j)$ entries are "
+        f"$(\\pi - \\pi P)_j I_d$ {_status(MS.position_identity(k3, 2))} And "
+        "$M \\mathbf 1 = 0$ (rows of $P$ sum to $1$), $\\mathbf 1^\\top M = 0$ "
+        f"(stationarity), $(D_\\pi - \\pi\\pi^\\top) \\mathbf 1 = 0$ {_status(MS.kernel_identity(k3))}",
+        "\\subsection{Spectrum and class}",
+        "$E = \\mathbf 1 v^\\top$ (and $A = \\mathbf 1 w^\\top$) and $b \\propto \\mathbf 1$ shift every logit "
+        "alike: flat. On $\\mathbf 1^\\perp$, $D_\\pi - \\pi\\pi^\\top$ has $k - 1$ positive eigenvalues "
+        "($v^\\top (D_\\pi - \\pi\\pi^\\top) v = \\mathrm{Var}_\\pi(v)$); tied, the $E$-block has the $k - 1$ "
+        "eigenvalues of $-2M_s$ on $\\mathbf 1^\\perp$, $d$ times each; untied, $\\pm$ the singular values of $M$, "
+        "$d$ times each. The points $\\{E = \\mathbf 1 v^\\top, b \\in \\log\\pi + \\mathbb{R}\\mathbf 1, "
+        "\\text{other weights free}\\}$ all predict $\\pi$ and are critical with loss $H(\\pi)$; their tangent "
+        "space is the kernel when $M_s$ is nondegenerate on $\\mathbf 1^\\perp$. So, tied, $\\theta_\\pi$ is a "
+        "local minimum iff $M_s \\prec 0$ on $\\mathbf 1^\\perp$ and a saddle iff $M_s$ has a positive eigenvalue "
+        "there; untied it is a saddle unless $M = 0$ ($P = \\mathbf 1 \\pi^\\top$). This is not the sign of $P$'s "
+        "eigenvalues: $M_s$ is the symmetric part of a non-normal matrix. At the package's named chains:",
+        "\\begin{itemize}\n" + "\n".join(presets) + "\n\\end{itemize}",
+        "\\subsection{Two states and the scalar model}",
+        "For $k = 2$ the softmax is $\\sigma(u_1 - u_0)$ and $u_1 - u_0 = (A_1 - A_0)\\big((E_0 + \\mathrm{pos}) + "
+        "x (E_1 - E_0)\\big) + b_1 - b_0$: the scalar model $t(xs + c) + b$ at $g = 0$ under the linear map $R$: "
+        "$s = E_1 - E_0$, $t = A_1 - A_0$ (tied $t = s$), $b = b_1 - b_0$, $c = E_0 + \\mathrm{pos}$. So "
+        "$\\nabla^2 L_{\\text{one-hot}} = R^\\top \\nabla^2 L_{\\text{scalar}} R$; tied, in "
+        "$(E_0, E_1, \\mathrm{pos}, b_0, b_1)$, with $R$'s rows $(s, b, c)$",
+        _eq(f"R = {sp.latex(MS.binary_identity(True).extra['map'])}", "ms-map"),
+        _sides(MS.binary_identity(True), "H", "R^\\top H_{\\text{scalar}} R", "ms-binary"),
+        f" Untied likewise {_status(MS.binary_identity(False))} On $v = (1, -1)$, spanning $\\mathbf 1^\\perp$,",
+        _sides(MS.binary_sign_identity(), "-2 \\frac{v^\\top M_s v}{v^\\top v}",
+               "2 \\cdot 2\\pi_0\\pi_1(p+q-1)", "ms-sign"),
+        " twice the scalar model's eigenvalue (the unit vector of $\\mathbf 1^\\perp$ has $s = \\sqrt 2$), positive "
+        "iff $p + q > 1$: the one-hot $\\theta_\\pi$ is a local minimum exactly where the scalar one is, and its "
+        "whole nonzero spectrum is twice the scalar one.",
+    ]
+
+
 def _status_sides(positive: T.Result, negative: T.Result) -> str:
     """``_status`` of one statement proven on w > 0 and on w < 0."""
     verdict = "reduced to exactly $0$" if positive.proven and negative.proven else "did NOT reduce to $0$ on both"
@@ -270,6 +382,9 @@ def _canonical_section() -> list[str]:
     ]
 
 
+#: claims whose identities are shown in a section of their own, not in the list of identities.
+_SECTIONS = {M.CLAIM: "manifold"} | dict.fromkeys(MS.CLAIMS, "multistate")
+
 
 def document(p_value: float | None = None, q_value: float | None = None) -> str:
     """The whole derivation as LaTeX source."""
@@ -321,6 +436,7 @@ def document(p_value: float | None = None, q_value: float | None = None) -> str:
         "so $\\nabla L(\\theta_*) = 0$ and $\\nabla^2 L(\\theta_*) = J^\\top \\nabla_z^2 F\\, J$ with",
         _eq(T.gauss_newton_star().form, "gn-star"),
         "a Gram matrix with positive weights: positive semidefinite in every parametrisation.",
+        *_multistate_section(),
         *_manifold_section(),
         *_canonical_section(),
         "\\section{Identities}",
@@ -329,8 +445,8 @@ def document(p_value: float | None = None, q_value: float | None = None) -> str:
     for i, result in enumerate(T.identities()):
         status = "proven" if result.proven else "NOT proven"
         body.append(f"\\paragraph{{{_escaped(result.name)}}} (claim {result.claim}, {status})")
-        if result.claim == M.CLAIM:  # forms in dozens of symbols: shown, both sides, in their section
-            body.append("See Section~\\ref{sec:manifold}.")
+        if result.claim in _SECTIONS:  # forms in dozens of symbols: shown, both sides, in their section
+            body.append(f"See Section~\\ref{{sec:{_SECTIONS[result.claim]}}}.")
         else:
             body.append(_eq(result.form, f"id{i}"))
     if p_value is not None and q_value is not None:
