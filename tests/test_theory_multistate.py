@@ -232,6 +232,7 @@ def test_preset_chains_classes_and_normal_eigenvalues():
     others = others[np.abs(others - 1) > 1e-9]
     assert np.all(others.real < 0) and np.all(np.abs(others.imag) > 0.3)
     np.testing.assert_allclose(MS.closed_form_spectrum(PRESETS["sticky5"][1], 1, True), [-0.35] * 4 + [0.2] * 4)
+    assert MS.predicted_class(PRESETS["switching3"][1], tol=0.2) == "degenerate"  # |λ_max| = 0.105 within tol
 
 
 @pytest.mark.parametrize(("name", "descends"), [("rotating3", True), ("sticky5", True), ("switching3", False)])

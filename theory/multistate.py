@@ -57,8 +57,9 @@ position (logits = 1 vᵀz_n + b), are critical with loss H(π), and their tange
 kernel when M_s is nondegenerate on 1^⊥.  So, as for the binary ``LOCAL-MIN`` (Morse–Bott), θ_π is a local
 minimum iff M_s is negative definite on 1^⊥ and a saddle iff M_s has a positive eigenvalue there (the loss
 decreases along E = u wᵀ, u that eigenvector); a zero eigenvalue is degenerate (undecided at second order).
-This is not "P has negative eigenvalues": M_s is the symmetric part of a non-normal matrix in general
-(``numerics.markov.PRESETS['rotating3']``: eigenvalues −0.125 ± 0.383i, yet a saddle).  Untied, a nonzero E–A
+The class is not read off P's eigenvalues: M_s is the symmetric part of M, whose eigenvalues it does not share
+when the chain is not reversible (``numerics.markov.PRESETS['rotating3']``: P's other eigenvalues −0.125 ± 0.383i,
+yet M_s has eigenvalues −0.067 and +0.033 on 1^⊥: a saddle).  Untied, a nonzero E–A
 block next to zero diagonal blocks makes θ_π a saddle unless M = 0, i.e. P = 1πᵀ (i.i.d.).
 
 k = 2 and the binary scalar model.  Softmax over two logits is σ(u_1 − u_0), and (u_1 − u_0)(x) =
@@ -69,10 +70,10 @@ exactly and ∇²L_onehot(θ_π) = Rᵀ ∇²L_scalar(θ_π) R (``binary_identit
 v has s = √2); positive, a local minimum, iff p + q > 1 (``binary_sign_identity``).  Likewise the whole one-hot
 spectrum is twice the scalar one.
 
-Proofs are for k ∈ {2, 3} and d ∈ {1, 2} (``SIZES``): k = 3 tells M from Mᵀ (every 2-state chain is reversible,
-M symmetric), d = 2 shows the ⊗ I_d structure.  Both sides of every identity are in one field's normal form
+Proofs are for k ∈ {2, 3} and d ∈ {1, 2} (``SIZES``): k = 3 is the first size with non-reversible chains (at the
+stationary law every 2-state chain is reversible, M = Mᵀ, and the orientation of the E–A block could not be
+told apart there), d = 2 shows the ⊗ I_d structure.  Both sides of every identity are in one field's normal form
 (numerator and denominator expanded, reduced); an identity is proven when their difference is exactly 0.
-``results`` takes about a second (``derived`` for all eight sizes: 0.3 s).
 
 Numerics (closed form, NumPy): ``coupling_matrix`` (M), ``normal_matrix`` (M_s on 1^⊥ in an orthonormal basis),
 ``closed_form_spectrum`` (the nonzero Hessian eigenvalues at θ_π), ``predicted_class``.
@@ -97,7 +98,7 @@ from theory import reduced as R
 
 PI_CLAIM, LOCAL_MIN_CLAIM, UNTIED_CLAIM = "MULTI-STATE-PI", "MULTI-STATE-LOCAL-MIN", "MULTI-STATE-SADDLE-UNTIED"
 CLAIMS = (PI_CLAIM, LOCAL_MIN_CLAIM, UNTIED_CLAIM)
-#: (k, d) of the symbolic proofs: k = 3 tells M from Mᵀ, d = 2 shows the ⊗ I_d structure.
+#: (k, d) of the symbolic proofs: k = 3 has non-reversible chains (M ≠ Mᵀ at the stationary law), d = 2 shows ⊗ I_d.
 SIZES = ((2, 1), (2, 2), (3, 1), (3, 2))
 DOMAIN = "off-diagonal P_ij > 0, rows of P sum to 1 (so pi > 0)"
 _TYING = {True: "tied", False: "untied"}
