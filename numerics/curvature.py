@@ -15,7 +15,11 @@ a posteriori from independent evaluations of the same matrix:
 
 * entry (i, j) and entry (j, i) come out of different backward passes, so ‖H - Hᵀ‖ is a
   measured difference of two differentiation routes;
-* ``D ε ‖H‖₂`` is the standard backward-error scale of accumulating D-term sums;
+* ``D ε max(‖H‖₂, 1)`` is the standard backward-error scale of accumulating D-term sums, with
+  an absolute floor: each entry is a probability-weighted sum of products of O(1) quantities
+  (probabilities, residuals softmax - P, logit derivatives at weights of order one) that cancel
+  down to ‖H‖ — a Hessian of norm 1e-6 (a symbol of probability 1e-6) still carries rounding of
+  order ε, which ``D ε ‖H‖₂`` alone would miss (the "+1" of ``verify.measure.loss_rounding``);
 * when a ``reference`` evaluation in higher precision exists (a float32 run re-evaluated in
   float64), ‖H - H_ref‖ measures the rounding of the whole computation, forward pass included,
   which the first two terms cannot see (both routes share the float32 forward values).
@@ -233,7 +237,7 @@ def estimated_spectrum(H: Tensor, *, reference: Tensor | None = None) -> Spectru
     residual = torch.linalg.vector_norm(sym @ vectors - vectors * values, dim=0)
     scale = values.abs().max().item()  # ‖sym‖₂
     # Frobenius norms bound the 2-norms from above and need no SVD
-    error = torch.linalg.matrix_norm(H - H.T).item() + H.shape[0] * eps * scale
+    error = torch.linalg.matrix_norm(H - H.T).item() + H.shape[0] * eps * max(scale, 1.0)
     if reference is not None:
         error += torch.linalg.matrix_norm(H - reference.double()).item()
     return Spectrum(values, vectors, residual + error, error)
