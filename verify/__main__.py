@@ -59,7 +59,8 @@ def symbolic_report() -> Report:
 
 
 def _point(inputs: dict) -> str:
-    return f"(p={inputs['p']:g}, q={inputs['q']:g}, {'tied' if inputs['tying'] else 'untied'}, {inputs['dtype']})"
+    source = f"p={inputs['p']:g}, q={inputs['q']:g}" if inputs.get("p") is not None else f"chain {inputs.get('chain')}"
+    return f"({source}, {'tied' if inputs['tying'] else 'untied'}, {inputs['dtype']})"
 
 
 def claim_status(reports: list[Report]) -> list[dict]:
