@@ -99,14 +99,15 @@ def test_optimal_bias_is_the_numerical_argmin():
     """b*(e, w) from the closed form against a bounded scalar minimisation of L in b (no shared code)."""
     rng = np.random.default_rng(3)
     loss = sp.lambdify((p, q, C.e, C.kappa, C.b), C.loss(), modules="numpy")
-    closed = sp.lambdify((p, q, C.e, C.kappa), C.stable_optimal_bias(), modules="numpy")
+    forms = [sp.lambdify((p, q, C.e, C.kappa), C.optimal_bias(rationalised=r), modules="numpy") for r in (0, 1)]
     for _ in range(6):
         pv, qv = rng.uniform(0.05, 0.95, 2)
         e_value, w_value = rng.uniform(-1.5, 1.5, 2)
         k = 1 + 2 * w_value * abs(w_value)
         found = minimize_scalar(lambda bv, args=(pv, qv, e_value, k): loss(*args, bv), bounds=(-30, 30),
                                 method="bounded", options={"xatol": 1e-10})
-        assert float(closed(pv, qv, e_value, k)) == pytest.approx(found.x, abs=1e-6)
+        for form in forms:
+            assert float(form(pv, qv, e_value, k)) == pytest.approx(found.x, abs=1e-6)
 
 
 def test_separatrix_level_and_the_stable_bias_forms():

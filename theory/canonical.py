@@ -118,16 +118,14 @@ def bias_root_rationalised(d: sp.Expr) -> sp.Expr:
     return 2 * p / (sp.sqrt(_radicand(d)) + q - p)
 
 
-def optimal_bias(k: sp.Expr = kappa) -> sp.Expr:
-    """b*(e, k) = e²/2 + log u*(e^{ke²}) (claim L2G-BIAS): the minimiser of L in b."""
-    return e**2 / 2 + sp.log(bias_root(sp.exp(k * e**2)))
+def optimal_bias(k: sp.Expr = kappa, rationalised: bool = False) -> sp.Expr:
+    """b*(e, k) = e²/2 + log u*(e^{ke²}) (claim L2G-BIAS): the minimiser of L in b.
 
-
-def stable_optimal_bias(k: sp.Expr = kappa) -> sp.Expr:
-    """b* with whichever form of u* adds two positive terms: ``bias_root`` if p ≥ q, else the rationalised one."""
-    d = sp.exp(k * e**2)
-    root = sp.Piecewise((bias_root(d), p >= q), (bias_root_rationalised(d), True))
-    return e**2 / 2 + sp.log(root)
+    ``rationalised``: u* as ``bias_root_rationalised``, the form without cancellation when p < q
+    (``bias_root`` has none when p ≥ q); the two are equal (``bias_results``).
+    """
+    root = bias_root_rationalised if rationalised else bias_root
+    return e**2 / 2 + sp.log(root(sp.exp(k * e**2)))
 
 
 def _half_powers(expr: sp.Expr) -> set[sp.Pow]:

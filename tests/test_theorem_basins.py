@@ -1,0 +1,115 @@
+"""python -m verify.theorem_basins: the JSON contract, the basin agreement on a small grid, the registry,
+the portrait, p + q = 1, a corrupted model, and bad input."""
+
+import contextlib
+import io
+import json
+
+import pytest
+import sympy as sp
+
+from numerics import dynamics as D
+from paper_refs import claims
+from theory import canonical as C
+from verify import theorem_basins
+
+SMALL = ["--grid", "6", "--starts", "12"]
+TINY = ["--grid", "4", "--starts", "4"]
+CONTRACT = {"theorem", "inputs", "prediction", "verdict", "closed_form", "numeric", "checks"}
+
+
+def run(argv, capsys):
+    code = theorem_basins.run([*argv, "--json"])
+    captured = capsys.readouterr()
+    return code, (json.loads(captured.out) if captured.out.strip() else None), captured.err
+
+
+@pytest.fixture(scope="module", params=[("0.5", "0.8"), ("0.2", "0.3")], ids=["p+q>1", "p+q<1"])
+def small_run(request):
+    """One --json run per (p, q) on a 6 × 6 grid, shared by the tests (capsys is per test): (exit code, report,
+    stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = theorem_basins.run([*SMALL, "--p", request.param[0], "--q", request.param[1], "--json"])
+    return code, json.loads(out.getvalue()), err.getvalue()
+
+
+def test_small_grid_is_confirmed_with_the_json_contract(small_run):
+    code, report, err = small_run
+    assert code == 0 and report["verdict"] == "confirmed" and set(report) >= CONTRACT and err == ""
+    assert report["claims"] == ["L2G-ENERGY", "L2G-BASINS", "L2G-GAUSS-INIT"]
+    for mode in ("profiled", "joint"):
+        summary = report["numeric"][mode]
+        assert summary["agreement"] >= 0.99 and summary["kept"] + summary["in_band"] == 36
+    integration = report["numeric"]["integration"]
+    assert integration["method"] == "BDF" and integration["rtol"] == 1e-8 and integration["atol"] == 1e-10
+    gaussian = {(row["p"], row["q"]): row["fraction_claimed"] for row in report["numeric"]["gaussian"]}
+    assert set(gaussian) == {(0.5, 0.8), (0.9, 0.9), (0.2, 0.3), (0.1, 0.1)} and min(gaussian.values()) == 1.0
+
+
+def test_every_check_is_registered_under_the_claims_it_tests(small_run):
+    _, report, _ = small_run
+    registered = {c["id"]: set(c.get("command_checks", [])) for c in claims() if c.get("command") == "theorem_basins"}
+    assert set(registered) == set(report["claims"])
+    assert {c["name"] for c in report["checks"]} == set().union(*registered.values())
+
+
+def test_text_report_and_phase_portrait(tmp_path, capsys):
+    prefix = tmp_path / "portrait"
+    assert theorem_basins.run([*TINY, "--plot", str(prefix)]) == 0
+    captured = capsys.readouterr()
+    assert "verdict: CONFIRMED" in captured.out and "Gaussian starts" in captured.out
+    assert "done: profiled flow" in captured.err  # stage lines on stderr
+    for suffix in (".png", ".pdf"):
+        assert (prefix.with_suffix(suffix)).stat().st_size > 10_000
+
+
+def test_p_plus_q_one_is_inconclusive(capsys):
+    code, report, _ = run([*TINY, "--p", "0.3", "--q", "0.7"], capsys)
+    assert code == 3 and report["verdict"] == "inconclusive" and report["prediction"].startswith("undecided")
+
+
+def test_a_model_with_the_wrong_sign_of_w_abs_w_is_contradicted(monkeypatch, capsys):
+    monkeypatch.setattr(C, "slope", lambda w_=C.w: 1 - 2 * w_ * sp.Abs(w_))
+    D._compiled.cache_clear()
+    try:
+        code, report, _ = run(["--grid", "4", "--starts", "4", "--horizon", "50"], capsys)
+    finally:
+        monkeypatch.undo()
+        D._compiled.cache_clear()
+    failed = {c["name"] for c in report["checks"] if c["passed"] is False}
+    assert code == 1 and report["verdict"] == "contradicted"
+    assert {"profiled flow: max |E(t) - E(0)|", "joint flow: |E(T) - E(0) + 2 int e^2 db|"} <= failed
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--p", "0"], "p must lie strictly between 0 and 1"),
+    (["--q", "1"], "q must lie strictly between 0 and 1"),
+    (["--p", "nan"], "p must lie strictly between 0 and 1"),
+    (["--p", "abc"], "not a number"),
+    (["--grid", "1"], "--grid 1"),
+    (["--grid", "100000"], "--grid 100000"),
+    (["--grid", "2.5"], "invalid int value"),
+    (["--extent", "0"], "--extent"),
+    (["--extent", "inf"], "--extent"),
+    (["--extent", "9"], "--extent"),
+    (["--band", "-1"], "--band"),
+    (["--band", "nan"], "--band"),
+    (["--starts", "0"], "--starts"),
+    (["--horizon", "0"], "--horizon"),
+    (["--rtol", "0.5"], "--rtol"),
+    (["--plot", "/no/such/folder/portrait"], "does not exist"),
+    (["--unknown"], "unrecognized arguments"),
+])
+def test_bad_input_is_one_line_and_exit_two(argv, message, capsys):
+    assert theorem_basins.run(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1 and message in captured.err
+    assert "Traceback" not in captured.err
+
+
+def test_help_explains_the_command(capsys):
+    with pytest.raises(SystemExit) as stop:
+        theorem_basins.run(["--help"])
+    out = capsys.readouterr().out
+    assert stop.value.code == 0 and "separatrix" in out and "--band" in out and "Exit code" in out
