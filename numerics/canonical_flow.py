@@ -114,3 +114,23 @@ def tangency(
         normal_blocks={k: torch.linalg.vector_norm(value).item() for k, value in unflatten(normal, layout).items()},
         pulled_back=tuple((jacobian.T @ g).tolist()),
     )
+
+
+def random_tangencies(
+    chain: MarkovChain, count: int, d: int, seq_len: int, *, attention_std: float = 1.0, seed: int = 0
+) -> list[Tangency]:
+    """``tangency`` at ``count`` random points: e ~ U(0.2, 2), w ~ N(0, 2²), b ~ N(0, 1), a random unit α,
+    v = 2|u|/‖u‖ with u ~ N(0, I_4d), W_Q, W_K, W_V ~ N(0, attention_std²); all from ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def normal(*shape: int) -> Tensor:
+        return torch.randn(shape, generator=gen, dtype=torch.float64)
+
+    out = []
+    for i in range(count):
+        e = 0.2 + 1.8 * torch.rand(1, generator=gen, dtype=torch.float64).item()
+        w, b = 2 * normal(1).item(), normal(1).item()
+        alpha, u = normal(d), normal(4 * d).abs()
+        out.append(tangency(chain, e, w, b, d, seq_len, alpha=alpha / alpha.norm(), v=2 * u / u.norm(),
+                            attention_std=attention_std, seed=seed + i))
+    return out

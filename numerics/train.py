@@ -19,6 +19,10 @@ lr 2e-3, weight decay 1e-3 on e, a and the weight matrices, N(0, 0.02²) init, 2
 layer norm is **off** by default, so the trained model is the one the theory is about.  SGD's
 default rate is 1, constant.
 
+Initialisations (``TrainConfig.init``): ``gaussian`` draws every parameter i.i.d. N(0, init_std²)
+(the standard one at the default 0.02); ``rank-one`` is the companion paper's (L2G) "our
+initialisation", ``rank_one_params``.
+
 ``train`` can call a hook at every evaluation (``on_eval(step, params, test_loss)``): the escape
 study (``numerics.escape``) uses it to classify the projection of θ(t) onto M_π along the run.
 """
@@ -50,6 +54,8 @@ DEFAULT_LR = {"adamw": 2e-3, "sgd": 1.0}
 #: The paper's schedule: start at lr / WARMUP_START_DIV, end at lr / FINAL_DIV.
 WARMUP_START_DIV = 100.0
 FINAL_DIV = 5.0
+#: Initialisations ``train`` offers (``TrainConfig.init``).
+INITS = ("gaussian", "rank-one")
 
 #: ``on_eval(step, params, test_loss)``: called at every evaluation; ``params`` are the live
 #: (detached) tensors, so a hook that keeps them must copy them.
@@ -73,7 +79,8 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.95)
     weight_decay: float = 1e-3
     warmup: float = 0.02
-    init_std: float = 0.02
+    init: str = "gaussian"
+    init_std: float = 0.02  # the Gaussian's scale; rank-one: of the attention weights
     eval_every: int = 20
     eval_sequences: int = 64
     seed: int = 0
@@ -89,6 +96,12 @@ class TrainConfig:
             raise InvalidInputError(f"optimizer must be one of {', '.join(DEFAULT_LR)}, got {self.optimizer!r}")
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
             raise InvalidInputError(f"lr must be a positive finite number, got {self.lr!r}")
+        if self.init not in INITS:
+            raise InvalidInputError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
+        if not (math.isfinite(self.init_std) and self.init_std >= 0):
+            raise InvalidInputError(f"init_std must be a finite number >= 0, got {self.init_std!r}")
+        if self.init == "rank-one" and (not self.tying or self.layers != 1):
+            raise InvalidInputError("the rank-one initialisation is defined for the tied one-layer model")
 
     @property
     def learning_rate(self) -> float:
@@ -113,6 +126,50 @@ class TrainResult:
     params: Params = field(default_factory=dict, repr=False)
 
 
+def rank_one_params(
+    d: int,
+    seq_len: int,
+    *,
+    std: float = 0.02,
+    layer_norm: bool = False,
+    seed: int | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float64,
+) -> Params:
+    """L2G's rank-one initialisation ("our initialisation", paper-notes §3.3 item 8) in our names.
+
+    The authors' ``--init good`` (Bond1995/Markov@5807025, Markov-Simple/src/models/base.py) sets
+    wte = 0.5, wpe = -0.25, mlp.c_fc = 1, mlp.c_proj = -1 entrywise and leaves b = 0 and the
+    attention weights (c_attn, attn.c_proj) at GPT-2's N(0, 0.02²).  Here, with r = 4d:
+
+        e = ½ 1_d,   pos_n = -¼ 1_d (every n),   W_1 = 1_{r×d},   W_2 = -1_{d×r},   b = 0,
+        W_Q, W_K, W_V, W_O ~ N(0, std²) (``seed``).
+
+    Apart from W_O ≠ 0 this is (to rounding) the embedded canonical model ``canonical_point`` with its
+    default α = 1_d/√d, v = 2·1_r/√r at (e, w, b) = (√d/2, -√(rd)/2, 0) = (√d/2, -d, 0): slope
+    e²(1 + 2w|w|) = -d(2d² - 1)/4 (-254 at d = 8) on the side w < -1/√2 of the canonical landscape,
+    the basin of the bigram minima when p + q > 1 (paper-notes §3.3 item 6).  ``layer_norm`` adds the
+    pre-norm parameters of ``init_params`` (gains 1, biases 0); the canonical correspondence then fails.
+    """
+    r = 4 * d
+    params = init_params(d, seq_len, std=std, layer_norm=layer_norm, seed=seed, device=device, dtype=dtype)
+    # the authors' constants exactly (canonical_point's |w| v αᵀ rounds to 1 ± ulp)
+    constants = {"e": ((d,), 0.5), "pos": ((seq_len, d), -0.25), "W_1": ((r, d), 1.0), "W_2": ((d, r), -1.0),
+                 "b": ((), 0.0)}
+    return params | {name: torch.full(shape, value, device=device, dtype=dtype)
+                     for name, (shape, value) in constants.items()}
+
+
+def initial_params(config: TrainConfig) -> Params:
+    """θ(0) of a run: ``config.init`` at scale ``config.init_std``, seeded by ``config.seed``."""
+    if config.init == "rank-one":
+        return rank_one_params(config.d, config.seq_len, std=config.init_std, layer_norm=config.layer_norm,
+                               seed=config.seed, device=config.device, dtype=config.dtype)
+    return init_params(config.d, config.seq_len, layers=config.layers, tying=config.tying,
+                       layer_norm=config.layer_norm, std=config.init_std, seed=config.seed,
+                       device=config.device, dtype=config.dtype)
+
+
 def _step_seed(seed: int, step: int) -> int:
     """A distinct, reproducible data seed for every (run seed, step); step -1 is the test set."""
     return int(np.random.SeedSequence([seed, step + 1]).generate_state(1)[0])
@@ -126,6 +183,21 @@ def sequence_losses(params: Params, x: Tensor, truth: Tensor, config: TrainConfi
     with torch.no_grad():
         z = logits(params, x[:, :-1], tying=config.tying, memory=config.memory)
         return expected_cross_entropy(z, truth).mean(dim=1)
+
+
+def excess_by_position(params: Params, source: Source, config: TrainConfig, *, sequences: int = 256) -> Tensor:
+    """E[CE(model) - CE(source)] at each position n = 1..N, in nats, shape (N,).
+
+    The loss above the source's own next-symbol law, position by position, on ``sequences`` fresh
+    sequences (the data seed of step ``config.steps + 1``, which neither training nor the test set
+    draws): where in the sequence a trained model falls short of the entropy rate.
+    """
+    fresh = _step_seed(config.seed, config.steps + 1)
+    x = source.sample(sequences, config.seq_len + 1, seed=fresh, device=config.device, dtype=config.dtype)
+    truth = source.next_one_probability(x[:, :-1])
+    with torch.no_grad():
+        model = expected_cross_entropy(logits(params, x[:, :-1], tying=config.tying, memory=config.memory), truth)
+    return (model - expected_cross_entropy(torch.logit(truth), truth)).mean(dim=0)
 
 
 def mean_and_stderr(values: Tensor) -> tuple[float, float]:
@@ -196,9 +268,7 @@ def train(
     and at the last step) with the step, the current parameters and that test loss.
     """
     start = time.perf_counter()
-    params = init_params(config.d, config.seq_len, layers=config.layers, tying=config.tying,
-                         layer_norm=config.layer_norm, std=config.init_std, seed=config.seed,
-                         device=config.device, dtype=config.dtype)
+    params = initial_params(config)
     for value in params.values():
         value.requires_grad_(True)
     optimizer, schedule = _optimizer(params, config)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.func import jacrev
 
-from numerics import escape
+from numerics import canonical_flow, escape
 from numerics.escape import (
     EscapePoint,
     EscapeRecorder,
@@ -210,7 +210,9 @@ def test_escape_cli_writes_table_json_plot_and_parameters(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv", [["tying", "--steps", "0"], ["tying", "--seq-len", "0"], ["escape", "--seeds", "0"],
-                                  ["escape", "--layer-norm"], ["tying", "--optimizer", "adam"]])
+                                  ["escape", "--layer-norm"], ["tying", "--optimizer", "adam"],
+                                  ["init", "--seeds", "0"], ["init", "--steps", "-1"], ["init", "--seq-len", "0"],
+                                  ["init", "--seeds", "x"]])
 def test_zero_and_bad_flags_exit_2_with_one_line(argv, capsys):
     assert experiments.main(argv) == 2
     err = capsys.readouterr().err
@@ -222,7 +224,7 @@ def test_unwritable_out_exits_2_before_training(tmp_path, capsys, monkeypatch):
     blocker.write_text("not a folder")
     monkeypatch.setattr(experiments, "train", lambda *a, **k: pytest.fail("trained before checking --out"))
     monkeypatch.setattr(experiments, "track_escape", lambda *a, **k: pytest.fail("trained before checking --out"))
-    for name in ("tying", "escape"):
+    for name in ("tying", "escape", "init"):
         assert experiments.main([name, "--out", str(blocker / "sub")]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: cannot write to --out") and err.count("\n") == 1
@@ -233,3 +235,60 @@ def test_command_line_zero_steps_has_no_traceback():
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.startswith("error: steps must be") and done.stderr.count("\n") == 1
+
+
+def test_init_cli_writes_table_json_plot_and_the_embedding_measurement(tmp_path, capsys):
+    code = experiments.main(["init", "--seeds", "1", "--steps", "4", "--seq-len", "6", "--out", str(tmp_path),
+                             "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert [row["variant"] for row in summary["rows"]] == ["rank-one", "Gaussian 0.002", "Gaussian 0.02 (std)",
+                                                           "Gaussian 0.2"]
+    assert [row["expected"] for row in summary["rows"]] == ["bigram", None, "unigram", None]
+    assert summary["trapped"] == {row["variant"]: row["labels"].get("unigram", 0.0) for row in summary["rows"]}
+    assert set(summary["position_excess"]) == set(summary["trapped"])
+    assert all(set(parts) == {"head", "bulk"} for parts in summary["position_excess"].values())
+    assert summary["rows"][0]["runs"][0]["test_loss"][0] > 5  # the rank-one start: slope -254 at d = 8
+    embedding = summary["embedding"]
+    assert len(embedding) == experiments.EMBEDDING_POINTS and experiments.embedding_exact(embedding)
+    assert all(0.1 < row["normal_fraction"] <= 1 and row["normal_blocks"]["W_O"] > 0 for row in embedding)
+    assert code == (0 if all(row["agrees"] is not False for row in summary["rows"]) else 1)
+    assert {p.name for p in (tmp_path / "init").iterdir()} == {"summary.json", "curves.png", "curves.pdf"}
+    text = experiments.init_text(summary)
+    assert "trapped at H(pi) (label unigram): rank-one" in text and "The family is not invariant" in text
+
+
+def test_a_corrupted_embedding_fails_the_exactness_check(monkeypatch):
+    """Mutation: pos_n = -(e/3) α in the embedding; the init experiment's exactness check then fails."""
+    chain = MarkovChain(P, Q)
+    good = experiments.embedding_rows(canonical_flow.random_tangencies(chain, 1, 3, 4))
+    real = canonical_flow.canonical_point
+
+    def corrupted(*args, **kwargs):
+        params = real(*args, **kwargs)
+        return params | {"pos": params["pos"] * 2 / 3}
+
+    monkeypatch.setattr(canonical_flow, "canonical_point", corrupted)
+    bad = experiments.embedding_rows(canonical_flow.random_tangencies(chain, 1, 3, 4))
+    assert experiments.embedding_exact(good) and not experiments.embedding_exact(bad)
+
+
+def test_init_has_its_own_run_sizes_and_the_flags_override_them():
+    args = experiments._parser().parse_args(["init", "--quick"])
+    base, seeds = experiments._sizes(args, "init")
+    assert (base.seq_len, base.steps, seeds) == (32, 400, 2)
+    base, seeds = experiments._sizes(args, "tying")
+    assert (base.seq_len, base.steps, seeds) == (128, 600, 2)
+    base, seeds = experiments._sizes(experiments._parser().parse_args(["init"]), "init")
+    assert (base.seq_len, base.steps, seeds) == (64, 800, 4)
+    args = experiments._parser().parse_args(["all", "--seeds", "5", "--steps", "7"])
+    assert all(experiments._sizes(args, name)[0].steps == 7 and experiments._sizes(args, name)[1] == 5
+               for name in experiments.EXPERIMENTS)
+
+
+def test_training_runs_on_one_cpu_thread_and_restores_the_count():
+    before = torch.get_num_threads()
+    with experiments.cpu_threads("cpu"):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with experiments.cpu_threads("cuda"):
+        assert torch.get_num_threads() == before

@@ -7,6 +7,10 @@ NAME is one of
   depth         1 vs 2 layers, tied, on p=0.5, q=0.8
   second-order  1, 2, 3 layers on the lagged second-order chain x_{n+1} ~ P(. | x_{n-1}), p=0.2, q=0.3
   masking       1 layer on that chain with attention restricted to the last W symbols
+  init          1 layer, tied, p=0.5, q=0.8, from the companion paper's (L2G) rank-one initialisation and
+                from Gaussian ones of scale 0.002, 0.02 (standard) and 0.2; also measures, at random points
+                of the canonical model embedded in the full model, the loss gap and the part of the full
+                gradient that leaves the embedded family (numerics.canonical_flow)
   all           every one of the above
   escape        why tied 1-layer runs at p=0.5, q=0.8 leave the H(pi) plateau (not part of "all"):
                 the curvature of theta(t)'s projection onto the unigram manifold M_pi along each
@@ -26,6 +30,13 @@ Settings: full runs use N = 256 (the paper used 512-1024; attention costs N² an
 defaults are sized for 2 CPU cores: raise --seq-len on a GPU), 800 steps, 3 seeds;
 --quick uses N = 128, 600 steps, 2 seeds.  Everything else is the paper's code's default
 (AdamW with warm-up and cosine decay; --optimizer sgd: plain SGD, lr 1, constant).
+
+init: 4 settings × 4 seeds at N = 64, 800 steps (--quick: N = 32, 400 steps, 2 seeds).  The table
+adds the fraction of seeds trapped at H(π) (label unigram) per initialisation and the loss above the
+kernel per position at the first 4 positions and at the rest (fresh sequences); the embedding
+section gives, at 4 random points (d = 4, N = 8, random W_Q, W_K, W_V), |L(φ(e, w, b)) - L_can| and
+‖g_⊥‖/‖g‖ with its largest parts.  Exit code 1 also when the embedding misses the canonical loss by
+more than 1e-10.  With several experiments (all), --json prints {"experiments": {NAME: summary}}.
 
 escape: 8 seeds per optimizer at N = 256, 800 steps (--quick: N = 64, 300 steps, 3 seeds).  Per
 run: λ_min(S) of the projection at the plateau (the evaluation closest to H(π) before the loss
@@ -49,15 +60,25 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from itertools import pairwise
 from pathlib import Path
 
 import torch
 
+from numerics.canonical_flow import Tangency, random_tangencies
 from numerics.escape import EscapeRun, track_escape
 from numerics.markov import InvalidInputError, MarkovChain, SecondOrderChain, check_positive_int
-from numerics.train import DEFAULT_LR, Source, TrainConfig, TrainResult, reference_entropies, train
+from numerics.train import (
+    DEFAULT_LR,
+    Source,
+    TrainConfig,
+    TrainResult,
+    excess_by_position,
+    reference_entropies,
+    train,
+)
 from verify.cli import Parser, resolve_device
 from verify.figures import save_figure
 
@@ -109,12 +130,34 @@ def _masking() -> list[Setting]:
             Setting("masking", panel, "full attention", SECOND, {}, "unigram", "TRAIN-MASKING")]
 
 
-EXPERIMENTS = {"tying": _tying, "depth": _depth, "second-order": _second_order, "masking": _masking}
+#: Gaussian scales of the init experiment; the package's standard initialisation is the middle one.
+INIT_SCALES = (0.002, TrainConfig.init_std, 0.2)
+
+
+def _init() -> list[Setting]:
+    """L2G's rank-one initialisation (the paper: reaches the bigram) and Gaussian ones (standard: unigram)."""
+    panel = "first order, p=0.5, q=0.8, tied, 1 layer"
+    rank_one = Setting("init", panel, "rank-one", FIRST_ABOVE, {"init": "rank-one"}, "bigram", "L2G-INIT")
+    standard = TrainConfig.init_std
+    return [rank_one, *(Setting("init", panel, f"Gaussian {scale:g}" + " (std)" * (scale == standard), FIRST_ABOVE,
+                                {"init_std": scale}, "unigram" if scale == standard else None, "L2G-INIT")
+                        for scale in INIT_SCALES)]
+
+
+EXPERIMENTS = {"tying": _tying, "depth": _depth, "second-order": _second_order, "masking": _masking, "init": _init}
 SCHEDULES = {"full": {"seq_len": 256, "steps": 800, "seeds": 3}, "quick": {"seq_len": 128, "steps": 600, "seeds": 2}}
 #: The escape study: the source and its own run sizes.
 ESCAPE_SOURCE = FIRST_ABOVE
 ESCAPE_SCHEDULES = {"full": {"seq_len": 256, "steps": 800, "seeds": 8},
                     "quick": {"seq_len": 64, "steps": 300, "seeds": 3}}
+#: Experiments with run sizes of their own (the others use SCHEDULES); init trains 4 settings × 4 seeds.
+OWN_SCHEDULES = {"escape": ESCAPE_SCHEDULES,
+                 "init": {"full": {"seq_len": 64, "steps": 800, "seeds": 4},
+                          "quick": {"seq_len": 32, "steps": 400, "seeds": 2}}}
+#: The first positions, whose excess loss over the kernel the init experiment reports apart from the rest.
+HEAD_POSITIONS = 4
+#: The embedding measurement of the init experiment: random points, d, N, and its exactness bound (nats).
+EMBEDDING_POINTS, EMBEDDING_D, EMBEDDING_SEQ_LEN, EMBEDDING_TOLERANCE = 4, 4, 8, 1e-10
 
 
 def tolerance(references: dict[str, float], stderr: float) -> float:
@@ -181,7 +224,8 @@ def summarise(runs: list[Run]) -> list[dict]:
 
 def table(rows: list[dict]) -> str:
     """The summary as text: one line per setting."""
-    head = (f"{'setting':<18} {'seeds':>5}  {'labels':<24} {'final':>7} {'add-1':>7}  "
+    width = max(18, *(len(row["variant"]) for row in rows))
+    head = (f"{'setting':<{width}} {'seeds':>5}  {'labels':<24} {'final':>7} {'add-1':>7}  "
             f"{'references (nats)':<34} {'paper':<8} agrees")
     lines, panel = [], None
     for row in rows:
@@ -191,7 +235,7 @@ def table(rows: list[dict]) -> str:
         labels = ", ".join(f"{k} {v:.0%}" for k, v in sorted(row["labels"].items()))
         refs = " ".join(f"{k[:3]}={v:.4f}" for k, v in row["references"].items())
         agrees = {True: "yes", False: "NO", None: "-"}[row["agrees"]]
-        lines.append(f"{row['variant']:<18} {row['seeds']:>5}  {labels:<24} {row['final_loss']:>7.4f} "
+        lines.append(f"{row['variant']:<{width}} {row['seeds']:>5}  {labels:<24} {row['final_loss']:>7.4f} "
                      f"{row['add_beta_loss']:>7.4f}  {refs:<34} {row['expected'] or '-':<8} {agrees}")
     return "\n".join(lines[1:])
 
@@ -330,6 +374,60 @@ def escape_plot(summary: dict[str, dict], path: Path) -> list[Path]:
     return save_figure(fig, path)
 
 
+def trapped_fractions(rows: list[dict]) -> dict[str, float]:
+    """Per setting, the fraction of seeds labelled unigram: trapped at H(π)."""
+    return {row["variant"]: row["labels"].get("unigram", 0.0) for row in rows}
+
+
+def position_excess(runs: list[Run]) -> dict[str, dict[str, float]]:
+    """Per setting, the excess loss over the kernel (``excess_by_position``) averaged over seeds: at the
+    first ``HEAD_POSITIONS`` positions ("head") and at the rest ("bulk"), nats per position."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for run in runs:
+        excess = excess_by_position(run.result.params, run.setting.source, run.result.config)
+        mine = out.setdefault(run.setting.variant, {"head": [], "bulk": []})
+        mine["head"].append(excess[:HEAD_POSITIONS].mean().item())
+        mine["bulk"].append(excess[HEAD_POSITIONS:].mean().item())
+    return {variant: {k: sum(v) / len(v) for k, v in parts.items()} for variant, parts in out.items()}
+
+
+def embedding_rows(tangencies: list[Tangency]) -> list[dict]:
+    """One row per measured point: (e, w, b), |L(φ) - L_can|, ‖g‖, ‖g_⊥‖/‖g‖ and ‖g_⊥‖ per parameter."""
+    return [{"e": t.point[0], "w": t.point[1], "b": t.point[2], "loss_gap": abs(t.loss - t.canonical_loss),
+             "gradient_norm": t.gradient_norm, "normal_fraction": t.normal_fraction,
+             "normal_blocks": t.normal_blocks} for t in tangencies]
+
+
+def embedding_exact(rows: list[dict]) -> bool:
+    """Does the embedded model reproduce the canonical loss at every measured point (``EMBEDDING_TOLERANCE``)?"""
+    return all(row["loss_gap"] <= EMBEDDING_TOLERANCE for row in rows)
+
+
+def init_text(summary: dict) -> str:
+    """The init experiment's extra lines: trapped fraction per initialisation, then the embedding table."""
+    trapped = ", ".join(f"{name} {share:.0%}" for name, share in summary["trapped"].items())
+    excess = ", ".join(f"{name} {parts['head']:.3f} / {parts['bulk']:.4f}"
+                       for name, parts in summary["position_excess"].items())
+    lines = [f"trapped at H(pi) (label unigram): {trapped}",
+             f"loss above the kernel per position, first {HEAD_POSITIONS} / the rest (nats): {excess}", "",
+             f"canonical model embedded in the full model (d={EMBEDDING_D}, N={EMBEDDING_SEQ_LEN}, random W_Q, W_K, "
+             "W_V, alpha, v): the full gradient g at phi(e, w, b) and its part g_perp normal to the family",
+             f"{'e':>6} {'w':>7} {'b':>7}  {'|L - L_can|':>11} {'|g|':>8} {'|g_perp|/|g|':>12}  "
+             f"{'|g_perp| in W_O':>15} {'e':>7} {'pos':>7}"]
+    for row in summary["embedding"]:
+        blocks = row["normal_blocks"]
+        lines.append(f"{row['e']:>6.3f} {row['w']:>7.3f} {row['b']:>7.3f}  {row['loss_gap']:>11.1e} "
+                     f"{row['gradient_norm']:>8.4f} {row['normal_fraction']:>12.3f}  {blocks['W_O']:>15.4f} "
+                     f"{blocks['e']:>7.4f} {blocks['pos']:>7.4f}")
+    rest = max(v for row in summary["embedding"] for k, v in row["normal_blocks"].items()
+               if k not in ("W_O", "e", "pos"))
+    smallest = min(row["normal_fraction"] for row in summary["embedding"])
+    verdict = ("not invariant under the full gradient flow: g_perp != 0 at every point measured" if smallest > 1e-8
+               else "tangent to the full gradient at some point measured")
+    lines.append(f"largest |g_perp| in any other parameter: {rest:.1e}.  The family is {verdict}.")
+    return "\n".join(lines)
+
+
 class PlainProgress:
     """Progress for a non-terminal stderr: a plain line every ``fraction`` of the work or ``seconds``."""
 
@@ -385,10 +483,13 @@ def _parser() -> Parser:
                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("name", choices=[*EXPERIMENTS, "all", "escape"], help="which experiment")
     ap.add_argument("--quick", action="store_true",
-                    help="small settings (N=128, 600 steps, 2 seeds; escape: N=64, 300 steps, 3 seeds)")
-    ap.add_argument("--seeds", type=int, help="seeds per setting (default: 3, or 2 with --quick; escape: 8, or 3)")
-    ap.add_argument("--steps", type=int, help="training steps (default: 800, or 600 with --quick)")
-    ap.add_argument("--seq-len", type=int, help="sequence length N (default: 256, or 128 with --quick)")
+                    help="small settings (N=128, 600 steps, 2 seeds; escape: N=64, 300 steps, 3 seeds; "
+                         "init: N=32, 400 steps, 2 seeds)")
+    ap.add_argument("--seeds", type=int,
+                    help="seeds per setting (default: 3, or 2 with --quick; escape: 8, or 3; init: 4, or 2)")
+    ap.add_argument("--steps", type=int, help="training steps (default: 800, or 600 with --quick; init: 800, or 400)")
+    ap.add_argument("--seq-len", type=int,
+                    help="sequence length N (default: 256, or 128 with --quick; init: 64, or 32)")
     ap.add_argument("--optimizer", choices=list(DEFAULT_LR),
                     help="adamw (the paper's, with its schedule) or sgd (plain, lr 1, constant); "
                          "default: adamw, and both for escape")
@@ -405,11 +506,39 @@ def _given(value: int | None, default: int) -> int:
     return default if value is None else value
 
 
+def _sizes(args: argparse.Namespace, name: str) -> tuple[TrainConfig, int]:
+    """The base configuration and seed count of experiment ``name``: its schedule, overridden by the flags."""
+    schedule = OWN_SCHEDULES.get(name, SCHEDULES)["quick" if args.quick else "full"]
+    base = TrainConfig(
+        seq_len=check_positive_int("seq-len", _given(args.seq_len, schedule["seq_len"])),
+        steps=check_positive_int("steps", _given(args.steps, schedule["steps"])),
+        optimizer=args.optimizer or "adamw", layer_norm=args.layer_norm,
+        device=resolve_device(args.device), dtype=getattr(torch, args.dtype))
+    return base, check_positive_int("seeds", _given(args.seeds, schedule["seeds"]))
+
+
 def _settings_json(base: TrainConfig, dtype: str) -> dict:
     """The run settings as JSON: the dtype as the flag spells it, the learning rate resolved."""
     settings = asdict(base)
     del settings["seed"]
     return settings | {"dtype": dtype, "lr": base.learning_rate}
+
+
+@contextmanager
+def cpu_threads(device: str) -> Iterator[None]:
+    """One intra-op thread while training on the CPU, restored afterwards.
+
+    The models are tiny (d = 8, batch 16): a second thread buys nothing, and when other processes
+    share the cores its synchronisation stalls dominate (measured on 2 busy cores: 100 steps at
+    N = 64 took 17-20 s on one thread, 75-81 s on two).
+    """
+    previous = torch.get_num_threads()
+    if device == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -418,40 +547,50 @@ def main(argv: list[str] | None = None) -> int:
         escape = args.name == "escape"
         if escape and args.layer_norm:
             raise InvalidInputError("escape tracks the model without layer norm (the M_π formula's model)")
-        schedule = (ESCAPE_SCHEDULES if escape else SCHEDULES)["quick" if args.quick else "full"]
-        seeds = check_positive_int("seeds", _given(args.seeds, schedule["seeds"]))
-        base = TrainConfig(
-            seq_len=check_positive_int("seq-len", _given(args.seq_len, schedule["seq_len"])),
-            steps=check_positive_int("steps", _given(args.steps, schedule["steps"])),
-            optimizer=args.optimizer or "adamw", layer_norm=args.layer_norm,
-            device=resolve_device(args.device), dtype=getattr(torch, args.dtype))
         names = ["escape"] if escape else list(EXPERIMENTS) if args.name == "all" else [args.name]
-        out = Path(args.out)
-        folders = prepare_output(out, names)
+        sizes = {name: _sizes(args, name) for name in names}
+        settings = {name: EXPERIMENTS[name]() for name in names if name in EXPERIMENTS}
+        folders = prepare_output(Path(args.out), names)
     except InvalidInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except OSError as err:
         print(f"error: cannot write to --out {args.out}: {err.strerror or err}", file=sys.stderr)
         return 2
-    if escape:
-        return _main_escape(args, base, seeds, folders[0])
-    settings = [s for name in names for s in EXPERIMENTS[name]()]
-    with progress_bar(len(settings) * seeds * base.steps) as bar:
+    with cpu_threads(sizes[names[0]][0].device):
+        return _train_and_report(args, names, sizes, settings, folders)
+
+
+def _train_and_report(args: argparse.Namespace, names: list[str], sizes: dict[str, tuple[TrainConfig, int]],
+                      settings: dict[str, list[Setting]], folders: list[Path]) -> int:
+    """Train every setting of ``names``, write the summaries and plots, print the table; the exit code."""
+    if names == ["escape"]:
+        return _main_escape(args, *sizes["escape"], folders[0])
+    with progress_bar(sum(len(settings[n]) * sizes[n][1] * sizes[n][0].steps for n in names)) as bar:
         counted = _counting(bar)
-        rows = summarise([run for s in settings for run in run_setting(s, base, seeds, counted)])
-    summary = {"settings": _settings_json(base, args.dtype), "seeds": seeds, "rows": rows}
-    files = []
+        runs = {name: [run for s in settings[name] for run in run_setting(s, *sizes[name], counted)] for name in names}
+    rows = {name: summarise(mine) for name, mine in runs.items()}
+    summaries, files, texts, exact = {}, [], [], True
     for name, folder in zip(names, folders):
-        mine = [row for row in rows if row["experiment"] == name]
-        (folder / "summary.json").write_text(json.dumps(summary | {"rows": mine}, indent=2))
-        files.append(folder / "summary.json")
-        files += plot(mine, folder / "curves")
-    _emit(args.json, summary, table(rows) + (
-        f"\n\nsettings: N={base.seq_len}, {base.steps} steps, batch {base.batch}, d={base.d}, {seeds} seeds, "
-        f"layer norm {'on' if base.layer_norm else 'off'}, {base.optimizer}, {base.device}/{args.dtype}; "
-        f"'add-1' is the add-1 (Laplace) kernel estimate from the same samples"), files)
-    return 0 if all(row["agrees"] is not False for row in rows) else 1
+        base, seeds = sizes[name]
+        summary = summaries[name] = {"settings": _settings_json(base, args.dtype), "seeds": seeds, "rows": rows[name]}
+        texts.append(f"settings{f' ({name})' * (len(names) > 1)}: N={base.seq_len}, {base.steps} steps, "
+                     f"batch {base.batch}, d={base.d}, {seeds} seeds, layer norm {'on' if base.layer_norm else 'off'}, "
+                     f"{base.optimizer}, {base.device}/{args.dtype}")
+        if name == "init":
+            summary["trapped"] = trapped_fractions(rows[name])
+            summary["position_excess"] = position_excess(runs[name])
+            summary["embedding"] = embedding_rows(random_tangencies(FIRST_ABOVE, EMBEDDING_POINTS, EMBEDDING_D,
+                                                                    EMBEDDING_SEQ_LEN))
+            exact = embedding_exact(summary["embedding"])
+            texts.insert(0, init_text(summary))
+        (folder / "summary.json").write_text(json.dumps(summary, indent=2))
+        files += [folder / "summary.json", *plot(rows[name], folder / "curves")]
+    every_row = [row for name in names for row in rows[name]]
+    _emit(args.json, summaries[names[0]] if len(names) == 1 else {"experiments": summaries},
+          "\n\n".join([table(every_row), *texts]) +
+          "\n'add-1' is the add-1 (Laplace) kernel estimate from the same samples", files)
+    return 0 if exact and all(row["agrees"] is not False for row in every_row) else 1
 
 
 def _emit(as_json: bool, summary: dict, text: str, files: list[Path]) -> None:
