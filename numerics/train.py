@@ -1,4 +1,4 @@
-"""Training the paper's transformer on samples of a binary source (claim ``TRAIN``).
+"""Training the paper's transformer on samples of a Markov source (claim ``TRAIN``).
 
 Each step draws a fresh batch of sequences x_1..x_{N+1} from the source and minimises the
 empirical cross-entropy of predicting x_{n+1} from x_1..x_n at every position n ≤ N,
@@ -23,6 +23,12 @@ Initialisations (``TrainConfig.init``): ``gaussian`` draws every parameter i.i.d
 (the standard one at the default 0.02); ``rank-one`` is the companion paper's (L2G) "our
 initialisation", ``rank_one_params``.
 
+Sources: the binary first-order chain, the lagged second-order chain and k-state chains
+(``FiniteChain``, claim MULTI-STATE).  ``TrainConfig.embedding`` picks the theory's scalar model
+(x e, one logit; binary sources only) or the released code's one-hot model (E[x], k logits; any
+source).  Every loss is written for next-symbol *distributions* over k symbols (the scalar
+model's logit ℓ is the pair of class logits (0, ℓ)), so one code path serves both.
+
 ``train`` can call a hook at every evaluation (``on_eval(step, params, test_loss)``): the escape
 study (``numerics.escape``) uses it to classify the projection of θ(t) onto M_π along the run.
 """
@@ -39,14 +45,21 @@ import torch
 from torch import Tensor
 from torch.optim.lr_scheduler import LambdaLR
 
-from numerics.markov import InvalidInputError, MarkovChain, SecondOrderChain, check_positive_int
-from numerics.population import expected_cross_entropy, population_loss
-from numerics.transformer import Params, init_params, logits
+from numerics.markov import (
+    FiniteChain,
+    InvalidInputError,
+    MarkovChain,
+    SecondOrderChain,
+    check_positive_int,
+    num_prefixes,
+)
+from numerics.population import chain_loss
+from numerics.transformer import Params, init_params, is_onehot, logits
 
-Source = MarkovChain | SecondOrderChain
+Source = MarkovChain | SecondOrderChain | FiniteChain
 
 #: Parameters that get weight decay (the paper decays its Linear weights, which include e).
-DECAYED = ("e", "a", "W_Q", "W_K", "W_V", "W_O", "W_1", "W_2")
+DECAYED = ("e", "a", "E", "A", "W_Q", "W_K", "W_V", "W_O", "W_1", "W_2")
 #: Largest N for which the exact population loss of a trained first-order model is computed.
 EXACT_MAX_SEQ_LEN = 12
 #: Optimisers ``train`` offers, with their default learning rate.
@@ -56,6 +69,8 @@ WARMUP_START_DIV = 100.0
 FINAL_DIV = 5.0
 #: Initialisations ``train`` offers (``TrainConfig.init``).
 INITS = ("gaussian", "rank-one")
+#: Embeddings ``train`` offers (``TrainConfig.embedding``).
+EMBEDDINGS = ("scalar", "onehot")
 
 #: ``on_eval(step, params, test_loss)``: called at every evaluation; ``params`` are the live
 #: (detached) tensors, so a hook that keeps them must copy them.
@@ -81,6 +96,7 @@ class TrainConfig:
     warmup: float = 0.02
     init: str = "gaussian"
     init_std: float = 0.02  # the Gaussian's scale; rank-one: of the attention weights
+    embedding: str = "scalar"  # "onehot": the released code's E[x] with k logits
     eval_every: int = 20
     eval_sequences: int = 64
     seed: int = 0
@@ -100,6 +116,10 @@ class TrainConfig:
             raise InvalidInputError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
         if not (math.isfinite(self.init_std) and self.init_std >= 0):
             raise InvalidInputError(f"init_std must be a finite number >= 0, got {self.init_std!r}")
+        if self.embedding not in EMBEDDINGS:
+            raise InvalidInputError(f"embedding must be one of {', '.join(EMBEDDINGS)}, got {self.embedding!r}")
+        if self.init == "rank-one" and self.embedding != "scalar":
+            raise InvalidInputError("the rank-one initialisation is defined for the scalar model")
         if self.init == "rank-one" and (not self.tying or self.layers != 1):
             raise InvalidInputError("the rank-one initialisation is defined for the tied one-layer model")
 
@@ -160,13 +180,28 @@ def rank_one_params(
                      for name, (shape, value) in constants.items()}
 
 
-def initial_params(config: TrainConfig) -> Params:
-    """θ(0) of a run: ``config.init`` at scale ``config.init_std``, seeded by ``config.seed``."""
+def symbols(source: Source) -> int:
+    """The alphabet size k of a source."""
+    return source.k if isinstance(source, FiniteChain) else 2
+
+
+def model_symbols(source: Source, config: TrainConfig) -> int | None:
+    """k for the one-hot model (``init_params(symbols=k)``), None for the scalar one (binary sources only)."""
+    if config.embedding == "onehot":
+        return symbols(source)
+    if isinstance(source, FiniteChain):
+        raise InvalidInputError(f"a {source.k}-state chain needs the one-hot model (embedding='onehot')")
+    return None
+
+
+def initial_params(config: TrainConfig, k: int | None = None) -> Params:
+    """θ(0) of a run: ``config.init`` at scale ``config.init_std``, seeded by ``config.seed``; ``k``:
+    the one-hot model's alphabet (``model_symbols``), None for the scalar model."""
     if config.init == "rank-one":
         return rank_one_params(config.d, config.seq_len, std=config.init_std, layer_norm=config.layer_norm,
                                seed=config.seed, device=config.device, dtype=config.dtype)
     return init_params(config.d, config.seq_len, layers=config.layers, tying=config.tying,
-                       layer_norm=config.layer_norm, std=config.init_std, seed=config.seed,
+                       layer_norm=config.layer_norm, std=config.init_std, seed=config.seed, symbols=k,
                        device=config.device, dtype=config.dtype)
 
 
@@ -175,14 +210,35 @@ def _step_seed(seed: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, step + 1]).generate_state(1)[0])
 
 
+def next_distribution(source: Source, x: Tensor) -> Tensor:
+    """The source's law of x_{n+1} given x_1..x_n at every position of sequences x (..., n): (..., n, k)."""
+    if isinstance(source, FiniteChain):
+        return source.kernel(device=x.device, dtype=x.dtype)[x.long()]
+    one = source.next_one_probability(x)
+    return torch.stack([1 - one, one], dim=-1)
+
+
+def log_predictions(params: Params, x: Tensor, config: TrainConfig) -> Tensor:
+    """log P_θ(· | x_1..x_n) at every position of sequences x (S, n): (S, n, k).  The scalar model's
+    logit ℓ is the class-logit pair (0, ℓ): log_softmax then gives (-softplus(ℓ), -softplus(-ℓ))."""
+    z = logits(params, x, tying=config.tying, memory=config.memory)
+    if not is_onehot(params):
+        z = torch.stack([torch.zeros_like(z), z], dim=-1)
+    return torch.log_softmax(z, dim=-1)
+
+
+def cross_entropy(truth: Tensor, log_prediction: Tensor) -> Tensor:
+    """-Σ_j truth_j log prediction_j over the last axis, with 0 · log 0 = 0 (nats)."""
+    return -(truth * log_prediction.clamp(min=torch.finfo(log_prediction.dtype).min)).sum(dim=-1)
+
+
 def sequence_losses(params: Params, x: Tensor, truth: Tensor, config: TrainConfig) -> Tensor:
     """Expected cross-entropy of the model on each test sequence x (S, N+1), averaged over positions.
 
-    ``truth`` (S, N) is the source's P(x_{n+1} = 1 | x_1..x_n); returns (S,) in nats.
+    ``truth`` (S, N, k) is the source's law of x_{n+1} given x_1..x_n; returns (S,) in nats.
     """
     with torch.no_grad():
-        z = logits(params, x[:, :-1], tying=config.tying, memory=config.memory)
-        return expected_cross_entropy(z, truth).mean(dim=1)
+        return cross_entropy(truth, log_predictions(params, x[:, :-1], config)).mean(dim=1)
 
 
 def excess_by_position(params: Params, source: Source, config: TrainConfig, *, sequences: int = 256) -> Tensor:
@@ -194,10 +250,10 @@ def excess_by_position(params: Params, source: Source, config: TrainConfig, *, s
     """
     fresh = _step_seed(config.seed, config.steps + 1)
     x = source.sample(sequences, config.seq_len + 1, seed=fresh, device=config.device, dtype=config.dtype)
-    truth = source.next_one_probability(x[:, :-1])
+    truth = next_distribution(source, x[:, :-1])
     with torch.no_grad():
-        model = expected_cross_entropy(logits(params, x[:, :-1], tying=config.tying, memory=config.memory), truth)
-    return (model - expected_cross_entropy(torch.logit(truth), truth)).mean(dim=0)
+        model = cross_entropy(truth, log_predictions(params, x[:, :-1], config))
+    return (model - cross_entropy(truth, truth.log())).mean(dim=0)
 
 
 def mean_and_stderr(values: Tensor) -> tuple[float, float]:
@@ -211,8 +267,8 @@ def _reference_gaps(model: Tensor, source: Source, x: Tensor, truth: Tensor) -> 
     Paired per sequence, so the randomness of the test set largely cancels from the gap.
     """
     losses, gaps = {}, {}
-    for name, prob in reference_probabilities(source, x[:, :-1]).items():
-        reference = expected_cross_entropy(torch.logit(prob), truth).mean(dim=1)
+    for name, law in reference_distributions(source, x[:, :-1]).items():
+        reference = cross_entropy(truth, law.log()).mean(dim=1)
         losses[name] = reference.mean().item()
         gaps[name] = mean_and_stderr(model - reference)
     return losses, gaps
@@ -268,13 +324,13 @@ def train(
     and at the last step) with the step, the current parameters and that test loss.
     """
     start = time.perf_counter()
-    params = initial_params(config)
+    params = initial_params(config, model_symbols(source, config))
     for value in params.values():
         value.requires_grad_(True)
     optimizer, schedule = _optimizer(params, config)
     sample = dict(device=config.device, dtype=config.dtype)
     test_x = source.sample(config.eval_sequences, config.seq_len + 1, seed=_step_seed(config.seed, -1), **sample)
-    truth = source.next_one_probability(test_x[:, :-1])
+    truth = next_distribution(source, test_x[:, :-1])
     result = TrainResult(config)
 
     def record(step: int) -> None:
@@ -288,9 +344,9 @@ def train(
     steps = range(1, config.steps + 1)
     for step in progress(steps) if progress else steps:
         x = source.sample(config.batch, config.seq_len + 1, seed=_step_seed(config.seed, step), **sample)
-        counts = count_transitions(x, context_order(source), counts)
-        z = logits(params, x[:, :-1], tying=config.tying, memory=config.memory)
-        loss = expected_cross_entropy(z, x[:, 1:]).mean()  # sampled targets: the training objective
+        counts = count_transitions(x, context_order(source), symbols(source), counts)
+        # sampled targets: the training objective
+        loss = -log_predictions(params, x[:, :-1], config).gather(-1, x[:, 1:, None].long()).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -303,8 +359,9 @@ def train(
     result.reference_test_loss, result.gap = _reference_gaps(final, source, test_x, truth)
     result.add_beta_loss = add_beta_loss(counts, test_x, truth)
     result.params = {k: v.detach() for k, v in params.items()}
-    if isinstance(source, MarkovChain) and config.memory is None and config.seq_len <= EXACT_MAX_SEQ_LEN:
-        result.exact_loss = population_loss(result.params, source.p, source.q, tying=config.tying).item()
+    exact_size = num_prefixes(symbols(source), config.seq_len) <= num_prefixes(2, EXACT_MAX_SEQ_LEN)
+    if isinstance(source, MarkovChain | FiniteChain) and config.memory is None and exact_size:
+        result.exact_loss = chain_loss(result.params, source, tying=config.tying).item()
     result.seconds = time.perf_counter() - start
     return result
 
@@ -315,35 +372,39 @@ def reference_entropies(source: Source) -> dict[str, float]:
     First order: unigram H(π) and bigram H_rate.  Second order: unigram, bigram and trigram
     (the conditional entropies of order 0, 1, 2; the last is the entropy rate).
     """
-    if isinstance(source, MarkovChain):
+    if isinstance(source, MarkovChain | FiniteChain):
         return {"unigram": source.unigram_loss(), "bigram": source.entropy_rate()}
     return dict(zip(("unigram", "bigram", "trigram"), source.entropies().values()))
 
 
-def reference_probabilities(source: Source, x: Tensor) -> dict[str, Tensor]:
-    """P(x_{n+1} = 1 | ...) of each reference predictor at every position of sequences x (S, n)."""
+def reference_distributions(source: Source, x: Tensor) -> dict[str, Tensor]:
+    """The law of x_{n+1} under each reference predictor at every position of sequences x (S, n): (S, n, k)."""
+    if isinstance(source, FiniteChain):
+        pi = torch.tensor(source.pi, dtype=x.dtype, device=x.device)
+        return {"unigram": pi.expand(*x.shape, source.k), "bigram": next_distribution(source, x)}
     if isinstance(source, MarkovChain):
         unigram = torch.full_like(x, source.pi[1])
-        return {"unigram": unigram, "bigram": source.next_one_probability(x)}
-    order_one = torch.tensor(source.conditional_one(), dtype=x.dtype, device=x.device)
-    return {"unigram": torch.full_like(x, float(source.pair_law.sum(axis=0)[1])),
-            "bigram": order_one[x.long()], "trigram": source.next_one_probability(x)}
+        return {"unigram": torch.stack([1 - unigram, unigram], dim=-1), "bigram": next_distribution(source, x)}
+    order_one = torch.tensor(source.conditional_one(), dtype=x.dtype, device=x.device)[x.long()]
+    marginal = torch.full_like(x, float(source.pair_law.sum(axis=0)[1]))
+    return {"unigram": torch.stack([1 - marginal, marginal], dim=-1),
+            "bigram": torch.stack([1 - order_one, order_one], dim=-1), "trigram": next_distribution(source, x)}
 
 
 def context_order(source: Source) -> int:
     """How many past symbols the source's next-symbol law depends on."""
-    return 1 if isinstance(source, MarkovChain) else 2
+    return 2 if isinstance(source, SecondOrderChain) else 1
 
 
-def count_transitions(x: Tensor, order: int, counts: dict[int, np.ndarray] | None = None) -> dict[int, np.ndarray]:
-    """Add the (context, next) counts of sequences x (B, L) to ``counts`` for contexts of 1..order symbols.
-
-    ``counts[j][c_1, .., c_j, next]`` counts every window of j + 1 consecutive symbols.
+def count_transitions(x: Tensor, order: int, k: int = 2,
+                      counts: dict[int, np.ndarray] | None = None) -> dict[int, np.ndarray]:
+    """Add the (context, next) counts of sequences x (B, L) over k symbols to ``counts`` for contexts
+    of 1..order symbols.  ``counts[j][c_1, .., c_j, next]`` counts every window of j + 1 consecutive symbols.
     """
-    counts = counts if counts is not None else {j: np.zeros((2,) * (j + 1)) for j in range(1, order + 1)}
-    symbols = x.detach().long().cpu().numpy()
+    counts = counts if counts is not None else {j: np.zeros((k,) * (j + 1)) for j in range(1, order + 1)}
+    symbols_seen = x.detach().long().cpu().numpy()
     for j, table in counts.items():
-        windows = np.lib.stride_tricks.sliding_window_view(symbols, j + 1, axis=1).reshape(-1, j + 1)
+        windows = np.lib.stride_tricks.sliding_window_view(symbols_seen, j + 1, axis=1).reshape(-1, j + 1)
         np.add.at(table, tuple(windows.T), 1)
     return counts
 
@@ -351,15 +412,15 @@ def count_transitions(x: Tensor, order: int, counts: dict[int, np.ndarray] | Non
 def add_beta_loss(counts: dict[int, np.ndarray], x: Tensor, truth: Tensor, *, beta: float = 1.0) -> float:
     """Expected cross-entropy on test sequences x (S, N+1) of the add-β kernel estimate (nats).
 
-    P̂(1 | context) = (n(context, 1) + β) / (n(context) + 2β) (Laplace for β = 1) from ``counts``
+    P̂(j | context) = (n(context, j) + β) / (n(context) + kβ) (Laplace for β = 1) from ``counts``
     (``count_transitions`` of the training batches), with the longest context available: the
-    source's order k, or the n symbols seen so far at positions n < k.  ``truth`` (S, N) is the
-    source's P(x_{n+1} = 1 | x_1..x_n) on x, as for the model's test loss.
+    source's order, or the n symbols seen so far at positions n < order.  ``truth`` (S, N, k) is
+    the source's law of x_{n+1} given x_1..x_n on x, as for the model's test loss.
     """
-    estimate = {j: (c[..., 1] + beta) / (c.sum(axis=-1) + 2 * beta) for j, c in counts.items()}
+    estimate = {j: (c + beta) / (c.sum(axis=-1, keepdims=True) + c.shape[-1] * beta) for j, c in counts.items()}
     context = x[:, :-1].long().cpu().numpy()
-    p_hat = np.empty(context.shape)
+    p_hat = np.empty((*context.shape, truth.shape[-1]))
     for n in range(context.shape[1]):
         j = min(n + 1, max(estimate))
         p_hat[:, n] = estimate[j][tuple(context[:, n + 1 - j : n + 1].T)]
-    return expected_cross_entropy(torch.logit(torch.from_numpy(p_hat)), truth.cpu().double()).mean().item()
+    return cross_entropy(truth.cpu().double(), torch.from_numpy(np.log(p_hat))).mean().item()

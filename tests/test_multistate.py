@@ -173,3 +173,29 @@ def test_theta_star_needs_d_at_least_k_and_positive_transitions():
         onehot_theta_star(preset("sticky5"), 4, 3)
     with pytest.raises(InvalidInputError, match="> 0"):
         onehot_theta_star(FiniteChain([[0.0, 0.5, 0.5], [0.5, 0.0, 0.5], [0.5, 0.5, 0.0]]), 3, 3)
+
+
+def test_multi_state_experiment_expects_what_the_k_state_theory_predicts():
+    from verify import experiments
+
+    settings = experiments.EXPERIMENTS["multi-state"]()
+    expected = {(s.panel.split()[0], s.overrides["tying"]): s.expected for s in settings}
+    assert expected == {("sticky5", True): "bigram", ("sticky5", False): "bigram",
+                        ("switching3", True): "unigram", ("switching3", False): "bigram",
+                        ("rotating3", True): "bigram", ("rotating3", False): "bigram"}
+    assert all(s.overrides["embedding"] == "onehot" and s.claim == "TRAIN-MULTI-STATE" for s in settings)
+
+
+def test_tying_with_the_onehot_embedding_trains_both_models_side_by_side(tmp_path, capsys):
+    import json
+
+    from verify import experiments
+
+    code = experiments.main(["tying", "--embedding", "onehot", "--seeds", "1", "--steps", "3", "--seq-len", "6",
+                             "--out", str(tmp_path), "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    variants = [row["variant"] for row in summary["rows"]]
+    assert variants.count("tied, 1 layer") == 2 and variants.count("tied, 1 layer, one-hot") == 2
+    assert len(summary["trapped"]) == 8 and code in (0, 1)
+    assert experiments.main(["depth", "--embedding", "onehot"]) == 2
+    assert "applies to the tying experiment" in capsys.readouterr().err
