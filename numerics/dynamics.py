@@ -66,8 +66,8 @@ class Integration:
     """
 
     horizon: float = 2000.0
-    rtol: float = 1e-8
-    atol: float = 1e-10
+    rtol: float = 1e-7
+    atol: float = 1e-9
     method: str = "BDF"
     loss_tol: float = 1e-7
     grad_tol: float = 1e-6

@@ -13,7 +13,7 @@ from paper_refs import claims
 from theory import canonical as C
 from verify import theorem_basins
 
-SMALL = ["--grid", "6", "--starts", "12"]
+SMALL = ["--grid", "6", "--starts", "6"]
 TINY = ["--grid", "4", "--starts", "4"]
 CONTRACT = {"theorem", "inputs", "prediction", "verdict", "closed_form", "numeric", "checks"}
 
@@ -38,11 +38,11 @@ def test_small_grid_is_confirmed_with_the_json_contract(small_run):
     code, report, err = small_run
     assert code == 0 and report["verdict"] == "confirmed" and set(report) >= CONTRACT and err == ""
     assert report["claims"] == ["L2G-ENERGY", "L2G-BASINS", "L2G-GAUSS-INIT"]
-    for mode in ("profiled", "joint"):
-        summary = report["numeric"][mode]
-        assert summary["agreement"] >= 0.99 and summary["kept"] + summary["in_band"] == 36
+    profiled, joint = report["numeric"]["profiled"], report["numeric"]["joint"]
+    assert profiled["agreement"] >= 0.99 and profiled["kept"] + profiled["in_band"] == 36
+    assert joint["agreement"] is not None and joint["labels"]["undecided"] == 0  # measured, not checked
     integration = report["numeric"]["integration"]
-    assert integration["method"] == "BDF" and integration["rtol"] == 1e-8 and integration["atol"] == 1e-10
+    assert integration == D.Integration().as_dict() and integration["method"] == "BDF"
     gaussian = {(row["p"], row["q"]): row["fraction_claimed"] for row in report["numeric"]["gaussian"]}
     assert set(gaussian) == {(0.5, 0.8), (0.9, 0.9), (0.2, 0.3), (0.1, 0.1)} and min(gaussian.values()) == 1.0
 
@@ -69,17 +69,33 @@ def test_p_plus_q_one_is_inconclusive(capsys):
     assert code == 3 and report["verdict"] == "inconclusive" and report["prediction"].startswith("undecided")
 
 
-def test_a_model_with_the_wrong_sign_of_w_abs_w_is_contradicted(monkeypatch, capsys):
-    monkeypatch.setattr(C, "slope", lambda w_=C.w: 1 - 2 * w_ * sp.Abs(w_))
+GAUSS_CHECKS = {f"Gaussian starts at ({p}, {q}): fraction ending at {'H(pi)' if p + q > 1 else 'H_rate'}"
+                for p, q in [(0.5, 0.8), (0.9, 0.9), (0.2, 0.3), (0.1, 0.1)]}
+ENERGY_CHECKS = {"profiled flow: max |E(t) - E(0)|", "joint flow: |E(T) - E(0) + 2 int e^2 db|"}
+BASIN_CHECK = "profiled flow: endpoints in the energy's basins"
+#: corrupted slopes κ(w) and the checks that must then fail; together they cover every check
+MUTATIONS = [
+    ("wrong sign of w|w|", lambda w_=C.w: 1 - 2 * w_ * sp.Abs(w_), ENERGY_CHECKS | {BASIN_CHECK}),
+    # the feed-forward's sign flipped: E is still conserved (it sees κ only through ∇κ·∇E), the basins move
+    ("slope negated", lambda w_=C.w: -(1 + 2 * w_ * sp.Abs(w_)), GAUSS_CHECKS | {BASIN_CHECK}),
+]
+
+
+@pytest.mark.parametrize("slope, failing", [m[1:] for m in MUTATIONS], ids=[m[0] for m in MUTATIONS])
+def test_a_corrupted_model_is_contradicted(slope, failing, monkeypatch, capsys):
+    monkeypatch.setattr(C, "slope", slope)
     D._compiled.cache_clear()
     try:
-        code, report, _ = run(["--grid", "4", "--starts", "4", "--horizon", "50"], capsys)
+        code, report, _ = run(TINY, capsys)
     finally:
         monkeypatch.undo()
         D._compiled.cache_clear()
     failed = {c["name"] for c in report["checks"] if c["passed"] is False}
-    assert code == 1 and report["verdict"] == "contradicted"
-    assert {"profiled flow: max |E(t) - E(0)|", "joint flow: |E(T) - E(0) + 2 int e^2 db|"} <= failed
+    assert code == 1 and report["verdict"] == "contradicted" and failing <= failed, failing - failed
+
+
+def test_the_mutations_cover_every_check(small_run):
+    assert {c["name"] for c in small_run[1]["checks"]} == set().union(*(m[2] for m in MUTATIONS))
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -370,6 +370,10 @@ def _canonical_section() -> list[str]:
         _status_sides(joint, joint_neg) + " Along the $b$-profiled flow $(\\dot e, \\dot w) = -\\nabla \\tilde L$, "
         "$\\tilde L(e, w) = L(e, w, b^*(e, w))$, with $\\nabla \\tilde L = \\nabla_{(e,w)} L + \\partial_b L\\, "
         "\\nabla b^*$ written out at $b^*$, $dE/dt$ reduces to $0$ " + _status_sides(profiled, profiled_neg)
+        + " This needs less than optimality: at $b^*$, $z_0 = \\log u^*(e^{\\kappa e^2})$ and "
+        "$z_1 = z_0 + \\kappa e^2$, so $\\tilde L$ depends on $(e, w)$ through $\\kappa e^2 = z_1 - z_0$ only, "
+        "and the lemma gives "
+        "$\\nabla E \\cdot \\nabla(\\kappa e^2) = 0$: any bias $e^2/2 + \\varphi(\\kappa e^2)$ conserves $E$."
         + f" The line $w = 0$ is invariant ($\\partial L/\\partial w = 0$ there) {_status(invariant)} "
         f"$E$ has a saddle at $(0, -1/\\sqrt2)$ ($\\nabla E = 0$, $\\nabla^2 E = \\mathrm{{diag}}(2, -4)$) "
         f"{_status(energy_saddle)} at the level",

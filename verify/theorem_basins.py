@@ -4,7 +4,7 @@ L2G-BASINS, L2G-GAUSS-INIT).
 The model logit = e²(1 + 2w|w|) x + b − e²/2 (theory/canonical.py).  The energy
 E = e² − w² − sign(w) log|w| is conserved by the b-profiled gradient flow (b = b*(e, w), the optimal bias,
 throughout) and changes by dE = −2e² db along the joint flow of (e, w, b) (both proven symbolically).  Its
-level curves therefore predict where each start ends (the authors' region plots, recalled), with the
+level curves therefore predict where each start ends (the region fills of the authors' plotting code), with the
 separatrix E_s = −(1 + log 2)/2 through the saddle (0, −1/√2):
 
   p + q < 1: the unigram line e = 0 (loss H(π)) attracts {w < −1/√2, E < E_s};
@@ -14,12 +14,13 @@ separatrix E_s = −(1 + log 2)/2 through the saddle (0, −1/√2):
 This command integrates both flows (scipy's BDF, tolerances reported) from a K × K grid of (e, w) starts on
 [−extent, extent]², the profiled one and the joint one with b = 0 at the start, labels each endpoint by
 its loss (global / unigram / undecided) and compares it with the energy's basin, leaving out the starts
-within --band of the separatrix (w < 0 and |E − E_s| < band, where the saddle makes the flow slow and E is
-not conserved enough by the joint flow to decide) and the starts on
-the lines e = 0 (critical) and w = 0 (E undefined).  It also checks the energy along the flows, and runs
-the Gaussian start of the paper: --starts draws of (e, w, b) ~ N(0, 0.1²) at (p, q) = (0.5, 0.8),
-(0.9, 0.9), (0.2, 0.3), (0.1, 0.1), where the claim is that all end at H(π) when p + q > 1 and at H_rate
-when p + q < 1.  --plot FILE draws the phase portrait (FILE.png and FILE.pdf).
+within --band of the separatrix (w < 0 and |E − E_s| < band, where the saddle makes the flow slow) and the
+starts on the lines e = 0 (critical) and w = 0 (E undefined).  The profiled flow is checked: the basins
+are its level sets.  The joint flow from b = 0 is measured only: E is not conserved along it, and it
+leaves the energy's basins where b has far to travel (chains with p far from q).  It also checks the
+energy along the flows, and runs the Gaussian start of the paper: --starts draws of (e, w, b) ~ N(0, 0.1²)
+at (p, q) = (0.5, 0.8), (0.9, 0.9), (0.2, 0.3), (0.1, 0.1), where the claim is that all end at H(π) when
+p + q > 1 and at H_rate when p + q < 1.  --plot FILE draws the phase portrait (FILE.png and FILE.pdf).
 
 Exit code 0: every check agrees with the theory; 1: some check disagrees; 2: bad input; 3: inconclusive
 (e.g. p + q = 1, where H(π) = H_rate and no endpoint can be told apart, or flows that did not settle).
@@ -38,6 +39,21 @@ from pathlib import Path
 
 import numpy as np
 
+from numerics.dynamics import (
+    GLOBAL,
+    SADDLE_W,
+    SEPARATRIX,
+    UNDECIDED,
+    UNIGRAM,
+    CanonicalModel,
+    Integration,
+    energy,
+    gaussian_starts,
+    grid,
+    integrate,
+    predicted_basin,
+    slope,
+)
 from numerics.markov import InvalidInputError, MarkovChain, check_probability
 from verify.cli import Parser, _number, bad_input, check_writable, show_stages, stage
 from verify.figures import save_figure
@@ -69,13 +85,13 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--extent", type=_number, default=3.0,
                     help=f"half-width of the grid in e and w, in (0, {MAX_EXTENT:g}] "
                          "(default: %(default)s, as in the authors' plots)")
-    ap.add_argument("--band", type=_number, default=0.3,
+    ap.add_argument("--band", type=_number, default=0.1,
                     help="leave out starts with w < 0 and |E - E_s| < band from the agreement (default: %(default)s)")
     ap.add_argument("--starts", type=int, default=200,
                     help=f"Gaussian starts per (p, q) of the paper's experiment, 1 .. {MAX_STARTS} "
                          "(default: %(default)s)")
-    ap.add_argument("--horizon", type=_number, default=2000.0, help="flow time T (default: %(default)s)")
-    ap.add_argument("--rtol", type=_number, default=1e-8,
+    ap.add_argument("--horizon", type=_number, default=Integration.horizon, help="flow time T (default: %(default)s)")
+    ap.add_argument("--rtol", type=_number, default=Integration.rtol,
                     help="relative tolerance per component, in [1e-12, 1e-4] (default: %(default)s; atol = rtol/100)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the Gaussian starts (default: %(default)s)")
     ap.add_argument("--json", action="store_true", help="print one JSON object (nothing on stderr)")
@@ -85,8 +101,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def _validated(args: argparse.Namespace):
     """The chain and the integration settings; anything out of range raises InvalidInputError (exit 2)."""
-    from numerics.dynamics import Integration
-
     chain = MarkovChain(check_probability("p", args.p), check_probability("q", args.q))
     if not 2 <= args.grid <= MAX_GRID:
         raise InvalidInputError(f"--grid {args.grid}: K must be in [2, {MAX_GRID}] (K^2 flows are integrated)")
@@ -100,7 +114,8 @@ def _validated(args: argparse.Namespace):
         raise InvalidInputError(f"--horizon {args.horizon}: must be in (0, 1e6]")
     if not (math.isfinite(args.rtol) and 1e-12 <= args.rtol <= 1e-4):
         raise InvalidInputError(f"--rtol {args.rtol}: must be in [1e-12, 1e-4]")
-    return chain, Integration(horizon=args.horizon, rtol=args.rtol, atol=args.rtol / 100)
+    atol = Integration.atol * (args.rtol / Integration.rtol)  # the default ratio, exact at the default rtol
+    return chain, Integration(horizon=args.horizon, rtol=args.rtol, atol=atol)
 
 
 def basin_summary(chain: MarkovChain, flow, band: float) -> dict:
@@ -109,8 +124,6 @@ def basin_summary(chain: MarkovChain, flow, band: float) -> dict:
     The band is {w < 0, |E − E_s| < band}: on w < 0 the level E_s is the separatrix and passes the saddle
     (0, −1/√2), where the flow is slow; on w > 0 the curve E = E_s bounds nothing.
     """
-    from numerics.dynamics import SEPARATRIX, UNDECIDED, energy, predicted_basin
-
     e, w = flow.start[:, 0], flow.start[:, 1]
     on_lines = (e == 0) | (w == 0)
     with np.errstate(invalid="ignore"):
@@ -160,8 +173,6 @@ def _agreement_check(name: str, summary: dict, band: float) -> Check:
 
 def gaussian_study(count: int, seed: int, integration, progress: Callable[[int], object]) -> list[dict]:
     """The paper's Gaussian start at each of ``GAUSS_PAIRS``: joint flow from (e, w, b) ~ N(0, 0.1²)."""
-    from numerics.dynamics import GLOBAL, UNIGRAM, CanonicalModel, gaussian_starts, integrate, predicted_basin
-
     rows = []
     starts = gaussian_starts(count, GAUSS_STD, seed)
     for p, q in GAUSS_PAIRS:
@@ -193,8 +204,6 @@ def analyse(chain: MarkovChain, args: argparse.Namespace, integration,
 
     ``bar(total, desc)`` opens a progress bar (a context manager with ``update(count)``) for each stage.
     """
-    from numerics.dynamics import CanonicalModel, energy, grid, integrate
-
     model = CanonicalModel(chain)
     e, w = grid(args.grid, args.extent)
     starts = np.column_stack([e, w, np.zeros_like(e)])
@@ -219,7 +228,6 @@ def analyse(chain: MarkovChain, args: argparse.Namespace, integration,
               residual, 0.0, allowance, "the accumulator A' = -2 e^2 b' is integrated with the state",
               comparison="m <= tol"),
         _agreement_check("profiled flow: endpoints in the energy's basins", summaries["profiled"], args.band),
-        _agreement_check("joint flow from b = 0: endpoints in the energy's basins", summaries["joint"], args.band),
         *(_gaussian_check(row) for row in gaussian),
     ]
     margin = chain.p + chain.q - 1
@@ -234,11 +242,14 @@ def analyse(chain: MarkovChain, args: argparse.Namespace, integration,
                    "separatrix_energy": float(-(1 + math.log(2)) / 2), "saddle": [0.0, -1 / math.sqrt(2)]}
     numeric = {"integration": integration.as_dict(), "energy_allowance": allowance, **summaries,
                "gaussian": gaussian}
+    joint = summaries["joint"]
     notes = [f"band: starts with w < 0 and |E - E_s| < {args.band:g} are left out of the agreement (E_s = "
              f"{closed_form['separatrix_energy']:.6f}); agreement inside it is reported, not checked",
-             "the joint flow from b = 0 is not energy-conserving: E changes by -2 int e^2 db (up to "
-             f"{summaries['joint']['max_|E(T)-E(0)|']:.3g} here), so its basins are the energy's only away from "
-             "the separatrix"]
+             "the joint flow from b = 0 is measured, not checked: E is not conserved along it (it changes by "
+             f"-2 int e^2 db, here by up to {joint['max_|E(T)-E(0)|']:.3g}), so the energy's basins need not hold "
+             "for it; here "
+             + ("every decided endpoint agrees" if joint["largest_|E-E_s|_of_a_disagreement"] is None else
+                f"the disagreements reach |E - E_s| = {joint['largest_|E-E_s|_of_a_disagreement']:.3g}")]
     report = Report(THEOREM, CLAIMS, inputs, prediction, closed_form, numeric, checks, notes)
     return report, flows
 
@@ -282,8 +293,6 @@ def phase_portrait(chain: MarkovChain, flows: dict, extent: float, band: float, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from numerics.dynamics import GLOBAL, SADDLE_W, SEPARATRIX, UNDECIDED, UNIGRAM, energy, predicted_basin, slope
-
     fig, ax = plt.subplots(figsize=(7.4, 6.6))
     axis = np.linspace(-extent, extent, 401)
     W, E = np.meshgrid(axis, axis)  # x: w, y: e
@@ -326,14 +335,14 @@ def phase_portrait(chain: MarkovChain, flows: dict, extent: float, band: float, 
         if chosen.any():
             handles.append(plt.Line2D([], [], color=colour, marker="o", ms=4, ls="", label=text))
     handles.append(plt.Line2D([], [], color="grey", marker="o", mfc="none", ms=4, ls="",
-                              label=f"start with |E - E_s| < {band:g} (not counted)"))
-    wrong = np.zeros(len(e0), dtype=bool)
-    for flow in flows.values():
-        wrong |= (flow.labels != UNDECIDED) & (flow.labels != predicted) & (e0 != 0) & (w0 != 0)
-    if wrong.any():
-        ax.scatter(w0[wrong], e0[wrong], marker="x", s=40, color="black", zorder=4)
-        handles.append(plt.Line2D([], [], color="black", marker="x", ls="",
-                                  label="endpoint outside its energy basin (either flow)"))
+                              label=f"start with w < 0, |E - E_s| < {band:g} (not counted)"))
+    for mode, size, colour in (("joint", 22, "dimgrey"), ("profiled", 60, "black")):
+        flow = flows[mode]
+        wrong = (flow.labels != UNDECIDED) & (flow.labels != predicted) & (e0 != 0) & (w0 != 0)
+        if wrong.any():
+            ax.scatter(w0[wrong], e0[wrong], marker="x", s=size, color=colour, zorder=4)
+            handles.append(plt.Line2D([], [], color=colour, marker="x", ls="",
+                                      label=f"{MODE_NAMES[mode]}: endpoint outside the energy's basin"))
     picked = {int(np.argmin((e0 - a * extent / 3) ** 2 + (w0 - b * extent / 3) ** 2)) for a, b in TRAJECTORY_STARTS}
     for i in sorted(picked):
         for mode, style in (("profiled", "-"), ("joint", ":")):
