@@ -4,6 +4,7 @@ import io
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,8 @@ from numerics.escape import (
 )
 from numerics.manifold import LOCAL_MINIMUM, SADDLE_POINT, UNDECIDED, manifold_curvature, project_to_manifold
 from numerics.markov import InvalidInputError, MarkovChain
-from numerics.train import TrainConfig, train
+from numerics.stationary_points import theta_pi, theta_star
+from numerics.train import TrainConfig, TrainResult, train
 from numerics.transformer import attention, attention_mask, block, feed_forward, init_params, keys_values
 from verify import experiments
 
@@ -244,9 +246,10 @@ def test_init_cli_writes_table_json_plot_and_the_embedding_measurement(tmp_path,
     assert [row["variant"] for row in summary["rows"]] == ["rank-one", "Gaussian 0.002", "Gaussian 0.02 (std)",
                                                            "Gaussian 0.2"]
     assert [row["expected"] for row in summary["rows"]] == ["bigram", None, "unigram", None]
-    assert summary["trapped"] == {row["variant"]: row["labels"].get("unigram", 0.0) for row in summary["rows"]}
-    assert set(summary["position_excess"]) == set(summary["trapped"])
-    assert all(set(parts) == {"head", "bulk"} for parts in summary["position_excess"].values())
+    positions = summary["positions"]
+    assert list(positions) == [row["variant"] for row in summary["rows"]]
+    assert all(set(parts) == {"head", "bulk", "trapped"} and parts["trapped"] in (0.0, 1.0)
+               for parts in positions.values())
     assert summary["rows"][0]["runs"][0]["test_loss"][0] > 5  # the rank-one start: slope -254 at d = 8
     embedding = summary["embedding"]
     assert len(embedding) == experiments.EMBEDDING_POINTS and experiments.embedding_exact(embedding)
@@ -254,7 +257,7 @@ def test_init_cli_writes_table_json_plot_and_the_embedding_measurement(tmp_path,
     assert code == (0 if all(row["agrees"] is not False for row in summary["rows"]) else 1)
     assert {p.name for p in (tmp_path / "init").iterdir()} == {"summary.json", "curves.png", "curves.pdf"}
     text = experiments.init_text(summary)
-    assert "trapped at H(pi) (label unigram): rank-one" in text and "The family is not invariant" in text
+    assert "within the label tolerance): rank-one" in text and "The family is not invariant" in text
 
 
 def test_a_corrupted_embedding_fails_the_exactness_check(monkeypatch):
@@ -275,7 +278,7 @@ def test_a_corrupted_embedding_fails_the_exactness_check(monkeypatch):
 def test_init_has_its_own_run_sizes_and_the_flags_override_them():
     args = experiments._parser().parse_args(["init", "--quick"])
     base, seeds = experiments._sizes(args, "init")
-    assert (base.seq_len, base.steps, seeds) == (32, 400, 2)
+    assert (base.seq_len, base.steps, seeds) == (64, 400, 2)
     base, seeds = experiments._sizes(args, "tying")
     assert (base.seq_len, base.steps, seeds) == (128, 600, 2)
     base, seeds = experiments._sizes(experiments._parser().parse_args(["init"]), "init")
@@ -292,3 +295,18 @@ def test_training_runs_on_one_cpu_thread_and_restores_the_count():
     assert torch.get_num_threads() == before
     with experiments.cpu_threads("cuda"):
         assert torch.get_num_threads() == before
+
+
+def test_trapped_means_predicting_the_stationary_law_beyond_the_first_positions():
+    """θ_π (the unigram predictor) counts as trapped, θ_* (the kernel) does not; both at N = 12."""
+    chain, config = MarkovChain(P, Q), TrainConfig(d=3, seq_len=12)
+    setting = experiments.Setting("init", "panel", "v", chain)
+    runs = []
+    for point in (theta_pi(chain, 3, 12), theta_star(chain, 3, 12)):
+        result = TrainResult(config)
+        result.params = point
+        runs.append(experiments.Run(replace(setting, variant=f"v{len(runs)}"), 0, result, "unigram"))
+    unigram, kernel = experiments.position_summary(runs).values()
+    assert unigram["trapped"] == 1.0 and kernel["trapped"] == 0.0
+    assert kernel["head"] == pytest.approx(0.0, abs=1e-12) and kernel["bulk"] == pytest.approx(0.0, abs=1e-12)
+    assert unigram["bulk"] == pytest.approx(chain.mutual_information(), abs=0.01)

@@ -31,9 +31,11 @@ defaults are sized for 2 CPU cores: raise --seq-len on a GPU), 800 steps, 3 seed
 --quick uses N = 128, 600 steps, 2 seeds.  Everything else is the paper's code's default
 (AdamW with warm-up and cosine decay; --optimizer sgd: plain SGD, lr 1, constant).
 
-init: 4 settings × 4 seeds at N = 64, 800 steps (--quick: N = 32, 400 steps, 2 seeds).  The table
-adds the fraction of seeds trapped at H(π) (label unigram) per initialisation and the loss above the
-kernel per position at the first 4 positions and at the rest (fresh sequences); the embedding
+init: 4 settings × 4 seeds at N = 64, 800 steps (--quick: 400 steps, 2 seeds; a smaller N slows the
+rank-one runs' descent, whose start is ~20 nats).  The table adds, per initialisation, the loss above
+the kernel per position at the first 4 positions and at the rest (fresh sequences) and the fraction of
+seeds trapped at H(π): those whose loss above the kernel beyond position 4 is the unigram
+predictor's, H(π) - H_rate, within the label tolerance; the embedding
 section gives, at 4 random points (d = 4, N = 8, random W_Q, W_K, W_V), |L(φ(e, w, b)) - L_can| and
 ‖g_⊥‖/‖g‖ with its largest parts.  Exit code 1 also when the embedding misses the canonical loss by
 more than 1e-10.  With several experiments (all), --json prints {"experiments": {NAME: summary}}.
@@ -153,7 +155,7 @@ ESCAPE_SCHEDULES = {"full": {"seq_len": 256, "steps": 800, "seeds": 8},
 #: Experiments with run sizes of their own (the others use SCHEDULES); init trains 4 settings × 4 seeds.
 OWN_SCHEDULES = {"escape": ESCAPE_SCHEDULES,
                  "init": {"full": {"seq_len": 64, "steps": 800, "seeds": 4},
-                          "quick": {"seq_len": 32, "steps": 400, "seeds": 2}}}
+                          "quick": {"seq_len": 64, "steps": 400, "seeds": 2}}}
 #: The first positions, whose excess loss over the kernel the init experiment reports apart from the rest.
 HEAD_POSITIONS = 4
 #: The embedding measurement of the init experiment: random points, d, N, and its exactness bound (nats).
@@ -374,20 +376,24 @@ def escape_plot(summary: dict[str, dict], path: Path) -> list[Path]:
     return save_figure(fig, path)
 
 
-def trapped_fractions(rows: list[dict]) -> dict[str, float]:
-    """Per setting, the fraction of seeds labelled unigram: trapped at H(π)."""
-    return {row["variant"]: row["labels"].get("unigram", 0.0) for row in rows}
+def position_summary(runs: list[Run]) -> dict[str, dict[str, float]]:
+    """Per setting: the loss above the kernel (``excess_by_position``, nats per position) at the first
+    ``HEAD_POSITIONS`` positions ("head") and at the rest ("bulk"), averaged over seeds, and the fraction
+    of seeds trapped at H(π): bulk excess within ``tolerance`` of the unigram predictor's, H(π) - H_rate.
 
-
-def position_excess(runs: list[Run]) -> dict[str, dict[str, float]]:
-    """Per setting, the excess loss over the kernel (``excess_by_position``) averaged over seeds: at the
-    first ``HEAD_POSITIONS`` positions ("head") and at the rest ("bulk"), nats per position."""
+    The bulk, not the average loss, decides "trapped": a run that predicts the kernel beyond the first
+    few positions but not at them (the rank-one runs, whose attention averages few symbols there)
+    can have an average loss near H(π) at small N without predicting the stationary law.
+    """
     out: dict[str, dict[str, list[float]]] = {}
     for run in runs:
         excess = excess_by_position(run.result.params, run.setting.source, run.result.config)
-        mine = out.setdefault(run.setting.variant, {"head": [], "bulk": []})
+        references = reference_entropies(run.setting.source)
+        unigram_excess = references["unigram"] - references["bigram"]
+        mine = out.setdefault(run.setting.variant, {"head": [], "bulk": [], "trapped": []})
         mine["head"].append(excess[:HEAD_POSITIONS].mean().item())
         mine["bulk"].append(excess[HEAD_POSITIONS:].mean().item())
+        mine["trapped"].append(float(abs(mine["bulk"][-1] - unigram_excess) <= tolerance(references, 0.0)))
     return {variant: {k: sum(v) / len(v) for k, v in parts.items()} for variant, parts in out.items()}
 
 
@@ -405,11 +411,12 @@ def embedding_exact(rows: list[dict]) -> bool:
 
 def init_text(summary: dict) -> str:
     """The init experiment's extra lines: trapped fraction per initialisation, then the embedding table."""
-    trapped = ", ".join(f"{name} {share:.0%}" for name, share in summary["trapped"].items())
-    excess = ", ".join(f"{name} {parts['head']:.3f} / {parts['bulk']:.4f}"
-                       for name, parts in summary["position_excess"].items())
-    lines = [f"trapped at H(pi) (label unigram): {trapped}",
-             f"loss above the kernel per position, first {HEAD_POSITIONS} / the rest (nats): {excess}", "",
+    positions = summary["positions"]
+    trapped = ", ".join(f"{name} {parts['trapped']:.0%}" for name, parts in positions.items())
+    excess = ", ".join(f"{name} {parts['head']:.3f} / {parts['bulk']:.4f}" for name, parts in positions.items())
+    lines = [f"loss above the kernel per position, first {HEAD_POSITIONS} / the rest (nats): {excess}",
+             f"trapped at H(pi) (beyond position {HEAD_POSITIONS} the loss above the kernel is the unigram's, "
+             f"H(pi) - H_rate, within the label tolerance): {trapped}", "",
              f"canonical model embedded in the full model (d={EMBEDDING_D}, N={EMBEDDING_SEQ_LEN}, random W_Q, W_K, "
              "W_V, alpha, v): the full gradient g at phi(e, w, b) and its part g_perp normal to the family",
              f"{'e':>6} {'w':>7} {'b':>7}  {'|L - L_can|':>11} {'|g|':>8} {'|g_perp|/|g|':>12}  "
@@ -484,12 +491,12 @@ def _parser() -> Parser:
     ap.add_argument("name", choices=[*EXPERIMENTS, "all", "escape"], help="which experiment")
     ap.add_argument("--quick", action="store_true",
                     help="small settings (N=128, 600 steps, 2 seeds; escape: N=64, 300 steps, 3 seeds; "
-                         "init: N=32, 400 steps, 2 seeds)")
+                         "init: N=64, 400 steps, 2 seeds)")
     ap.add_argument("--seeds", type=int,
                     help="seeds per setting (default: 3, or 2 with --quick; escape: 8, or 3; init: 4, or 2)")
     ap.add_argument("--steps", type=int, help="training steps (default: 800, or 600 with --quick; init: 800, or 400)")
     ap.add_argument("--seq-len", type=int,
-                    help="sequence length N (default: 256, or 128 with --quick; init: 64, or 32)")
+                    help="sequence length N (default: 256, or 128 with --quick; init: 64)")
     ap.add_argument("--optimizer", choices=list(DEFAULT_LR),
                     help="adamw (the paper's, with its schedule) or sgd (plain, lr 1, constant); "
                          "default: adamw, and both for escape")
@@ -578,8 +585,7 @@ def _train_and_report(args: argparse.Namespace, names: list[str], sizes: dict[st
                      f"batch {base.batch}, d={base.d}, {seeds} seeds, layer norm {'on' if base.layer_norm else 'off'}, "
                      f"{base.optimizer}, {base.device}/{args.dtype}")
         if name == "init":
-            summary["trapped"] = trapped_fractions(rows[name])
-            summary["position_excess"] = position_excess(runs[name])
+            summary["positions"] = position_summary(runs[name])
             summary["embedding"] = embedding_rows(random_tangencies(FIRST_ABOVE, EMBEDDING_POINTS, EMBEDDING_D,
                                                                     EMBEDDING_SEQ_LEN))
             exact = embedding_exact(summary["embedding"])
