@@ -11,6 +11,10 @@ NAME is one of
                 from Gaussian ones of scale 0.002, 0.02 (standard) and 0.2; also measures, at random points
                 of the canonical model embedded in the full model, the loss gap and the part of the full
                 gradient that leaves the embedded family (numerics.canonical_flow)
+  multi-state   1 layer, one-hot model (the released code's), tied and untied, on three k-state chains:
+                the paper's sticky5 (theta_pi a saddle: both reach the bigram loss 0.4637), switching3
+                (M_s negative definite on 1^perp: tied predicted trapped at H(pi)) and rotating3 (complex
+                eigenvalues with negative real part, yet M_s indefinite: a saddle, tied predicted to escape)
   all           every one of the above
   escape        why tied 1-layer runs at p=0.5, q=0.8 leave the H(pi) plateau (not part of "all"):
                 the curvature of theta(t)'s projection onto the unigram manifold M_pi along each
@@ -39,6 +43,14 @@ predictor's, H(π) - H_rate, within the label tolerance; the embedding
 section gives, at 4 random points (d = 4, N = 8, random W_Q, W_K, W_V), |L(φ(e, w, b)) - L_can| and
 ‖g_⊥‖/‖g‖ with its largest parts.  Exit code 1 also when the embedding misses the canonical loss by
 more than 1e-10.  With several experiments (all), --json prints {"experiments": {NAME: summary}}.
+
+multi-state: 6 settings × 3 seeds at N = 64, 1000 steps (--quick: N = 32, 300 steps, 2 seeds; too few
+for sticky5 and rotating3 to reach the bigram loss, a smoke test).  The
+"expected" column there is the k-state theory's prediction (θ_π a local minimum: unigram; a saddle:
+bigram), which for sticky5 is also what the paper's figure shows.
+
+tying --embedding onehot: every tying setting twice, with the theory's scalar model and with the
+released code's one-hot model at k = 2 (default 6 seeds), and the fraction trapped at H(π) of each.
 
 escape: 8 seeds per optimizer at N = 256, 800 steps (--quick: N = 64, 300 steps, 3 seeds).  Per
 run: λ_min(S) of the projection at the plateau (the evaluation closest to H(π) before the loss
@@ -71,7 +83,7 @@ import torch
 
 from numerics.canonical_flow import Tangency, random_tangencies
 from numerics.escape import EscapeRun, track_escape
-from numerics.markov import InvalidInputError, MarkovChain, SecondOrderChain, check_positive_int
+from numerics.markov import InvalidInputError, MarkovChain, SecondOrderChain, check_positive_int, preset
 from numerics.train import (
     DEFAULT_LR,
     Source,
@@ -104,12 +116,35 @@ class Setting:
     claim: str = ""
 
 
-def _tying() -> list[Setting]:
+def _tying(embeddings: tuple[str, ...] = ("scalar",)) -> list[Setting]:
+    """Tied vs untied on both first-order chains; with several ``embeddings`` each setting once per model."""
     out = []
     for chain, expected_tied in ((FIRST_ABOVE, "unigram"), (FIRST_BELOW, "bigram")):
         panel = f"first order, p={chain.p}, q={chain.q}"
-        out += [Setting("tying", panel, "tied, 1 layer", chain, {"tying": True}, expected_tied, "TRAIN-TYING"),
-                Setting("tying", panel, "untied, 1 layer", chain, {"tying": False}, "bigram", "TRAIN-TYING")]
+        for embedding in embeddings:
+            suffix = ", one-hot" if embedding == "onehot" else ""
+            model = {"embedding": embedding}
+            out += [Setting("tying", panel, f"tied, 1 layer{suffix}", chain, {"tying": True, **model}, expected_tied,
+                            "TRAIN-TYING"),
+                    Setting("tying", panel, f"untied, 1 layer{suffix}", chain, {"tying": False, **model}, "bigram",
+                            "TRAIN-TYING")]
+    return out
+
+
+def _multi_state() -> list[Setting]:
+    """The one-hot model on k-state chains; expected: the k-state theory's class of tied θ_π
+    (``theory.multistate.predicted_class``), bigram for untied (a saddle unless P = 1πᵀ)."""
+    from theory.multistate import predicted_class
+
+    out = []
+    for name in ("sticky5", "switching3", "rotating3"):
+        chain = preset(name)
+        tied = "unigram" if predicted_class(chain.transition) == "local minimum" else "bigram"
+        panel = f"{name} (k = {chain.k})"
+        out += [Setting("multi-state", panel, "tied, 1 layer, one-hot", chain, {"tying": True, "embedding": "onehot"},
+                        tied, "TRAIN-MULTI-STATE"),
+                Setting("multi-state", panel, "untied, 1 layer, one-hot", chain,
+                        {"tying": False, "embedding": "onehot"}, "bigram", "TRAIN-MULTI-STATE")]
     return out
 
 
@@ -146,7 +181,8 @@ def _init() -> list[Setting]:
                         for scale in INIT_SCALES)]
 
 
-EXPERIMENTS = {"tying": _tying, "depth": _depth, "second-order": _second_order, "masking": _masking, "init": _init}
+EXPERIMENTS = {"tying": _tying, "depth": _depth, "second-order": _second_order, "masking": _masking, "init": _init,
+               "multi-state": _multi_state}
 SCHEDULES = {"full": {"seq_len": 256, "steps": 800, "seeds": 3}, "quick": {"seq_len": 128, "steps": 600, "seeds": 2}}
 #: The escape study: the source and its own run sizes.
 ESCAPE_SOURCE = FIRST_ABOVE
@@ -155,7 +191,11 @@ ESCAPE_SCHEDULES = {"full": {"seq_len": 256, "steps": 800, "seeds": 8},
 #: Experiments with run sizes of their own (the others use SCHEDULES); init trains 4 settings × 4 seeds.
 OWN_SCHEDULES = {"escape": ESCAPE_SCHEDULES,
                  "init": {"full": {"seq_len": 64, "steps": 800, "seeds": 4},
-                          "quick": {"seq_len": 64, "steps": 400, "seeds": 2}}}
+                          "quick": {"seq_len": 64, "steps": 400, "seeds": 2}},
+                 "multi-state": {"full": {"seq_len": 64, "steps": 1000, "seeds": 3},
+                                 "quick": {"seq_len": 32, "steps": 300, "seeds": 2}}}
+#: Seeds of the tying experiment with --embedding onehot (each model, side by side).
+ONEHOT_TYING_SEEDS = 6
 #: The first positions, whose excess loss over the kernel the init experiment reports apart from the rest.
 HEAD_POSITIONS = 4
 #: The embedding measurement of the init experiment: random points, d, N, and its exactness bound (nats).
@@ -501,6 +541,9 @@ def _parser() -> Parser:
                     help="adamw (the paper's, with its schedule) or sgd (plain, lr 1, constant); "
                          "default: adamw, and both for escape")
     ap.add_argument("--layer-norm", action="store_true", help="GPT-2 pre-norm blocks (default: off, as in the theory)")
+    ap.add_argument("--embedding", choices=["scalar", "onehot"], default="scalar",
+                    help="tying only: onehot also trains the released code's one-hot model (k = 2) beside the "
+                         "theory's scalar one, 6 seeds each by default (default: %(default)s)")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     ap.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     ap.add_argument("--out", default="runs", help="output folder (default: %(default)s)")
@@ -516,6 +559,8 @@ def _given(value: int | None, default: int) -> int:
 def _sizes(args: argparse.Namespace, name: str) -> tuple[TrainConfig, int]:
     """The base configuration and seed count of experiment ``name``: its schedule, overridden by the flags."""
     schedule = OWN_SCHEDULES.get(name, SCHEDULES)["quick" if args.quick else "full"]
+    if name == "tying" and args.embedding == "onehot" and not args.quick:
+        schedule = schedule | {"seeds": ONEHOT_TYING_SEEDS}
     base = TrainConfig(
         seq_len=check_positive_int("seq-len", _given(args.seq_len, schedule["seq_len"])),
         steps=check_positive_int("steps", _given(args.steps, schedule["steps"])),
@@ -556,7 +601,12 @@ def main(argv: list[str] | None = None) -> int:
             raise InvalidInputError("escape tracks the model without layer norm (the M_π formula's model)")
         names = ["escape"] if escape else list(EXPERIMENTS) if args.name == "all" else [args.name]
         sizes = {name: _sizes(args, name) for name in names}
+        if args.embedding == "onehot" and names != ["tying"]:
+            raise InvalidInputError("--embedding onehot applies to the tying experiment (multi-state always "
+                                    "trains the one-hot model)")
         settings = {name: EXPERIMENTS[name]() for name in names if name in EXPERIMENTS}
+        if args.embedding == "onehot":
+            settings["tying"] = _tying(("scalar", "onehot"))
         folders = prepare_output(Path(args.out), names)
     except InvalidInputError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -584,6 +634,11 @@ def _train_and_report(args: argparse.Namespace, names: list[str], sizes: dict[st
         texts.append(f"settings{f' ({name})' * (len(names) > 1)}: N={base.seq_len}, {base.steps} steps, "
                      f"batch {base.batch}, d={base.d}, {seeds} seeds, layer norm {'on' if base.layer_norm else 'off'}, "
                      f"{base.optimizer}, {base.device}/{args.dtype}")
+        if name == "tying" and args.embedding == "onehot":
+            summary["trapped"] = {f"{row['panel']}, {row['variant']}": row["labels"].get("unigram", 0.0)
+                                  for row in rows[name]}
+            texts.insert(0, "fraction trapped at H(pi) (label unigram), scalar vs one-hot model:\n" + "\n".join(
+                f"  {setting}: {fraction:.0%}" for setting, fraction in summary["trapped"].items()))
         if name == "init":
             summary["positions"] = position_summary(runs[name])
             summary["embedding"] = embedding_rows(random_tangencies(FIRST_ABOVE, EMBEDDING_POINTS, EMBEDDING_D,
