@@ -21,12 +21,12 @@ over b by the implicit-function theorem).  solve_ivp's error norm is an RMS over
 are divided by √(number of components): every component's local error estimate stays within
 rtol·|y| + atol, as for a trajectory integrated alone.
 
-Endpoint labels (``Labels``): "global" when |L − H_rate| ≤ loss_tol, "unigram" when |L − H(π)| ≤ loss_tol
+Endpoint labels (``label_endpoints``): "global" when |L − H_rate| ≤ loss_tol, "unigram" when |L − H(π)| ≤ loss_tol
 at a point of e = 0 that is a local minimum ((p + q − 1)κ(w) > 0, claim L2G), both only where the flow
 has settled (|∇L| ≤ grad_tol); "undecided" otherwise, and wherever H(π) − H_rate ≤ 2 loss_tol (near
 p + q = 1 the two targets cannot be told apart).
 
-The energy's basins (claim L2G-BASINS, recalled from the authors' region plots), with E_s = −(1 + log 2)/2:
+The energy's basins (claim L2G-BASINS, read from the fills of the authors' region plots), with E_s = −(1 + log 2)/2:
 the unigram line attracts {w < −1/√2, E < E_s} when p + q < 1, and {−1/√2 < w < 0, E < E_s} ∪ {w > 0}
 when p + q > 1; every other start goes to the global locus (``predicted_basin``).
 """
