@@ -22,7 +22,9 @@ balance ‖W_1‖ = ‖W_2‖ are kept), W_Q, W_K, W_V get nothing (W_O = 0), bu
   positions leave pos_n = -(e/2) α.  With ∂_s, ∂_c the derivatives of L in e_vec = s α,
   pos_n = c α (every n), ‖g_⊥‖ in (e, pos) is |∂_s L + (2/N) ∂_c L| / √(1 + 4/N).
 
-So the family is not invariant except where g = 0 (its global minima).
+So the family is not invariant: that would need g_⊥ = 0 all over it, and at generic points both
+parts are nonzero (both vanish at its global minima, where g = 0).  Whether g_⊥ = 0 does not depend
+on the metric; its size ‖g_⊥‖/‖g‖ is the Euclidean one of θ, the metric of plain gradient descent.
 """
 
 from __future__ import annotations
