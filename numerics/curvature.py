@@ -15,11 +15,11 @@ a posteriori from independent evaluations of the same matrix:
 
 * entry (i, j) and entry (j, i) come out of different backward passes, so ‖H - Hᵀ‖ is a
   measured difference of two differentiation routes;
-* ``D ε max(‖H‖₂, 1)`` is the standard backward-error scale of accumulating D-term sums, with
-  an absolute floor: each entry is a probability-weighted sum of products of O(1) quantities
-  (probabilities, residuals softmax - P, logit derivatives at weights of order one) that cancel
-  down to ‖H‖ — a Hessian of norm 1e-6 (a symbol of probability 1e-6) still carries rounding of
-  order ε, which ``D ε ‖H‖₂`` alone would miss (the "+1" of ``verify.measure.loss_rounding``);
+* ``D ε max(‖H‖₂, F)`` is the standard backward-error scale of accumulating D-term sums, with
+  an absolute floor F: each entry is a probability-weighted sum of products of quantities of size
+  up to F (probabilities, residuals softmax - P, products of two logit derivatives, F = max(1,
+  max|θ|)²) that cancel down to ‖H‖ — a Hessian of norm 1e-6 (a symbol of probability 1e-6) still
+  carries rounding of order ε F, which ``D ε ‖H‖₂`` alone would miss;
 * when a ``reference`` evaluation in higher precision exists (a float32 run re-evaluated in
   float64), ‖H - H_ref‖ measures the rounding of the whole computation, forward pass included,
   which the first two terms cannot see (both routes share the float32 forward values).
@@ -218,11 +218,13 @@ class Spectrum:
         return self.values[0].item()
 
 
-def estimated_spectrum(H: Tensor, *, reference: Tensor | None = None) -> Spectrum:
+def estimated_spectrum(H: Tensor, *, reference: Tensor | None = None, floor: float = 1.0) -> Spectrum:
     """Eigenpairs of the (symmetrised) Hessian, each eigenvalue with an a-posteriori error estimate.
 
     ``reference``: the same Hessian evaluated independently in higher precision (float64 for a
-    float32 run); its distance to H enters the estimate (module docstring).  Non-finite entries
+    float32 run); its distance to H enters the estimate (module docstring).  ``floor``: the size of
+    the terms whose sums are the entries (1 for weights of order one; ``verify.measure`` passes
+    max(1, max|θ|)², since entries are products of two logit derivatives).  Non-finite entries
     give infinite estimates, so no sign is ever decided from them.
     """
     eps = torch.finfo(H.dtype).eps
@@ -237,7 +239,7 @@ def estimated_spectrum(H: Tensor, *, reference: Tensor | None = None) -> Spectru
     residual = torch.linalg.vector_norm(sym @ vectors - vectors * values, dim=0)
     scale = values.abs().max().item()  # ‖sym‖₂
     # Frobenius norms bound the 2-norms from above and need no SVD
-    error = torch.linalg.matrix_norm(H - H.T).item() + H.shape[0] * eps * max(scale, 1.0)
+    error = torch.linalg.matrix_norm(H - H.T).item() + H.shape[0] * eps * max(scale, floor)
     if reference is not None:
         error += torch.linalg.matrix_norm(H - reference.double()).item()
     return Spectrum(values, vectors, residual + error, error)

@@ -239,13 +239,23 @@ class FiniteChain:
 
     @functools.cached_property
     def pi(self) -> np.ndarray:
-        """The stationary law: (Pᵀ - I)π = 0 with the last equation replaced by Σπ = 1 (unique for a
-        primitive P, so the system is nonsingular)."""
-        A = self.transition.T - np.eye(self.k)
-        A[-1] = 1.0
-        rhs = np.zeros(self.k)
-        rhs[-1] = 1.0
-        pi = np.linalg.solve(A, rhs)
+        """The stationary law πᵀP = πᵀ by the Grassmann-Taksar-Heyman elimination.
+
+        GTH eliminates states one at a time using only additions, multiplications and divisions of
+        nonnegative numbers (the diagonal is never used: the mass leaving a state is the sum of its
+        off-diagonal row), so every π_i keeps full relative accuracy, however small.  A linear solve
+        of (Pᵀ - I)π = 0 subtracts 1 - P_ii and lost it: with P_ii = 1 - 2e-17 it returned a negative π_i.
+        """
+        A = self.transition.copy()
+        for n in range(self.k - 1, 0, -1):
+            leaving = A[n, :n].sum()  # > 0 for an irreducible chain
+            A[:n, n] /= leaving
+            A[:n, :n] += np.outer(A[:n, n], A[n, :n])
+        pi = np.zeros(self.k)
+        pi[0] = 1.0
+        for n in range(1, self.k):
+            pi[n] = pi[:n] @ A[:n, n]
+        pi /= pi.sum()
         pi.setflags(write=False)
         return pi
 

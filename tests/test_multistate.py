@@ -199,3 +199,15 @@ def test_tying_with_the_onehot_embedding_trains_both_models_side_by_side(tmp_pat
     assert len(summary["trapped"]) == 8 and code in (0, 1)
     assert experiments.main(["depth", "--embedding", "onehot"]) == 2
     assert "applies to the tying experiment" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("leave", [1e-17, 1e-12, 2.0**-30])
+def test_stationary_law_keeps_full_relative_accuracy(leave):
+    """π of [[1 - ε, ε], [q, 1 - q]] is (q, ε)/(q + ε): the tiny entry to ~1e-15 relative (GTH), where a
+    linear solve of (Pᵀ - I)π = 0 lost it (negative π at ε = 1e-17 in a 3-state chain)."""
+    q = 0.3
+    pi = FiniteChain([[1 - leave, leave], [q, 1 - q]]).pi
+    assert pi[1] == pytest.approx(leave / (q + leave), rel=1e-14) and pi[0] == pytest.approx(q / (q + leave), rel=1e-15)
+    three = FiniteChain([[1 - 2e-17, 1e-17, 1e-17], [0.3, 0.3, 0.4], [0.2, 0.5, 0.3]]).pi
+    assert (three > 0).all() and math.isfinite(FiniteChain([[1 - 2e-17, 1e-17, 1e-17], [0.3, 0.3, 0.4],
+                                                            [0.2, 0.5, 0.3]]).unigram_loss())

@@ -180,3 +180,25 @@ def test_every_k_state_check_is_caught_by_some_mutation(capsys):
         names |= {c["name"] for c in report["checks"]}
     caught = set().union(*(failing for *_, failing in ONEHOT_MUTATIONS))
     assert names - caught == set()
+
+
+HARD_CHAINS = [  # found by a review with an independent reference: each came out "contradicted" or crashed
+    "0.05,0.6648942143026177,0.2851057856973822;0.146540910667801,0.05,0.803459089332199;"
+    "0.3351057856973822,0.12021157139476439,0.5446826429078535",  # λ_max(M_s) = 1e-13
+    "0.3333333333334333,0.33333333333323334,0.3333333333333333;0.3333333333333333,0.3333333333334333,"
+    "0.33333333333323334;0.33333333333323334,0.3333333333333333,0.3333333333334333",  # i.i.d. + 1e-13
+    "0.4999999999995,0.5,5e-13;0.5,0.5,0.0;0.9,0.1,0.0",  # π_2 = 2.5e-13
+    "0.99999999999999,1e-14;0.5,0.5",  # every curvature below the error bound
+    "1,1e-17,1e-17;0.3,0.3,0.4;0.2,0.5,0.3",  # π by a linear solve came out negative
+]
+
+
+@pytest.mark.parametrize("rows", HARD_CHAINS)
+@pytest.mark.parametrize("module", [theorem_local_min, theorem_global_min])
+def test_hard_chains_are_never_contradicted(rows, module, capsys):
+    code, report = run(module, ["--d", "3", "--seq-len", "3", "--transition", rows], capsys)
+    if report is None:  # θ_* of a chain with a zero transition does not exist: bad input, one line
+        assert code == 2 and module is theorem_global_min and ",0.0" in rows
+        return
+    assert report["verdict"] in ("confirmed", "inconclusive") and code in (0, 3), \
+        [c for c in report["checks"] if c["passed"] is False]

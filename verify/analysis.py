@@ -34,7 +34,13 @@ def closed_form_spectrum(config: Config) -> list[float]:
     if config.onehot:
         from theory.multistate import closed_form_spectrum as multistate_spectrum
 
-        return sorted(multistate_spectrum(config.source.transition, config.d, config.tying).tolist())
+        # every eigenvalue is kept (tol 0): whether a tiny one is distinguishable from 0 is the spectrum
+        # check's call, by its error bound; only an i.i.d. chain's E-block is exactly 0 and left out
+        P = config.source.transition
+        values = multistate_spectrum(P, config.d, config.tying, tol=0.0)
+        if iid_rows(P):
+            values = multistate_spectrum(P, 1, config.tying, tol=0.0)[-(len(P) - 1):]  # the b-block's k - 1
+        return sorted(values.tolist())
     from theory.landscape import numeric_spectrum
 
     fn, per_d = numeric_spectrum(config.tying)
@@ -43,6 +49,12 @@ def closed_form_spectrum(config: Config) -> list[float]:
 
 DEGENERATE = "global minimum (degenerate: p + q = 1, i.i.d. source)"
 DEGENERATE_K = "global minimum (degenerate: P = 1πᵀ, i.i.d. source)"
+
+
+def iid_rows(P) -> bool:
+    """Are all rows of P the same (P = 1πᵀ, i.i.d. symbols)?  Exactly, not within a tolerance: rows that
+    differ by 1e-13 make a (tiny) curvature, which the checks must resolve or call undecided."""
+    return bool((P[0] == P).all())
 
 
 def predict_unigram(config: Config) -> str:
@@ -55,9 +67,9 @@ def predict_unigram(config: Config) -> str:
         from theory.multistate import predicted_class
 
         P = config.source.transition
-        if predicted_class(P, tying=False) == "degenerate":  # M = 0: P = 1πᵀ, i.i.d. symbols
+        if iid_rows(P):  # M = 0: P = 1πᵀ, i.i.d. symbols
             return DEGENERATE_K
-        found = predicted_class(P, tying=config.tying)
+        found = predicted_class(P, 0.0, tying=config.tying)  # the sign; its resolution is the checks' call
         return {"local minimum": "local minimum", "saddle": "saddle point"}.get(
             found, "undecided (M_s is singular on 1^⊥: the tied curvature vanishes in some direction)")
     if config.p + config.q == 1:

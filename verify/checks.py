@@ -79,7 +79,7 @@ def spectrum_checks(point: MeasuredPoint, expected: list[float],
     rtol = TOLERANCE[point.config.dtype][2]
     s = point.spectrum
     measured, D = s.nonzero().tolist(), s.values.numel()
-    tol = rtol * max(abs(v) for v in expected) + s.bounds.max().item()
+    tol = rtol * max((abs(v) for v in expected), default=0.0) + s.bounds.max().item()
     if any(abs(v) <= tol for v in expected):
         smallest = min(expected, key=abs)
         return [Check(f"Hessian spectrum = {reference}", None, measured, expected, tol,

@@ -213,6 +213,9 @@ def config_from(args: argparse.Namespace, *, max_seq_len: int = DENSE_MAX_SEQ_LE
     """Validated inputs; anything out of range raises InvalidInputError (exit 2)."""
     chain = chain_from(args)
     k = 2 if chain is None else chain.k
+    if k > 16:
+        raise InvalidInputError(f"a chain with k={k} states is too large for the dense full-space Hessian; "
+                                "at most 16 states")
     d = args.d if args.d is not None else (args.default_d if chain is None else max(args.default_d, k))
     seq_len = args.seq_len
     if seq_len is None:  # k-state: the largest N with k^N ≤ 1024 (a dense Hessian in seconds)

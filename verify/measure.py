@@ -118,8 +118,9 @@ def measure(config: Config, exact: Params) -> MeasuredPoint:
     if config.torch_dtype != torch.float64:
         reference = hessian(loss, {k: v.to(config.device, torch.float64) for k, v in exact.items()}).cpu()
     prefixes = num_prefixes(config.source.k, params["pos"].shape[0])
+    floor = max(1.0, theta.abs().max().item()) ** 2  # entries: sums of products of two logit derivatives
     return MeasuredPoint(config, params, theta, layout, value, grad.abs().max().item(), H,
-                         estimated_spectrum(H, reference=reference),
+                         estimated_spectrum(H, reference=reference, floor=floor),
                          loss_rounding(value, prefixes, config.torch_dtype))
 
 
