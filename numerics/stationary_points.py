@@ -37,7 +37,7 @@ def kernel_logits(chain: MarkovChain) -> tuple[float, float]:
 
 
 def theta_pi(
-    chain: MarkovChain,
+    chain: MarkovChain | FiniteChain,
     d: int,
     seq_len: int,
     *,
@@ -46,9 +46,14 @@ def theta_pi(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float64,
 ) -> Params:
-    """θ_π: all weights 0 and b = log(p/q), so f ≡ π1 (the unigram predictor)."""
-    params = init_params(d, seq_len, r=r, tying=tying, std=0.0, device=device, dtype=dtype)
-    params["b"] = torch.tensor(chain.unigram_logit(), device=device, dtype=dtype)
+    """θ_π: all weights 0 and b = log(p/q), so f ≡ π1 (the unigram predictor).  A k-state chain gives
+    the one-hot model's θ_π (claim ``MULTI-STATE-PI``): E = 0 (and A = 0) and b = log π, so
+    softmax(logits) ≡ π."""
+    onehot = isinstance(chain, FiniteChain)
+    params = init_params(d, seq_len, r=r, tying=tying, std=0.0, symbols=chain.k if onehot else None, device=device,
+                         dtype=dtype)
+    bias = chain.unigram_logits() if onehot else chain.unigram_logit()
+    params["b"] = torch.tensor(bias, device=device, dtype=dtype)
     return params
 
 
@@ -182,23 +187,6 @@ def theta_star(
         s, t = 1.0, alpha / (1 + g)
     b = beta - t * c * (1 + g)
     return reduced_point(s, t, b, c, g, d, seq_len, r=r, tying=tying, device=device, dtype=dtype)
-
-
-def onehot_theta_pi(
-    chain: FiniteChain,
-    d: int,
-    seq_len: int,
-    *,
-    r: int | None = None,
-    tying: bool = True,
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float64,
-) -> Params:
-    """θ_π of the one-hot model (claim ``MULTI-STATE-PI``): E = 0 (and A = 0), all W = 0, pos = 0,
-    b = log π, so softmax(logits) ≡ π and L = H(π)."""
-    params = init_params(d, seq_len, r=r, tying=tying, std=0.0, symbols=chain.k, device=device, dtype=dtype)
-    params["b"] = torch.tensor(chain.unigram_logits(), device=device, dtype=dtype)
-    return params
 
 
 def onehot_theta_star(

@@ -21,7 +21,7 @@ from numerics.markov import (
     preset,
 )
 from numerics.population import chain_loss
-from numerics.stationary_points import onehot_theta_pi, onehot_theta_star
+from numerics.stationary_points import onehot_theta_star, theta_pi
 from numerics.transformer import init_params, onehot_from_scalar
 
 
@@ -161,7 +161,7 @@ def test_model_and_chain_sizes_must_agree():
 @pytest.mark.parametrize("tying", [True, False])
 def test_theta_pi_and_theta_star_are_stationary_at_their_losses(name, tying):
     chain = preset(name)
-    for point, target in ((onehot_theta_pi(chain, 3, 3, tying=tying), chain.unigram_loss()),
+    for point, target in ((theta_pi(chain, 3, 3, tying=tying), chain.unigram_loss()),
                           (onehot_theta_star(chain, chain.k, 3, tying=tying), chain.entropy_rate())):
         loss = lambda p: chain_loss(p, chain, tying=tying)  # noqa: E731
         assert loss(point).item() == pytest.approx(target, rel=1e-14)

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from numerics.manifold import UNDECIDED, manifold_curvature, project_to_manifold, sampled_block
 from numerics.markov import MarkovChain
-from numerics.stationary_points import onehot_theta_pi, onehot_theta_star, theta_pi, theta_star
+from numerics.stationary_points import onehot_theta_star, theta_pi, theta_star
 from numerics.transformer import Params
 from verify import checks as C
 from verify import manifold_checks as M
@@ -96,8 +96,6 @@ def unigram_claims(config: Config, prediction: str) -> list[str]:
 
 def unigram_point(config: Config) -> Params:
     """θ_π of the configured model: e = 0 (E = 0), all W = 0, pos = 0, b = log(p/q) (log π)."""
-    if config.onehot:
-        return onehot_theta_pi(config.source, config.d, config.seq_len, tying=config.tying)
     return theta_pi(config.source, config.d, config.seq_len, tying=config.tying)
 
 
