@@ -141,7 +141,7 @@ def parser(description: str, defaults: dict, *, prog: str | None = None, sweep: 
     chain = ap.add_mutually_exclusive_group()
     chain.add_argument("--transition", metavar="ROWS",
                        help="a k-state chain instead of (p, q): rows separated by ';', entries by ',', e.g. "
-                            "'0.05,0.5,0.45;0.6,0.05,0.35;0.5,0.45,0.05' (the one-hot model of SPEC §11)")
+                            "'0.05,0.5,0.45;0.6,0.05,0.35;0.5,0.45,0.05' (the one-hot model of the released code)")
     chain.add_argument("--chain", metavar="NAME",
                        help="a named k-state chain: sticky5 (the paper's 5-state chain), switching3, rotating3, "
                             "uniform3, or dirichlet-K-SEED")
