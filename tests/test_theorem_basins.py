@@ -101,6 +101,7 @@ def test_the_mutations_cover_every_check(small_run):
 @pytest.mark.parametrize("argv, message", [
     (["--p", "0"], "p must lie strictly between 0 and 1"),
     (["--q", "1"], "q must lie strictly between 0 and 1"),
+    (["--seed", "-1"], "--seed -1: must be an integer >= 0"),
     (["--p", "nan"], "p must lie strictly between 0 and 1"),
     (["--p", "abc"], "not a number"),
     (["--grid", "1"], "--grid 1"),

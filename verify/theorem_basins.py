@@ -110,6 +110,8 @@ def _validated(args: argparse.Namespace):
         raise InvalidInputError(f"--band {args.band}: must be a finite number >= 0")
     if not 1 <= args.starts <= MAX_STARTS:
         raise InvalidInputError(f"--starts {args.starts}: must be in [1, {MAX_STARTS}]")
+    if args.seed < 0:  # numpy's generators take non-negative seeds only
+        raise InvalidInputError(f"--seed {args.seed}: must be an integer >= 0")
     if not (math.isfinite(args.horizon) and 0 < args.horizon <= 1e6):
         raise InvalidInputError(f"--horizon {args.horizon}: must be in (0, 1e6]")
     if not (math.isfinite(args.rtol) and 1e-12 <= args.rtol <= 1e-4):
