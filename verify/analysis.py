@@ -94,11 +94,6 @@ def unigram_claims(config: Config, prediction: str) -> list[str]:
     return ["MODEL", "STAT-PI", specific]
 
 
-def unigram_point(config: Config) -> Params:
-    """θ_π of the configured model: e = 0 (E = 0), all W = 0, pos = 0, b = log(p/q) (log π)."""
-    return theta_pi(config.source, config.d, config.seq_len, tying=config.tying)
-
-
 def analyse_unigram(config: Config, theorem: str, scan: int = 0) -> Report:
     """θ_π (e = a = 0, pos = 0, W = 0, b = log(p/q)): stationarity, spectrum, and the prediction.
 
@@ -109,7 +104,7 @@ def analyse_unigram(config: Config, theorem: str, scan: int = 0) -> Report:
     """
     chain = config.source
     with stage("θ_π: exact loss, gradient, dense Hessian, spectrum"):
-        point = measure(config, unigram_point(config))
+        point = measure(config, theta_pi(chain, config.d, config.seq_len, tying=config.tying))
     with stage("closed form, model checks"):
         expected = closed_form_spectrum(config)
         prediction = predict_unigram(config)
