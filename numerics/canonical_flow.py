@@ -36,17 +36,10 @@ from torch import Tensor
 from torch.func import jacfwd
 
 from numerics.curvature import flatten, gradient, unflatten
+from numerics.dynamics import CanonicalModel
 from numerics.markov import MarkovChain
-from numerics.population import expected_cross_entropy, population_loss
+from numerics.population import population_loss
 from numerics.stationary_points import canonical_point
-
-
-def canonical_loss(chain: MarkovChain, e: float | Tensor, w: float | Tensor, b: float | Tensor) -> Tensor:
-    """L_can(e, w, b) in nats: the L2G closed form the embedding must reproduce (differentiable)."""
-    x = torch.tensor([0.0, 1.0], dtype=torch.float64)
-    logit = e**2 * (1 + 2 * w * abs(w)) * x + b - e**2 / 2
-    pi = torch.tensor(chain.pi, dtype=torch.float64)
-    return (pi * expected_cross_entropy(logit, *chain.next_probabilities(x))).sum()
 
 
 def normal_component(g: Tensor, jacobian: Tensor) -> Tensor:
@@ -110,7 +103,7 @@ def tangency(
     return Tangency(
         point=(e, w, b),
         loss=loss(params).item(),
-        canonical_loss=canonical_loss(chain, e, w, b).item(),
+        canonical_loss=float(CanonicalModel(chain).loss(e, w, b)),
         gradient_norm=torch.linalg.vector_norm(g).item(),
         normal_norm=torch.linalg.vector_norm(normal).item(),
         normal_blocks={k: torch.linalg.vector_norm(value).item() for k, value in unflatten(normal, layout).items()},

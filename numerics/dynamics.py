@@ -119,10 +119,7 @@ def slope(w: np.ndarray) -> np.ndarray:
 
 def _arrays(values: list, like: np.ndarray) -> np.ndarray:
     """Stack lambdify's outputs (constant entries come back as plain numbers) to shape (len(values), *like.shape)."""
-    out = np.empty((len(values), *np.shape(like)))
-    for row, value in zip(out, values):
-        row[...] = value  # a number broadcasts
-    return out
+    return np.stack([np.broadcast_to(np.asarray(value, dtype=float), np.shape(like)) for value in values])
 
 
 @dataclass(frozen=True)

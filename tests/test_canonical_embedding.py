@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from numerics import canonical_flow
-from numerics.canonical_flow import canonical_loss, normal_component, tangency
+from numerics.canonical_flow import normal_component, tangency
+from numerics.dynamics import CanonicalModel
 from numerics.markov import MarkovChain
 from numerics.population import population_loss
 from numerics.stationary_points import canonical_point
@@ -62,7 +63,7 @@ def test_embedded_canonical_model_has_the_canonical_loss(seed):
                                                                "b"}
     expected = numpy_canonical_loss(f["e"], f["w"], f["b"])
     assert full_loss(params) == pytest.approx(expected, abs=1e-12)
-    assert canonical_loss(CHAIN, f["e"], f["w"], f["b"]).item() == pytest.approx(expected, abs=1e-14)
+    assert float(CanonicalModel(CHAIN).loss(f["e"], f["w"], f["b"])) == pytest.approx(expected, abs=1e-14)
 
 
 def test_default_frame_is_the_authors_all_ones_direction():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from numerics.canonical_flow import canonical_loss
+from numerics.dynamics import CanonicalModel
 from numerics.markov import InvalidInputError, MarkovChain, SecondOrderChain, preset
 from numerics.population import expected_cross_entropy, population_loss
 from numerics.stationary_points import canonical_point, theta_pi, theta_star
@@ -277,7 +277,8 @@ def test_rank_one_init_is_the_authors_constants_and_a_canonical_point():
     canonical = canonical_point(math.sqrt(d) / 2, -d, 0.0, d, seq_len, attention_std=0.02, seed=3)
     assert all(torch.allclose(params[k], canonical[k], rtol=0, atol=1e-15) for k in canonical if k != "W_O")
     loss = population_loss(params | {"W_O": canonical["W_O"]}, 0.5, 0.8, tying=True).item()
-    assert loss == pytest.approx(canonical_loss(MarkovChain(0.5, 0.8), math.sqrt(d) / 2, -d, 0.0).item(), abs=1e-12)
+    canonical_value = float(CanonicalModel(MarkovChain(0.5, 0.8)).loss(math.sqrt(d) / 2, -d, 0.0))
+    assert loss == pytest.approx(canonical_value, abs=1e-12)
 
 
 @pytest.mark.parametrize("init", [("rank-one", 0.02), ("gaussian", 0.2)])

@@ -37,10 +37,9 @@ def closed_form_spectrum(config: Config) -> list[float]:
         # every eigenvalue is kept (tol 0): whether a tiny one is distinguishable from 0 is the spectrum
         # check's call, by its error bound; only an i.i.d. chain's E-block is exactly 0 and left out
         P = config.source.transition
-        values = multistate_spectrum(P, config.d, config.tying, tol=0.0)
-        if iid_rows(P):
-            values = multistate_spectrum(P, 1, config.tying, tol=0.0)[-(len(P) - 1):]  # the b-block's k - 1
-        return sorted(values.tolist())
+        if iid_rows(P):  # the b-block's k - 1 eigenvalues, the largest at d = 1
+            return sorted(multistate_spectrum(P, 1, config.tying, tol=0.0)[-(len(P) - 1):].tolist())
+        return sorted(multistate_spectrum(P, config.d, config.tying, tol=0.0).tolist())
     from theory.landscape import numeric_spectrum
 
     fn, per_d = numeric_spectrum(config.tying)
