@@ -22,7 +22,7 @@ from numerics.markov import InvalidInputError
 from paper_refs import claims
 from verify import theorem_global_min, theorem_local_min, theorem_manifold, theorem_saddle
 from verify.analysis import analyse_bigram, analyse_unigram
-from verify.cli import check_writable, config_from, parser, show_stages, stage
+from verify.cli import check_writable, config_from, exit_now, parser, show_stages, stage
 from verify.report import Check, Report, combined_exit_code
 
 THEOREMS = [
@@ -154,4 +154,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

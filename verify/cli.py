@@ -8,6 +8,7 @@ cannot decide: an eigenvalue within its error bound of 0, a curvature below the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import logging
@@ -279,6 +280,21 @@ def sweep_table(reports: list[Report]) -> str:
     verdicts = [r.verdict for r in reports]
     lines.append(", ".join(f"{v}: {verdicts.count(v)}" for v in ("confirmed", "inconclusive", "contradicted")))
     return "\n".join(lines)
+
+
+def exit_now(code: int) -> None:
+    """End the process with ``code`` once stdout and stderr are flushed, skipping the interpreter's teardown.
+
+    With torch loaded, finalising its modules takes 0.5-1 s (measured: ``import torch`` alone exits
+    0.7 s later than it would with ``os._exit``), a fifth of the main command's wall time.  Only for the
+    ``__main__`` entries: every file a command writes is closed by then, and nothing here registers
+    ``atexit`` work.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        # a reader that left (| head) or a closed stream: nothing left to deliver
+        with contextlib.suppress(BrokenPipeError, ValueError):
+            stream.flush()
+    os._exit(code)
 
 
 def bad_input(err: Exception) -> int:

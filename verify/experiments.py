@@ -93,7 +93,7 @@ from numerics.train import (
     reference_entropies,
     train,
 )
-from verify.cli import Parser, resolve_device
+from verify.cli import Parser, exit_now, resolve_device
 from verify.figures import save_figure
 
 FIRST_ABOVE = MarkovChain(0.5, 0.8)  # p + q > 1
@@ -704,4 +704,4 @@ def _main_escape(args: argparse.Namespace, base: TrainConfig, seeds: int, folder
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

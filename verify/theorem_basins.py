@@ -55,7 +55,7 @@ from numerics.dynamics import (
     slope,
 )
 from numerics.markov import InvalidInputError, MarkovChain, check_probability
-from verify.cli import Parser, _number, bad_input, check_writable, show_stages, stage
+from verify.cli import Parser, _number, bad_input, check_writable, exit_now, show_stages, stage
 from verify.figures import save_figure
 from verify.report import Check, Report
 
@@ -397,4 +397,4 @@ def run(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run())
+    exit_now(run())

@@ -9,10 +9,8 @@ Exit code 0: every check agrees with the theory; 1: some check disagrees; 2: bad
 
 from __future__ import annotations
 
-import sys
-
 from verify.analysis import analyse_bigram
-from verify.cli import main
+from verify.cli import exit_now, main
 
 THEOREM = "theorem_global_min"
 DEFAULTS = {"p": 0.5, "q": 0.8, "tying": True}
@@ -23,4 +21,4 @@ def run(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run())
+    exit_now(run())

@@ -10,10 +10,8 @@ disagrees; 2: bad input; 3: inconclusive (some check cannot decide, none disagre
 
 from __future__ import annotations
 
-import sys
-
 from verify.analysis import analyse_unigram
-from verify.cli import main
+from verify.cli import exit_now, main
 
 THEOREM = "theorem_local_min"
 DEFAULTS = {"p": 0.5, "q": 0.8, "tying": True}
@@ -24,4 +22,4 @@ def run(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run())
+    exit_now(run())

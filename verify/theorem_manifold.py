@@ -36,6 +36,7 @@ from verify.cli import (
     bad_input,
     check_writable,
     config_from,
+    exit_now,
     given_flags,
     parser,
     show_stages,
@@ -206,4 +207,4 @@ def run(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run())
+    exit_now(run())

@@ -10,10 +10,8 @@ Exit code 0: every check agrees with the theory; 1: some check disagrees; 2: bad
 
 from __future__ import annotations
 
-import sys
-
 from verify.analysis import analyse_unigram
-from verify.cli import main
+from verify.cli import exit_now, main
 
 THEOREM = "theorem_saddle"
 DEFAULTS = {"p": 0.2, "q": 0.3, "tying": True}
@@ -24,4 +22,4 @@ def run(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run())
+    exit_now(run())
