@@ -11,7 +11,7 @@ import torch
 
 from theory import landscape as T
 from theory import manifold as M
-from theory.latex import document
+from theory.latex import _title, document
 from theory.markov import p, q
 
 
@@ -161,7 +161,7 @@ def test_latex_section_shows_every_identity_proven_and_is_balanced():
     section = text[start:text.index("\\section{", start + 1)]  # up to the next section
     assert section.count("the difference reduced to exactly $0$") == 9 and "did NOT" not in section  # 9 displays
     for result in M.results():
-        assert f"{M.CLAIM}, proven" in text.split(result.name.replace("_", "\\_").replace("^", "\\^{}"))[-1][:40]
+        assert f"{M.CLAIM}, proven" in text.split(f"\\paragraph{{{_title(result.statement)}}}")[-1][:40]
     unescaped = re.sub(r"\\[{}]", "", text)
     assert unescaped.count("{") == unescaped.count("}")
     for env in set(re.findall(r"\\begin\{(\w+)\}", text)):

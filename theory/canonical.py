@@ -57,8 +57,14 @@ D = sp.Symbol("D", positive=True)  # e^{κe²} = e^{z1 − z0}
 COORDS = (e, w, b)
 #: w = sign · v on each side of the invariant line w = 0.
 SIDES = ((1, "w > 0"), (-1, "w < 0"))
+#: Where the identities below hold, as the LaTeX document words it.
+_LOCUS = r"on $e^2\kappa = \alpha$, $b = \beta + e^2/2$"
+_LINE = r"on $e = 0$, $b = \log(p/q)$"
+_SADDLE = r"at $(e, w, b) = (0, -1/\sqrt2, \log(p/q))$"
 #: The saddle of the e = 0 line (κ = 0) and of the energy, and the energy's level there.
 SADDLE_W = -1 / sp.sqrt(2)
+#: The radicand of b*, named: S = (p − q)² + 4pq e^{κe²}.
+S = sp.Symbol("S", positive=True)
 SEPARATRIX = -(1 + sp.log(2)) / 2
 
 
@@ -202,7 +208,10 @@ def loss_results() -> tuple[T.Result, ...]:
     """Claim L2G: the transition loss of ``logit`` with κ = κ(w) is the authors' log-sigmoid form, on each side."""
     authors = authors_loss()
     return tuple(T._identity(f"L2G: loss = the authors' log-sigmoid form ({side})", "L2G",
-                             _on_side(loss(slope()) - authors, sign), sp.Integer(0), side) for sign, side in SIDES)
+                             _on_side(loss(slope()) - authors, sign), sp.Integer(0), side,
+                             statement=T.Statement("L", r"L_{\mathrm{authors}}", f"${side}$",
+                                                   sides=(loss(slope()), authors)))
+                 for sign, side in SIDES)
 
 
 @cache
@@ -215,8 +224,10 @@ def locus_results() -> tuple[T.Result, ...]:
     locus = {kappa: T.alpha / e**2, b: T.beta + e**2 / 2}
     return (
         T._identity("L2G: grad L = 0 on e^2 kappa = alpha", "L2G",
-                    T._chain_rule(logits(), (e, kappa, b), locus, order=1), sp.zeros(3, 1), "e != 0"),
-        T._identity("L2G: L = H_rate on e^2 kappa = alpha", "L2G", loss().subs(locus), entropy_rate(), "e != 0"),
+                    T._chain_rule(logits(), (e, kappa, b), locus, order=1), sp.zeros(3, 1), "e != 0",
+                    statement=T.Statement(r"\nabla_{(e,\kappa,b)} L", "0", _LOCUS)),
+        T._identity("L2G: L = H_rate on e^2 kappa = alpha", "L2G", loss().subs(locus), entropy_rate(), "e != 0",
+                    statement=T.Statement("L", r"H_{\mathrm{rate}}", _LOCUS)),
     )
 
 
@@ -231,10 +242,13 @@ def line_results() -> tuple[T.Result, ...]:
     H = T._chain_rule(logits(), (e, b), line, order=2)
     return (
         T._identity("L2G: grad L = 0 on e = 0", "L2G", T._chain_rule(logits(), (e, kappa, b), line, order=1),
-                    sp.zeros(3, 1)),
-        T._identity("L2G: L = H(pi) on e = 0", "L2G", loss().subs(line), unigram_loss()),
-        T._identity("L2G: d2L/de2 on e = 0", "L2G", H[0, 0], 2 * T.K * (p + q - 1) * kappa),
-        T._identity("L2G: d2L/de db on e = 0", "L2G", H[0, 1], sp.Integer(0)),
+                    sp.zeros(3, 1), statement=T.Statement(r"\nabla_{(e,\kappa,b)} L", "0", _LINE)),
+        T._identity("L2G: L = H(pi) on e = 0", "L2G", loss().subs(line), unigram_loss(),
+                    statement=T.Statement("L", r"H(\pi)", _LINE)),
+        T._identity("L2G: d2L/de2 on e = 0", "L2G", H[0, 0], 2 * T.K * (p + q - 1) * kappa,
+                    statement=T.Statement(r"\frac{\partial^2 L}{\partial e^2}", r"2\pi_0\pi_1(p+q-1)\kappa", _LINE)),
+        T._identity("L2G: d2L/de db on e = 0", "L2G", H[0, 1], sp.Integer(0),
+                    statement=T.Statement(r"\frac{\partial^2 L}{\partial e\,\partial b}", "0", _LINE)),
     )
 
 
@@ -254,9 +268,12 @@ def saddle_results() -> tuple[T.Result, ...]:
     third = sp.diff(curvature_along_line, w).subs(w, SADDLE_W)
     return (
         T._identity("L2G: Hessian in (e, w, b) at (0, -1/sqrt 2, log(p/q)) = diag(0, 0, pi0 pi1)", "L2G",
-                    hessian, sp.diag(0, 0, T.K)),
+                    hessian, sp.diag(0, 0, T.K),
+                    statement=T.Statement(r"\nabla^2_{(e,w,b)} L", r"\mathrm{diag}(0, 0, \pi_0\pi_1)", _SADDLE)),
         T._identity("L2G: d3L/de2 dw at (0, -1/sqrt 2, log(p/q))", "L2G", third,
-                    4 * sp.sqrt(2) * T.K * (p + q - 1)),
+                    4 * sp.sqrt(2) * T.K * (p + q - 1),
+                    statement=T.Statement(r"\frac{\partial^3 L}{\partial e^2\,\partial w}",
+                                          r"4\sqrt2\,\pi_0\pi_1(p+q-1)", _SADDLE)),
     )
 
 
@@ -272,14 +289,21 @@ def bias_results() -> tuple[T.Result, ...]:
     at_locus = _perfect_squares(optimal_bias().subs(kappa, T.alpha / e**2))
     return (
         T.Result("L2G: dL/db = 0 at b*(e, w)", "L2G-BIAS", dL_db, _modulo_root(dL_db), sp.Integer(0),
-                 (T.DOMAIN, "D = exp(kappa e^2) > 0, every kappa")),
+                 (T.DOMAIN, "D = exp(kappa e^2) > 0, every kappa"),
+                 statement=T.Statement(r"\frac{\partial L}{\partial b}", "0",
+                                       r"at $b = b^*(e, w)$, $D = \exp(\kappa e^2)$")),
         T.Result("L2G: b* = e^2/2 + log(2p/(sqrt(S) + q - p)), S = (p-q)^2 + 4pq exp(kappa e^2)", "L2G-BIAS",
                  root - bias_root_rationalised(D), _modulo_root(root - bias_root_rationalised(D)),
-                 sp.Integer(0), (T.DOMAIN, "D = exp(kappa e^2) > 0")),
+                 sp.Integer(0), (T.DOMAIN, "D = exp(kappa e^2) > 0"),
+                 statement=T.Statement(r"\exp(b^* - e^2/2)", r"\frac{2p}{\sqrt S + q - p}",
+                                       r"$S = (p-q)^2 + 4pqD$, $D = \exp(\kappa e^2)$; reduced modulo $\sqrt S$",
+                                       sides=tuple(side.subs(_radicand(D), S)
+                                                   for side in (root, bias_root_rationalised(D))))),
         T._identity("L2G: b*(0, w) = log(p/q)", "L2G-BIAS", _perfect_squares(optimal_bias().subs(e, 0)),
-                    T.UNIGRAM_BIAS),
+                    T.UNIGRAM_BIAS, statement=T.Statement(r"b^*(0, w)", r"\log(p/q)")),
         T._identity("L2G: b* = beta + e^2/2 on e^2 kappa = alpha", "L2G-BIAS", at_locus, T.beta + e**2 / 2,
-                    "e != 0", "|p + q - 2| = 2 - p - q"),
+                    "e != 0", "|p + q - 2| = 2 - p - q",
+                    statement=T.Statement(r"b^*", r"\beta + e^2/2", r"on $e^2\kappa = \alpha$")),
     )
 
 
@@ -305,11 +329,16 @@ def energy_side_results(sign: int) -> tuple[T.Result, ...]:
     profiled = -(grad_E.T * to_w * profiled.subs(on_side))[0]
     return (
         T._identity(f"L2G: grad E . grad z_x = -2 e^2, x = 0, 1 ({side})", "L2G-ENERGY", lemma,
-                    sp.Matrix([-2 * e**2, -2 * e**2]), side),
+                    sp.Matrix([-2 * e**2, -2 * e**2]), side,
+                    statement=T.Statement(r"(\nabla E \cdot \nabla z_0,\ \nabla E \cdot \nabla z_1)",
+                                          r"(-2e^2,\ -2e^2)", f"${side}$")),
         T._identity(f"L2G: dE/dt + 2 e^2 db/dt = 0 along the joint flow ({side})", "L2G-ENERGY", joint,
-                    sp.Integer(0), side),
+                    sp.Integer(0), side, statement=T.Statement(r"\frac{dE}{dt} + 2e^2 \frac{db}{dt}", "0",
+                                                               f"along the joint flow, ${side}$")),
         T.Result(f"L2G: dE/dt = 0 along the b-profiled flow ({side})", "L2G-ENERGY", profiled,
-                 _modulo_root(profiled), sp.Integer(0), (T.DOMAIN, side, "D = exp(kappa e^2) > 0")),
+                 _modulo_root(profiled), sp.Integer(0), (T.DOMAIN, side, "D = exp(kappa e^2) > 0"),
+                 statement=T.Statement(r"\frac{dE}{dt}", "0",
+                                       f"along the $b$-profiled flow, ${side}$; reduced modulo $\\sqrt S$")),
     )
 
 
@@ -321,10 +350,14 @@ def energy_point_results() -> tuple[T.Result, ...]:
     derivatives = sp.Matrix([sp.diff(E, c) for c in (e, w)] + [sp.diff(E, e, 2), sp.diff(E, w, 2), sp.diff(E, e, w)])
     return (
         T._identity("L2G: dL/dw = 0 on w = 0 (the line w = 0 is invariant)", "L2G-ENERGY",
-                    T._chain_rule(logits(slope()), COORDS, {w: 0}, order=1)[1], sp.Integer(0)),
-        T._identity("L2G: E(0, -1/sqrt 2) = -(1 + log 2)/2", "L2G-ENERGY", E.subs(at_saddle), SEPARATRIX),
+                    T._chain_rule(logits(slope()), COORDS, {w: 0}, order=1)[1], sp.Integer(0),
+                    statement=T.Statement(r"\frac{\partial L}{\partial w}", "0", "on $w = 0$")),
+        T._identity("L2G: E(0, -1/sqrt 2) = -(1 + log 2)/2", "L2G-ENERGY", E.subs(at_saddle), SEPARATRIX,
+                    statement=T.Statement(r"E(0, -1/\sqrt2)", r"-(1 + \log 2)/2")),
         T._identity("L2G: grad E = 0, Hess E = diag(2, -4) at (0, -1/sqrt 2)", "L2G-ENERGY",
-                    derivatives.subs(at_saddle), sp.Matrix([0, 0, 2, -4, 0])),
+                    derivatives.subs(at_saddle), sp.Matrix([0, 0, 2, -4, 0]),
+                    statement=T.Statement(r"(\partial_e E, \partial_w E, \partial_e^2 E, \partial_w^2 E, "
+                                          r"\partial_e \partial_w E)", "(0, 0, 2, -4, 0)", r"at $(0, -1/\sqrt2)$")),
     )
 
 

@@ -39,6 +39,18 @@ UNIGRAM_BIAS = sp.log(p) - sp.log(q)  # logit π1
 
 
 @dataclass(frozen=True)
+class Statement:
+    """An identity as the LaTeX document states it: ``lhs = rhs`` (math mode) and where it holds (text mode,
+    math in $…$).  ``sides``: the two expressions to print when ``Result.expr`` is not the left side itself
+    (an identity proven as one difference)."""
+
+    lhs: str
+    rhs: str
+    where: str = ""
+    sides: tuple[sp.Basic, sp.Basic] | None = None
+
+
+@dataclass(frozen=True)
 class Result:
     """One derived statement: ``expr`` reduces to ``form``; an identity holds if form == expected."""
 
@@ -50,6 +62,7 @@ class Result:
     assumptions: tuple[str, ...] = (DOMAIN,)
     notes: str = ""
     extra: dict = field(default_factory=dict)
+    statement: Statement | None = None
 
     @property
     def proven(self) -> bool | None:
@@ -62,9 +75,10 @@ class Result:
         return canonical(diff) == 0
 
 
-def _identity(name: str, claim: str, expr, expected, *assumptions: str, notes: str = "") -> Result:
+def _identity(name: str, claim: str, expr, expected, *assumptions: str, notes: str = "",
+              statement: Statement | None = None) -> Result:
     form = expr.applyfunc(canonical) if isinstance(expr, sp.MatrixBase) else canonical(expr)
-    return Result(name, claim, expr, form, expected, (DOMAIN, *assumptions), notes)
+    return Result(name, claim, expr, form, expected, (DOMAIN, *assumptions), notes, statement=statement)
 
 
 @cache
@@ -121,6 +135,29 @@ def _at_logits(logits: tuple[sp.Expr, sp.Expr], point: dict) -> dict[sp.Symbol, 
     return {z: canonical(zx.subs(point)) for z, zx in zip(Z, logits)}
 
 
+def sigmoid(z: sp.Expr) -> sp.Expr:
+    """σ(z) = 1 / (1 + e^{−z})."""
+    return 1 / (1 + sp.exp(-z))
+
+
+_SIGMA = sp.Function("sigma")  # σ unexpanded, for the statement as printed
+
+
+@cache
+def logit_gradient_identity() -> Result:
+    """∇_z F = (π0 (σ(z0) − p), π1 (σ(z1) − (1 − q))): each logit's residual, weighted by its state's mass
+    (claim STAT-PI: where every σ(z_x) is P(1|x), and where both are π1 against J's equal rows, it vanishes)."""
+    def residuals(sig):
+        return sp.Matrix([pi0 * (sig(Z[0]) - p), pi1 * (sig(Z[1]) - (1 - q))])
+
+    expected = residuals(sigmoid)
+    return _identity("grad_z F = (pi0 (sigma(z0) - p), pi1 (sigma(z1) - (1 - q)))", "STAT-PI",
+                     _logit_derivatives()[0], expected,
+                     statement=Statement(r"\nabla_z F",
+                                         r"\big(\pi_0(\sigma(z_0) - p),\ \pi_1(\sigma(z_1) - (1 - q))\big)^\top",
+                                         sides=(_logit_derivatives()[0], residuals(_SIGMA))))
+
+
 def logit_gradient(point: dict | None = None, tying: bool = True) -> sp.Matrix:
     """∇_z F, in general (point None) or at the logits of the reduced model at ``point``, canonical."""
     at_z = {} if point is None else _at_logits(_model_logits(tying), point)
@@ -161,14 +198,16 @@ def hessian_at(tying: bool, point: dict) -> sp.Matrix:
 def stationarity_pi(tying: bool) -> Result:
     """∇L(θ_π) = 0 for every c, g (claim STAT-PI)."""
     grad = gradient_at(tying, theta_pi(tying))
-    return _identity("grad L(theta_pi) = 0 " + _TYING[tying], "STAT-PI", grad, sp.zeros(*grad.shape))
+    return _identity("grad L(theta_pi) = 0 " + _TYING[tying], "STAT-PI", grad, sp.zeros(*grad.shape),
+                     statement=Statement(r"\nabla_\rho L(\theta_\pi)", "0", _TYING[tying][1:-1]))
 
 
 @cache
 def loss_pi(tying: bool) -> Result:
     """L(θ_π) = H(π) (claim STAT-PI)."""
     loss = R.loss(tying).subs(theta_pi(tying))
-    return _identity("L(theta_pi) = H(pi) " + _TYING[tying], "STAT-PI", loss, unigram_loss())
+    return _identity("L(theta_pi) = H(pi) " + _TYING[tying], "STAT-PI", loss, unigram_loss(),
+                     statement=Statement(r"L(\theta_\pi)", r"H(\pi)", _TYING[tying][1:-1]))
 
 
 @cache
@@ -176,14 +215,16 @@ def stationarity_star(tying: bool) -> Result:
     """∇L(θ_*) = 0 for every admissible c, g, s (claim GLOBAL-MIN)."""
     grad = gradient_at(tying, theta_star(tying))
     sign = ("(1+g) alpha > 0 (g < -1 iff p+q > 1)",) if tying else ("s != 0, g != -1",)
-    return _identity("grad L(theta_*) = 0 " + _TYING[tying], "GLOBAL-MIN", grad, sp.zeros(*grad.shape), *sign)
+    return _identity("grad L(theta_*) = 0 " + _TYING[tying], "GLOBAL-MIN", grad, sp.zeros(*grad.shape), *sign,
+                     statement=Statement(r"\nabla_\rho L(\theta_*)", "0", _TYING[tying][1:-1]))
 
 
 @cache
 def loss_star(tying: bool) -> Result:
     """L(θ_*) = H_rate (claim GLOBAL-MIN)."""
     loss = R.loss(tying).subs(theta_star(tying))
-    return _identity("L(theta_*) = H_rate " + _TYING[tying], "GLOBAL-MIN", loss, entropy_rate())
+    return _identity("L(theta_*) = H_rate " + _TYING[tying], "GLOBAL-MIN", loss, entropy_rate(),
+                     statement=Statement(r"L(\theta_*)", r"H_{\mathrm{rate}}", _TYING[tying][1:-1]))
 
 
 @cache
@@ -197,7 +238,9 @@ def gauss_newton_star() -> Result:
     """
     hess = _logit_derivatives()[1].subs({Z[0]: beta, Z[1]: alpha + beta})
     expected = sp.diag(pi0 * p * (1 - p), pi1 * q * (1 - q))
-    return _identity("Hess of F at the logits of theta_* (Gauss-Newton, PSD)", "GLOBAL-MIN", hess, expected)
+    return _identity("Hess of F at the logits of theta_* (Gauss-Newton, PSD)", "GLOBAL-MIN", hess, expected,
+                     statement=Statement(r"\nabla_z^2 F(z^*)", r"\mathrm{diag}\big(\pi_0 p(1-p),\ \pi_1 q(1-q)\big)",
+                                         r"at the logits $z^*$ of $\theta_*$"))
 
 
 @cache
@@ -233,7 +276,8 @@ def normal_block_pi() -> Result:
     result = _identity("det of (s,b) block at theta_pi", "LOCAL-MIN", det, expected)
     return Result(result.name, result.claim, det, result.form, expected, result.assumptions,
                   notes="positive definite iff (1+g)(p+q-1) > 0",
-                  extra={"block": block, "hessian": H, "H_bb": block[1, 1]})
+                  extra={"block": block, "hessian": H, "H_bb": block[1, 1]},
+                  statement=Statement(r"\det H_{(s,b)}(\theta_\pi)", r"2\pi_0^2\pi_1^2(1+g)(p+q-1)", "tied"))
 
 
 @cache
@@ -248,7 +292,8 @@ def untied_block_pi() -> Result:
     expected = -(K**3) * (1 + R.g) ** 2 * (p + q - 1) ** 2
     result = _identity("det of (s,t,b) block at untied theta_pi", "SADDLE-UNTIED", canonical(block.det()), expected)
     return Result(result.name, result.claim, result.expr, result.form, expected, result.assumptions,
-                  notes="indefinite whenever p+q != 1", extra={"block": block})
+                  notes="indefinite whenever p+q != 1", extra={"block": block},
+                  statement=Statement(r"\det H_{(s,t,b)}(\theta_\pi)", r"-\pi_0^3\pi_1^3(1+g)^2(p+q-1)^2", "untied"))
 
 
 @cache
@@ -274,8 +319,12 @@ def chain_results() -> tuple[Result, ...]:
     """Claim SRC: the covariance and mutual information of the source, derived then matched."""
     lam = second_eigenvalue()
     return (
-        _identity("Cov(x_n, x_{n+k}) = pi0 pi1 lambda^k", "SRC", covariance() / lam**k, K),
-        _identity("I(x_n; x_{n+1}) = H(pi) - H_rate", "SRC", mutual_information(), unigram_loss() - entropy_rate()),
+        # proven as Cov / λ^k = π0π1: a rational function of p, q, which ``canonical`` decides
+        _identity("Cov(x_n, x_{n+k}) = pi0 pi1 lambda^k", "SRC", covariance() / lam**k, K,
+                  statement=Statement(r"\mathrm{Cov}(x_n, x_{n+k})", r"\pi_0 \pi_1 \lambda^k", r"$k \ge 0$",
+                                      sides=(covariance(), K * lam**k))),
+        _identity("I(x_n; x_{n+1}) = H(pi) - H_rate", "SRC", mutual_information(), unigram_loss() - entropy_rate(),
+                  statement=Statement(r"I(x_n; x_{n+1})", r"H(\pi) - H_{\mathrm{rate}}")),
     )
 
 
@@ -285,7 +334,7 @@ def identities() -> list[Result]:
     from theory.manifold import results as manifold_results
     from theory.multistate import results as multistate_results
 
-    out = list(chain_results())
+    out = [*chain_results(), logit_gradient_identity()]
     for tying in (True, False):
         out += [stationarity_pi(tying), loss_pi(tying), stationarity_star(tying), loss_star(tying)]
     return [*out, *manifold_results(), gauss_newton_star(), normal_block_pi(), untied_block_pi(), *canonical_results(),

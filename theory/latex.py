@@ -1,17 +1,26 @@
 """A standalone LaTeX derivation built from the live SymPy expressions.
 
-``python -m theory.latex --out derivations.tex [--p 0.5 --q 0.8]`` writes an article (amsmath)
+``python -m theory.latex --out derivations.tex [--p 0.5 --q 0.8] [--pdf]`` writes an article (amsmath)
 with the setup, the reduced model, its loss, gradient and Hessian, their values at θ_π and
-θ_*, the determinant and definiteness condition, and every identity with its claim ID.  Every
-formula is printed by ``sympy.latex``; with p, q given, numeric values are added.
+θ_*, the determinant and definiteness condition, the k-state, critical-manifold and canonical-model
+sections, and every identity with its claim ID: its statement as the title, its left side, its right
+side and their difference reduced to 0.  Every formula is printed from the live expressions, in a form
+chosen for reading (``_readable``: shortest of a few equal forms, signs made positive); the proofs
+use the canonical forms whatever is shown.  With p, q given, numeric values are added; ``--pdf``
+compiles it.
 """
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import sympy as sp
+from sympy.printing.latex import LatexPrinter
 
 from numerics.markov import InvalidInputError, check_probability
 from theory import canonical as C
@@ -19,7 +28,7 @@ from theory import landscape as T
 from theory import manifold as M
 from theory import multistate as MS
 from theory import reduced as R
-from theory.markov import entropy_rate, kernel, p, q, stationary, unigram_loss
+from theory.markov import canonical, entropy_rate, kernel, p, q, stationary, unigram_loss
 
 
 def _eq(expr: sp.Basic | str, label: str) -> str:
@@ -48,10 +57,126 @@ def _named(lhs: str, expr: sp.Basic, *, split: bool = False) -> str:
     return f"\\begin{{aligned}}\n{_lines(lhs, expr, split=split)}\n\\end{{aligned}}"
 
 
+class _Printer(LatexPrinter):
+    """SymPy's LaTeX with a positive constant leading its sum (``1 - p - q``, ``p + q - 1``) and, with
+    ``exp_by_name``, exp(x) as \\exp(x): where a weight is named e (the canonical model) e^{x} is ambiguous."""
+
+    def __init__(self, settings: dict, *, exp_by_name: bool = False):
+        super().__init__(settings)
+        self.exp_by_name = exp_by_name
+
+    def _print_exp(self, expr, exp=None):
+        if not self.exp_by_name:
+            return self._print_ExpBase(expr, exp)
+        tex = f"\\exp\\left({self._print(expr.args[0])}\\right)"
+        return tex if exp is None else f"{tex}^{{{exp}}}"
+
+    def _as_ordered_terms(self, expr, order=None):
+        terms = super()._as_ordered_terms(expr, order=order)
+        lead = [t for t in terms if t.is_Number and t > 0]
+        return lead + [t for t in terms if not (t.is_Number and t > 0)]
+
+
 def _latex(expr: sp.Basic) -> str:
-    """``sp.latex`` with the position symbols pos_{n,c} set upright, as in the text."""
+    """LaTeX of ``expr`` (``_Printer``) with the position symbols pos_{n,c} set upright, as in the text."""
     names = {s: "\\mathrm{pos}" + s.name[3:] for s in expr.free_symbols if s.name.startswith("pos_")}
-    return sp.latex(expr, symbol_names=names)
+    weight_e = any(s.name == "e" for s in expr.free_symbols)
+    return _Printer({"symbol_names": names}, exp_by_name=weight_e).doprint(expr)
+
+
+#: Points spread over 0 < p, q < 1 where a factor's sign is read off.
+_GRID = [{p: sp.Rational(i, 6), q: sp.Rational(j, 6)} for i in range(1, 6) for j in range(1, 6)]
+
+
+def _negative_factor(base: sp.Expr) -> bool:
+    """Is ``base`` a sum in p, q alone that is negative all over the domain, as p − 1 is (p + q − 1 is not)?
+
+    Read off a grid: the factors met here are linear or quadratic, of one sign on the square or not."""
+    return isinstance(base, sp.Add) and base.free_symbols <= {p, q} and all(base.subs(at) < 0 for at in _GRID)
+
+
+def _positive(expr: sp.Basic) -> sp.Basic:
+    """``expr`` for reading: each factor that is negative on the domain flipped (p − 1 → 1 − p) and its sign
+    moved to the front, (−1)^k (p + q − 1)^k merged into (1 − p − q)^k.  Unevaluated, for printing only."""
+    if isinstance(expr, sp.Add):
+        return sp.Add(*map(_positive, expr.args), evaluate=False)
+    if isinstance(expr, sp.Pow):
+        return sp.Pow(_positive(expr.base), expr.exp, evaluate=False)
+    if isinstance(expr, sp.Function):
+        return expr.func(*map(_positive, expr.args))
+    if not isinstance(expr, sp.Mul):
+        return expr
+    sign, factors = sp.Integer(1), []
+    powers = [f.as_base_exp() for f in expr.args]
+    sums = [(base, exp) for base, exp in powers if isinstance(base, sp.Add) and not exp.is_Integer]
+    merged = {exp for base, exp in powers if base == -1 and [e for _, e in sums].count(exp) == 1}
+    for base, exp in powers:
+        if base == -1 and exp in merged:
+            continue
+        if (base, exp) in sums and exp in merged:
+            factors.append(sp.Pow(-base, exp, evaluate=False))  # (−1)^k (p + q − 1)^k = (1 − p − q)^k
+        elif _negative_factor(base) and exp.is_Integer:
+            sign *= (-1) ** exp
+            factors.append(sp.Pow(-base, exp, evaluate=False) if exp != 1 else -base)
+        elif base.is_Number and exp == 1:
+            sign *= base
+        else:
+            factors.append(_positive(base if exp == 1 else sp.Pow(base, exp)))
+    return sp.Mul(*([sign] if sign != 1 else []), *factors, evaluate=False)
+
+
+def _readable(expr: sp.Basic) -> sp.Basic:
+    """``expr`` for reading: whichever of ``expr``, its canonical form (the proof's), and each of them
+    factored (rational functions) or collected over its logarithms prints shortest, with ``_positive`` signs.
+
+    Two sides of an identity may well come out the same.  For reading only: the proofs use ``canonical``."""
+    if isinstance(expr, sp.MatrixBase):
+        return expr.applyfunc(_readable)
+    if sp.count_ops(expr) > _READABLE_OPS:
+        return expr
+    form = canonical(expr)
+    candidates = (_positive(c) for c in (expr, _gathered(expr), form, _gathered(form)))
+    return min(candidates, key=lambda candidate: _ink(_latex(candidate)))
+
+
+def _ink(tex: str) -> int:
+    """How much a LaTeX form prints: its length without spaces and \\left, \\right sizing."""
+    return len(re.sub(r"\\left|\\right|\s", "", tex))
+
+
+def _gathered(expr: sp.Expr) -> sp.Expr:
+    """``expr`` factored, or, with logarithms, expanded and collected over them with factored coefficients."""
+    logs = sorted(expr.atoms(sp.log), key=sp.default_sort_key)
+    if not logs:
+        return sp.factor(expr)
+    return sp.Add(*(sp.factor(c) * log for log, c in sp.collect(sp.expand(expr), logs, evaluate=False).items()))
+
+
+#: Expressions larger than _READABLE_OPS (SymPy's ``count_ops``) are not normalised for display, and
+#: printed forms longer than _SHOWN_CHARS are not shown at all: the proof does not need them, a reader
+#: cannot use them.
+_READABLE_OPS, _SHOWN_CHARS = 300, 900
+#: Longest row of a displayed sum, in LaTeX characters (about a line of the page).
+_ROW_CHARS = 200
+
+
+def _shown(expr: sp.Basic) -> str:
+    """``expr`` readable, a long sum a few terms to a row of an aligned block (``&\\quad`` continues), or a
+    line saying how large it is."""
+    form = _readable(expr)
+    tex = _latex(form)
+    if len(tex) > _SHOWN_CHARS:
+        size = sum(map(sp.count_ops, expr)) if isinstance(expr, sp.MatrixBase) else sp.count_ops(expr)
+        return f"\\text{{(an expression of {size} operations, not shown)}}"
+    if len(tex) <= _ROW_CHARS or not isinstance(form, sp.Add):
+        return tex
+    rows = [""]
+    for term in (_latex(t) for t in _Printer({})._as_ordered_terms(form)):
+        term = term if not rows[-1] or term.startswith("-") else f"+ {term}"
+        if rows[-1] and len(rows[-1]) + len(term) > _ROW_CHARS:
+            rows.append("")
+        rows[-1] += f" {term}" if rows[-1] else term
+    return " \\\\\n&\\quad ".join(rows)
 
 
 #: α and β (the kernel's logit gap and logit P(1|0)) shown by name in substitutions.
@@ -63,11 +188,6 @@ def _substitution(point: dict) -> str:
     lines = [f"{sp.latex(symbol)} &= {sp.latex(sp.sympify(value).subs(_LOGIT_NAMES))}"
              for symbol, value in point.items()]
     return "\\begin{aligned}\n" + " \\\\\n".join(lines) + "\n\\end{aligned}"
-
-
-def _escaped(name: str) -> str:
-    """A result's name as LaTeX text."""
-    return name.replace("_", "\\_").replace("^", "\\^{}")
 
 
 def _status(result: T.Result) -> str:
@@ -85,7 +205,7 @@ def _sides(result: T.Result, lhs: str, rhs: str, label: str, *, entries: list[tu
     expr = result.form if reduced else result.expr
     expected = result.extra.get("expected", result.expected) if claimed is None else claimed
     if entries is None:
-        lines = [_lines(lhs, expr), _lines(rhs, expected)]
+        lines = [_lines(lhs, _readable(expr)), _lines(rhs, _readable(expected))]
     else:  # long entries: a term a row on the left, two on the right
         lines = [_lines(f"{side}_{{{r + 1}{c + 1}}}", matrix[r, c], split=True, per_row=per_row)
                  for r, c in entries for side, matrix, per_row in ((lhs, expr, 1), (rhs, expected, 2))]
@@ -158,7 +278,7 @@ def _manifold_section() -> list[str]:
         "these blocks. The argument is free of $N$ and $d$; the derived Hessian was matched with the closed form "
         "at these sizes ($N = 3$ reaches $\\lambda^3$; $d = 2$ tells $K_{n,i}$ from $K_{n,i}^\\top$):",
         "\\begin{itemize}\n" + "\n".join(
-            f"\\item {_escaped(r.name)}: {'proven' if r.proven else 'NOT proven'}" for r in others)
+            f"\\item {_title(r.statement)}: {'proven' if r.proven else 'NOT proven'}" for r in others)
         + "\n\\end{itemize}",
         "\\subsection{The Schur complement}",
         "Eliminating $b$, $S = H_{ee} - H_{eb} H_{eb}^\\top / H_{bb}$ is",
@@ -268,7 +388,7 @@ def _multistate_section() -> list[str]:
         _sides(untied, "H", "\\mathrm{claim}", "ms-hess-3u", entries=[(0, 4), (1, 3)]),
         "Every identity of this section, for $k = 2, 3$ and $d = 1, 2$ ($d = 2$ shows the $\\otimes I_d$ "
         "structure):",
-        "\\begin{itemize}\n" + "\n".join(f"\\item {_escaped(r.name)}: {'proven' if r.proven else 'NOT proven'}"
+        "\\begin{itemize}\n" + "\n".join(f"\\item {_title(r.statement)}: {'proven' if r.proven else 'NOT proven'}"
                                         for r in results) + "\n\\end{itemize}",
         "The $\\mathrm{pos}$ rows vanish only at the stationary law: their $(\\mathrm{pos}, A_j)$ entries are "
         f"$(\\pi - \\pi P)_j I_d$ {_status(MS.position_identity(k3, 2))} And "
@@ -318,8 +438,7 @@ def _canonical_section() -> list[str]:
     bias_zero, bias_forms, bias_line, bias_locus = C.bias_results()
     (lemma, joint, profiled), (lemma_neg, joint_neg, profiled_neg) = (C.energy_side_results(s) for s, _ in C.SIDES)
     invariant, level, energy_saddle = C.energy_point_results()
-    k_w, E_s = C.slope(), C.SEPARATRIX
-    S = sp.Symbol("S")
+    k_w, E_s, S = C.slope(), C.SEPARATRIX, C.S
     return [
         "\\section{The canonical model of Local to Global}\\label{sec:canonical}",
         "The companion paper restricts the tied model to rank-one weights (attention off, $e_{vec} = e\\alpha$, "
@@ -336,7 +455,7 @@ def _canonical_section() -> list[str]:
         "($w = \\pm v$, $v > 0$, after differentiating $|w|$ and $\\mathrm{sign}(w)$ as they stand).",
         "\\subsection{The optimal bias}",
         "$\\partial L/\\partial b = \\pi_0 \\sigma(z_0) + \\pi_1 \\sigma(z_1) - \\pi_1$ vanishes iff "
-        "$u = e^{z_0}$ solves $q D u^2 + (q - p) u - p = 0$, $D = e^{\\kappa e^2}$; the positive root gives",
+        "$u = \\exp(z_0)$ solves $q D u^2 + (q - p) u - p = 0$, $D = \\exp(\\kappa e^2)$; the positive root gives",
         _eq(f"b^*(e, w) = {sp.latex(C.optimal_bias())}", "l2g-bias"),
         "and $\\partial^2 L/\\partial b^2 = \\sum_x \\pi_x \\sigma'(z_x) > 0$ makes it the unique minimiser in $b$. "
         f"At $b^*$, $\\partial L/\\partial b$ reduces to $0$ {_status(bias_zero)} With "
@@ -370,7 +489,7 @@ def _canonical_section() -> list[str]:
         _status_sides(joint, joint_neg) + " Along the $b$-profiled flow $(\\dot e, \\dot w) = -\\nabla \\tilde L$, "
         "$\\tilde L(e, w) = L(e, w, b^*(e, w))$, with $\\nabla \\tilde L = \\nabla_{(e,w)} L + \\partial_b L\\, "
         "\\nabla b^*$ written out at $b^*$, $dE/dt$ reduces to $0$ " + _status_sides(profiled, profiled_neg)
-        + " This needs less than optimality: at $b^*$, $z_0 = \\log u^*(e^{\\kappa e^2})$ and "
+        + " This needs less than optimality: at $b^*$, $z_0 = \\log u^*(\\exp(\\kappa e^2))$ and "
         "$z_1 = z_0 + \\kappa e^2$, so $\\tilde L$ depends on $(e, w)$ through $\\kappa e^2 = z_1 - z_0$ only, "
         "and the lemma gives "
         "$\\nabla E \\cdot \\nabla(\\kappa e^2) = 0$: any bias $e^2/2 + \\varphi(\\kappa e^2)$ conserves $E$."
@@ -386,6 +505,36 @@ def _canonical_section() -> list[str]:
     ]
 
 
+def _title(statement: T.Statement) -> str:
+    """``lhs = rhs`` in math mode, then where it holds."""
+    return f"${statement.lhs} = {statement.rhs}$" + (f" ({statement.where})" if statement.where else "")
+
+
+def _identity_paragraph(result: T.Result, label: str) -> str:
+    """One identity: its statement as the title, then ``_sides_shown``; identities in dozens of symbols
+    point to the section that shows them."""
+    head = (f"\\paragraph{{{_title(result.statement)}}} "
+            f"(claim {result.claim}, {'proven' if result.proven else 'NOT proven'}.)")
+    if result.claim in _SECTIONS:
+        return f"{head} Shown in Section~\\ref{{sec:{_SECTIONS[result.claim]}}}."
+    return head + "\n" + _sides_shown(result, label)
+
+
+def _sides_shown(result: T.Result, label: str) -> str:
+    """The left side as derived, the right side as claimed, and their difference, which SymPy reduced to
+    exactly 0 (``Result.proven``), as one numbered display."""
+    statement, proven = result.statement, result.proven
+    lhs, rhs = statement.sides or (result.expr, result.expected)
+    shown = _shown(lhs)
+    rows = [] if statement.rhs == "0" and shown == "0" else [f"{statement.lhs} &= {shown}"]
+    if statement.rhs != "0":
+        rows.append(f"{statement.rhs} &= {_shown(rhs)}")
+    difference = statement.lhs if statement.rhs == "0" else f"{statement.lhs} - \\Big({statement.rhs}\\Big)"
+    relation, verdict = ("=", "reduced") if proven else ("\\neq", "not reduced")
+    rows.append(f"{difference} &{relation} 0\\quad\\text{{({verdict} by SymPy)}}")
+    return _eq("\\begin{aligned}\n" + " \\\\\n".join(rows) + "\n\\end{aligned}", label)
+
+
 #: claims whose identities are shown in a section of their own, not in the list of identities.
 _SECTIONS = {M.CLAIM: "manifold"} | dict.fromkeys(MS.CLAIMS, "multistate")
 
@@ -395,30 +544,44 @@ def document(p_value: float | None = None, q_value: float | None = None) -> str:
     pi0, pi1 = stationary()
     body = [
         "\\section{Source}",
-        "Binary chain with kernel $P$ and stationary law $\\pi$ solved from $\\pi P = \\pi$:",
-        _eq(sp.Eq(sp.Symbol("P"), kernel(), evaluate=False), "kernel"),
-        _eq(sp.Eq(sp.Symbol("\\pi_0"), pi0), "pi0") + _eq(sp.Eq(sp.Symbol("\\pi_1"), pi1), "pi1"),
-        "Unigram loss and entropy rate (nats):",
-        _eq(sp.Eq(sp.Symbol("H(\\pi)"), unigram_loss()), "unigram"),
-        _eq(sp.Eq(sp.Symbol("H_{rate}"), entropy_rate()), "rate"),
+        "A binary Markov chain $x_1, x_2, \\dots \\in \\{0, 1\\}$ with switching probabilities "
+        "$p = P(x_{n+1} = 1 \\mid x_n = 0)$ and $q = P(x_{n+1} = 0 \\mid x_n = 1)$, $0 < p, q < 1$, has the "
+        "kernel $P$ ($P_{ij} = P(x_{n+1} = j \\mid x_n = i)$); its eigenvalues are $1$ and "
+        "$\\lambda = 1 - p - q$. The stationary law $\\pi$, solved by SymPy from $\\pi P = \\pi$, "
+        "$\\pi_0 + \\pi_1 = 1$:",
+        _eq(f"P = {_latex(kernel())}, \\qquad \\pi_0 = {_latex(pi0)}, \\qquad \\pi_1 = {_latex(pi1)}.", "kernel"),
+        "Every quantity below is in nats. The unigram loss (the cross-entropy of predicting $\\pi_1$ whatever "
+        "the past) is the entropy of $\\pi$, and the bigram loss (predicting with the kernel) is the entropy "
+        "rate, with $h(t) = -t \\log t - (1 - t) \\log(1 - t)$:",
+        _eq("\\begin{aligned}\n"
+            f"H(\\pi) &= -\\pi_0 \\log \\pi_0 - \\pi_1 \\log \\pi_1 = {_latex(_readable(unigram_loss()))}, \\\\\n"
+            f"H_{{\\mathrm{{rate}}}} &= \\pi_0 h(p) + \\pi_1 h(q) = {_shown(entropy_rate())}."
+            "\n\\end{aligned}", "unigram-rate"),
         "\\section{Reduced model}",
-        "Attention off, $e = s u$, $p_n = c u$, $W_1 = w v u^\\top$, $W_2 = (g/w) u v^\\top$, $a = t u$; "
-        "exact where every ReLU input is positive ($c > 0$, $s + c > 0$). The logits are",
-        _eq(sp.Eq(sp.Symbol("z_x"), R.logit(sp.Symbol("x"), False)), "logit"),
-        "and the population loss (tied: $t = s$), in nats, is",
+        "The single-layer transformer of the paper (embedding $e$, positions $p_n$, attention, feed-forward "
+        "$W_1, W_2$ with ReLU, output $a$ and bias $b$) restricted to five numbers $\\rho = (s, t, b, c, g)$: "
+        "attention off, $e = s u$, $p_n = c u$, $W_1 = w v u^\\top$, $W_2 = (g/w) u v^\\top$, $a = t u$, with "
+        "$u$ a unit vector of the embedding space, $v$ a unit vector of the hidden layer and $w > 0$. The "
+        "restriction is exact where every ReLU input is positive ($c > 0$, $s + c > 0$). The logit after "
+        "symbol $x$ is",
+        _eq(f"z_x = {_latex(R.logit(sp.Symbol('x'), False))}", "logit"),
+        "and the population loss (tied: $t = s$) is the cross-entropy of one transition "
+        "$(x, x') \\sim \\pi_x P_{xx'}$,",
         _eq(_named("L", R.loss(False), split=True), "loss"),
         "\\section{Gradient and Hessian}",
-        "$L = F(z_0, z_1)$ with $F$ the transition loss, so $\\nabla L = J^\\top \\nabla_z F$ and "
-        "$\\nabla^2 L = J^\\top \\nabla_z^2 F\\, J + \\sum_x \\partial_{z_x} F\\, \\nabla^2 z_x$, "
-        "with $J = \\partial z / \\partial \\rho$ and",
-        _eq(_named("\\nabla_z F", T.logit_gradient()), "dF"),
+        "$L = F(z_0, z_1)$ with $F$ the transition loss, so with $J = \\partial z / \\partial \\rho$ the "
+        "Jacobian of the two logits, $\\nabla_\\rho L = J^\\top \\nabla_z F$ and $\\nabla^2_\\rho L = "
+        "J^\\top \\nabla_z^2 F\\, J + \\sum_x \\partial_{z_x} F\\, \\nabla^2 z_x$. With "
+        "$\\sigma(z) = 1/(1 + e^{-z})$, SymPy's derivative of $F$ and its closed form:",
+        _sides_shown(T.logit_gradient_identity(), "dF"),
+        _status(T.logit_gradient_identity()),
         "\\subsection{At $\\theta_\\pi$}",
         _eq(_substitution(T.theta_pi(False)), "theta-pi"),
         "Both logits equal $\\log(p/q)$, so $\\sigma(z_x) = \\pi_1$ and $\\nabla_z F$ is",
-        _eq(T.logit_gradient(T.theta_pi(False), tying=False), "dF-pi"),
+        _eq(_shown(T.logit_gradient(T.theta_pi(False), tying=False)), "dF-pi"),
         "whose two entries cancel against the equal rows of $J$: $\\nabla L(\\theta_\\pi) = 0$ "
         "(identity below). The tied Hessian in the coordinates $(s, b, c, g)$ is",
-        _eq(T.normal_block_pi().extra["hessian"], "hess-pi"),
+        _eq(_shown(T.normal_block_pi().extra["hessian"]), "hess-pi"),
         "Its $(s, b)$ block has determinant",
         _eq(T.normal_block_pi().form, "det-pi"),
         "and $H_{bb} = \\pi_0 \\pi_1 > 0$, so by Sylvester's criterion the block is positive definite "
@@ -438,21 +601,20 @@ def document(p_value: float | None = None, q_value: float | None = None) -> str:
         "$z_0 = \\log\\frac{p}{1-p}$, $z_1 = \\log\\frac{1-q}{q}$, where $\\nabla_z F$ is",
         _eq(T.logit_gradient(T.theta_star(True), tying=True), "dF-star"),
         "so $\\nabla L(\\theta_*) = 0$ and $\\nabla^2 L(\\theta_*) = J^\\top \\nabla_z^2 F\\, J$ with",
-        _eq(T.gauss_newton_star().form, "gn-star"),
+        _eq(_shown(T.gauss_newton_star().form), "gn-star"),
         "a Gram matrix with positive weights: positive semidefinite in every parametrisation.",
         *_multistate_section(),
         *_manifold_section(),
         *_canonical_section(),
         "\\section{Identities}",
-        "Each difference below was reduced to exactly $0$ by SymPy.",
+        "Every identity of the package, with its claim. Each shows its left side as derived and its right side "
+        "as claimed, each printed in the shortest of a few equal forms (the expression, its canonical form, "
+        "either factored or collected over its logarithms), so the two may coincide; then their difference, "
+        "which SymPy reduced to exactly $0$ in the canonical form (logarithms split over irreducible factors, "
+        "coefficients cancelled; a square root $\\sqrt S$ reduced modulo $S$ where said).",
     ]
     for i, result in enumerate(T.identities()):
-        status = "proven" if result.proven else "NOT proven"
-        body.append(f"\\paragraph{{{_escaped(result.name)}}} (claim {result.claim}, {status})")
-        if result.claim in _SECTIONS:  # forms in dozens of symbols: shown, both sides, in their section
-            body.append(f"See Section~\\ref{{sec:{_SECTIONS[result.claim]}}}.")
-        else:
-            body.append(_eq(result.form, f"id{i}"))
+        body.append(_identity_paragraph(result, f"id{i}"))
     if p_value is not None and q_value is not None:
         values = {p: sp.Float(p_value), q: sp.Float(q_value)}
         body += ["\\section{Values at the given inputs}",
@@ -479,6 +641,18 @@ def write_document(path: str, *, p: float | None = None, q: float | None = None)
         handle.write(document(p, q))
 
 
+def compile_pdf(tex: Path) -> Path:
+    """Run pdflatex on ``tex`` twice (the second pass resolves the references) beside it; the PDF's path.
+
+    Raises ``OSError`` with the log's path when pdflatex fails."""
+    for _ in range(2):
+        run = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", tex.name],
+                             cwd=tex.parent, capture_output=True, timeout=300)
+        if run.returncode != 0:
+            raise OSError(f"pdflatex failed on {tex} (exit {run.returncode}); see {tex.with_suffix('.log')}")
+    return tex.with_suffix(".pdf")
+
+
 def main(argv: list[str] | None = None) -> int:
     from verify.cli import Parser, bad_input, check_writable
 
@@ -487,17 +661,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--p", type=float, help="P(x_{n+1}=1 | x_n=0) for a section of values at these inputs "
                                             "(give with --q; default: symbolic only)")
     ap.add_argument("--q", type=float, help="P(x_{n+1}=0 | x_n=1), with --p")
+    ap.add_argument("--pdf", action="store_true", help="also compile FILE with pdflatex (twice, beside FILE) "
+                                                       "into the PDF; exit 2 if pdflatex is not installed")
     try:
         args = ap.parse_args(argv)
         if (args.p is None) != (args.q is None):
             raise InvalidInputError("give both --p and --q, or neither")
         if args.p is not None:
             check_probability("p", args.p), check_probability("q", args.q)
+        if args.pdf and shutil.which("pdflatex") is None:
+            raise InvalidInputError("--pdf needs pdflatex on PATH (TeX Live or MiKTeX); without --pdf the .tex "
+                                    "is written and compiles with any LaTeX")
         check_writable(args.out)
         write_document(args.out, p=args.p, q=args.q)
     except (InvalidInputError, OSError) as err:
         return bad_input(err)
     print(f"wrote {args.out}")
+    if args.pdf:
+        try:
+            print(f"wrote {compile_pdf(Path(args.out).resolve())}")
+        except (OSError, subprocess.TimeoutExpired) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
     return 0
 
 

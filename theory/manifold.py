@@ -435,7 +435,7 @@ def schur_complement(block: sp.Matrix, dim: int) -> sp.Matrix:
 
 
 def _identity(name: str, expr: sp.Expr | sp.Matrix, expected: sp.Expr | sp.Matrix, *assumptions: str,
-              notes: str = "", extra: dict | None = None) -> T.Result:
+              notes: str = "", extra: dict | None = None, statement: T.Statement | None = None) -> T.Result:
     """``landscape._identity`` for claim MANIFOLD with the ``collected`` form, for both sides.
 
     ``Result.proven`` reduces form − expected with ``canonical``; with both sides collected that is a
@@ -445,7 +445,7 @@ def _identity(name: str, expr: sp.Expr | sp.Matrix, expected: sp.Expr | sp.Matri
         return side.applyfunc(collected) if isinstance(side, sp.MatrixBase) else collected(side)
 
     return T.Result(name, CLAIM, expr, normal(expr), normal(expected), (T.DOMAIN, *assumptions), notes,
-                    {"expected": expected} | (extra or {}))
+                    {"expected": expected} | (extra or {}), statement)
 
 
 @cache
@@ -453,7 +453,9 @@ def moment_identity(length: int = max(n for n, _ in SIZES)) -> T.Result:
     """E[(π1 − x_{n+1}) x_i] = −π0π1 λ^{n+1−i} for every i ≤ n ≤ N, by exact enumeration (claim MANIFOLD)."""
     return _identity(f"E[(pi1 - x_(n+1)) x_i] = -pi0 pi1 lambda^(n+1-i) (N={length})",
                      lag_moments(length), claimed_lag_moments(length),
-                     notes="-Cov(x_i, x_(n+1)): the lag correlation that weights K_(n,i)")
+                     notes="-Cov(x_i, x_(n+1)): the lag correlation that weights K_(n,i)",
+                     statement=T.Statement(r"E[(\pi_1 - x_{n+1}) x_i]", r"-\pi_0\pi_1\lambda^{n+1-i}",
+                                           f"$i \\le n \\le N = {length}$"))
 
 
 def block_name(length: int, dim: int, tying: bool) -> str:
@@ -471,10 +473,13 @@ def block_identity(length: int, dim: int, tying: bool) -> T.Result:
     """
     derived = derived_block(length, dim, tying)
     claimed = closed_form(jet(length, dim), tying)
+    coords, kind = (r"(e, b, \omega)", "tied") if tying else (r"(e, a, b, \omega)", "untied")
     return T.Result(block_name(length, dim, tying), CLAIM, derived, derived, claimed.applyfunc(collected),
                     (T.DOMAIN, "F_n smooth; z_n, K_n,i arbitrary symbols"),
                     notes="the second-order terms and the omega-derivatives of F_n are symbols too, and drop out",
-                    extra={"expected": claimed})
+                    extra={"expected": claimed},
+                    statement=T.Statement(f"\\nabla^2_{{{coords}}} L", r"\text{the closed form}",
+                                          f"on $M_\\pi$, {kind}, $N = {length}$, $d = {dim}$"))
 
 
 @cache
@@ -484,7 +489,9 @@ def schur_identity() -> T.Result:
     A = lag_jacobian(model)
     schur = schur_complement(closed_form(model, True), model.dim)
     return _identity(f"M_pi Schur complement = pi0 pi1 [Cov(z) - (A + A^T)] (N={model.length}, d={model.dim})",
-                     schur, K_SYMBOL * (covariance(model.hidden) - A - A.T))
+                     schur, K_SYMBOL * (covariance(model.hidden) - A - A.T),
+                     statement=T.Statement("S", r"\pi_0\pi_1\big[\mathrm{Cov}_n(z_n) - (A + A^\top)\big]",
+                                           f"$N = {model.length}$, $d = {model.dim}$"))
 
 
 @cache
@@ -498,7 +505,9 @@ def position_schur_identity() -> T.Result:
     schur = schur_complement(closed_form(position_jet(length, dim), True), dim)
     expected = K_SYMBOL * (covariance(position_symbols(length, dim)) + 2 * (p + q - 1) * sp.eye(dim))
     return _identity(f"M_pi Schur complement with W_O = W_1 = W_2 = 0 = pi0 pi1 [Cov(pos) + 2(p+q-1) I] "
-                     f"(N={length}, d={dim})", schur, expected)
+                     f"(N={length}, d={dim})", schur, expected,
+                     statement=T.Statement("S", r"\pi_0\pi_1\big[\mathrm{Cov}_n(\mathrm{pos}_n) + 2(p+q-1) I\big]",
+                                           f"$W_O = W_1 = W_2 = 0$, $N = {length}$, $d = {dim}$"))
 
 
 @cache
@@ -514,7 +523,9 @@ def theta_pi_identity() -> T.Result:
     (simple,) = [ev for ev, mult in spectrum if mult == 1]
     (repeated,) = [ev for ev, mult in spectrum if mult == dim]
     return _identity(f"M_pi closed form at theta_pi = diag(2 pi0 pi1 (p+q-1) I, pi0 pi1) (LOCAL-MIN, SADDLE; d={dim})",
-                     block, sp.diag(repeated * sp.eye(dim), simple))
+                     block, sp.diag(repeated * sp.eye(dim), simple),
+                     statement=T.Statement(r"H_{(e,b)}(\theta_\pi)", r"\mathrm{diag}\big(2\pi_0\pi_1(p+q-1) I,\ "
+                                           r"\pi_0\pi_1\big)", f"the closed form, tied, $d = {dim}$"))
 
 
 @cache
@@ -529,7 +540,10 @@ def untied_theta_pi_identity() -> T.Result:
     expected = sp.Mul(*((MU - ev) ** mult for ev, mult in T.spectrum_closed_form(False, dim)))
     return _identity(f"M_pi closed form at untied theta_pi: eigenvalues pi0 pi1, +-pi0 pi1 (p+q-1) "
                      f"(SADDLE-UNTIED; d={dim})", block.charpoly(MU).as_expr(), expected,
-                     notes="characteristic polynomial in mu", extra={"block": block})
+                     notes="characteristic polynomial in mu", extra={"block": block},
+                     statement=T.Statement(r"\det(\mu I - H_{(e,a,b)}(\theta_\pi))",
+                                           r"(\mu - \pi_0\pi_1)\prod_\pm (\mu \mp \pi_0\pi_1(p+q-1))^{d}",
+                                           f"the closed form, untied, $d = {dim}$"))
 
 
 @cache
@@ -543,7 +557,10 @@ def reduced_identity(tying: bool) -> T.Result:
     reference = T.normal_block_pi() if tying else T.untied_block_pi()
     name = ("M_pi closed form on the reduced model = its (s,b) block at theta_pi (LOCAL-MIN)" if tying else
             "M_pi closed form on the reduced model = its (s,t,b) block at untied theta_pi (SADDLE-UNTIED)")
-    return _identity(name, block, reference.extra["block"], "reduced model exact: c > 0")
+    coords = "(s, b)" if tying else "(s, t, b)"
+    return _identity(name, block, reference.extra["block"], "reduced model exact: c > 0",
+                     statement=T.Statement(r"H_{\text{closed form}}", f"H_{{{coords}}}(\\theta_\\pi)",
+                                           f"the reduced model, {'tied' if tying else 'untied'}, every $c, g$"))
 
 
 @cache

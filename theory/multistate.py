@@ -460,9 +460,15 @@ def claimed_hessian(k: int, d: int, tying: bool) -> DomainMatrix:
 
 
 def _result(name: str, claim: str, expr: sp.Matrix | sp.Expr, expected: sp.Matrix | sp.Expr, *assumptions: str,
-            notes: str = "", extra: dict | None = None) -> T.Result:
+            notes: str = "", extra: dict | None = None, statement: T.Statement | None = None) -> T.Result:
     """Both sides already in a field's normal form: ``Result.proven`` cancels like terms, factors nothing."""
-    return T.Result(name, claim, expr, expr, expected, (DOMAIN, *assumptions), notes, extra or {})
+    return T.Result(name, claim, expr, expr, expected, (DOMAIN, *assumptions), notes, extra or {}, statement)
+
+
+def _sizes(k: int, d: int | None = None, tying: bool | None = None) -> str:
+    """Where a k-state identity holds, for the LaTeX document: "tied, $k = 3$, $d = 2$"."""
+    kind = "" if tying is None else f"{_TYING[tying]}, "
+    return kind + f"$k = {k}$" + ("" if d is None else f", $d = {d}$")
 
 
 def _log_sum(atoms: dict[sp.Expr, FracElement]) -> sp.Expr:
@@ -478,7 +484,9 @@ def stationary_identity(k: int) -> T.Result:
     total = sum(stationary(k), field(k).zero) - field(k).one
     return _result(f"k-state: pi P = pi, sum pi = 1 (cofactor form, k={k})", PI_CLAIM,
                    sp.Matrix([[*balance, total.as_expr()]]), sp.zeros(1, k + 1),
-                   notes="pi_i = i-th diagonal cofactor of I - P, normalised")
+                   notes="pi_i = i-th diagonal cofactor of I - P, normalised",
+                   statement=T.Statement(r"\big(\pi P - \pi,\ \textstyle\sum_i \pi_i - 1\big)", "0",
+                                         "cofactor form, " + _sizes(k)))
 
 
 @cache
@@ -491,7 +499,8 @@ def gradient_identity(k: int, d: int, scale: tuple[int, ...] | None = None) -> T
     expr = sp.Matrix.vstack(*(at_pi_matrix(derived(k, d, tying, scale).gradient, k).to_Matrix()
                               for tying in (True, False)))
     return _result(f"k-state: grad L(theta_pi) = 0 (tied and untied, k={k}, d={d})", PI_CLAIM, expr,
-                   sp.zeros(expr.rows, 1), notes="tied gradient, then untied, in (E, [A], pos, b) order")
+                   sp.zeros(expr.rows, 1), notes="tied gradient, then untied, in (E, [A], pos, b) order",
+                   statement=T.Statement(r"\nabla L(\theta_\pi)", "0", "tied and untied, " + _sizes(k, d)))
 
 
 def entropy_atoms(k: int) -> dict[sp.Expr, FracElement]:
@@ -507,7 +516,7 @@ def loss_identity(k: int, scale: tuple[int, ...] | None = None) -> T.Result:
     """
     loss = {atom: at_pi(c, k) for atom, c in derived(k, 1, True, scale).loss.items()}
     return _result(f"k-state: L(theta_pi) = H(pi) (k={k})", PI_CLAIM, _log_sum(loss), _log_sum(entropy_atoms(k)),
-                   "log pi_m kept as atoms")
+                   "log pi_m kept as atoms", statement=T.Statement(r"L(\theta_\pi)", r"H(\pi)", _sizes(k)))
 
 
 def hessian_name(k: int, d: int, tying: bool) -> str:
@@ -527,10 +536,15 @@ def block_of(k: int, d: int, tying: bool, hessian: DomainMatrix) -> DomainMatrix
 def hessian_identity(k: int, d: int, tying: bool, scale: tuple[int, ...] | None = None) -> T.Result:
     """The (E, [A], b) block of ∇²L(θ_π) is ``claimed_hessian`` for every π on the simplex, so at the stationary
     law (claims MULTI-STATE-LOCAL-MIN tied, MULTI-STATE-SADDLE-UNTIED untied)."""
+    block, claimed = ((r"H_{(E,b)}(\theta_\pi)", r"\mathrm{diag}(-2M_s \otimes I_d,\ D_\pi - \pi\pi^\top)")
+                      if tying else
+                      (r"H_{(E,A,b)}(\theta_\pi)", r"\begin{pmatrix} 0 & -M \otimes I_d \\ -M^\top \otimes I_d & 0 "
+                                                     r"\end{pmatrix} \oplus (D_\pi - \pi\pi^\top)"))
     return _result(hessian_name(k, d, tying), LOCAL_MIN_CLAIM if tying else UNTIED_CLAIM,
                    block_of(k, d, tying, derived(k, d, tying, scale).hessian).to_Matrix(),
                    claimed_hessian(k, d, tying).to_Matrix(), f"pi on the simplex, pi_{k - 1} = 1 - (the others)",
-                   notes="order (E, [A], b), E and A row by row; needs only sum pi = 1, not stationarity")
+                   notes="order (E, [A], b), E and A row by row; needs only sum pi = 1, not stationarity",
+                   statement=T.Statement(block, claimed, _sizes(k, d, tying)))
 
 
 def position_name(k: int, d: int) -> str:
@@ -553,7 +567,9 @@ def position_identity(k: int, d: int, scale: tuple[int, ...] | None = None) -> T
         rows.append(at_pi_matrix(positions, k).to_Matrix())
     expr = sp.Matrix.hstack(*rows)
     return _result(position_name(k, d), LOCAL_MIN_CLAIM, expr, sp.zeros(*expr.shape),
-                   notes="tied pos rows, then untied, side by side")
+                   notes="tied pos rows, then untied, side by side",
+                   statement=T.Statement(r"H_{\mathrm{pos},\cdot}(\theta_\pi)", "0",
+                                         "tied and untied, " + _sizes(k, d)))
 
 
 @cache
@@ -564,7 +580,9 @@ def kernel_identity(k: int) -> T.Result:
     M = coupling(k)
     expr = at_pi_matrix((M * ones).hstack(M.transpose() * ones, softmax_curvature(k) * ones), k).to_Matrix()
     return _result(f"k-state: M 1 = 0, M^T 1 = 0, (D_pi - pi pi^T) 1 = 0 (k={k})", LOCAL_MIN_CLAIM, expr,
-                   sp.zeros(k, 3), notes="columns M 1, M^T 1, (D_pi - pi pi^T) 1")
+                   sp.zeros(k, 3), notes="columns M 1, M^T 1, (D_pi - pi pi^T) 1",
+                   statement=T.Statement(r"\big(M\mathbf 1,\ M^\top \mathbf 1,\ (D_\pi - \pi\pi^\top)\mathbf 1\big)",
+                                         "0", _sizes(k)))
 
 
 def binary_map(tying: bool) -> DomainMatrix:
@@ -598,7 +616,9 @@ def binary_identity(tying: bool, scale: tuple[int, ...] | None = None) -> T.Resu
     expected = Rm.transpose() * scalar_hessian(tying) * Rm
     return _result(binary_name(tying), LOCAL_MIN_CLAIM if tying else UNTIED_CLAIM,
                    at_pi_matrix(derived(2, 1, tying, scale).hessian, 2).to_Matrix(), expected.to_Matrix(),
-                   extra={"map": Rm.to_Matrix()})
+                   extra={"map": Rm.to_Matrix()},
+                   statement=T.Statement(r"\nabla^2 L_{\text{one-hot}}(\theta_\pi)",
+                                         r"R^\top \nabla^2 L_{\text{scalar}}(\theta_\pi) R", _sizes(2, 1, tying)))
 
 
 @cache
@@ -614,7 +634,9 @@ def binary_sign_identity() -> T.Result:
     return _result("k=2 one-hot: -2 M_s on 1^perp = 2 x (2 pi0 pi1 (p+q-1)), twice the scalar eigenvalue",
                    LOCAL_MIN_CLAIM, (-quadratic).as_expr(), field(2).from_sympy(2 * repeated).as_expr(),
                    notes="-2 v^T M_s v / v^T v with v = (1, -1); positive (a local minimum) iff p + q > 1; "
-                         "the factor 2: the unit vector of 1^perp has s = E1 - E0 = sqrt 2")
+                         "the factor 2: the unit vector of 1^perp has s = E1 - E0 = sqrt 2",
+                   statement=T.Statement(r"-2\,\frac{v^\top M_s v}{v^\top v}", r"2 \cdot 2\pi_0\pi_1(p+q-1)",
+                                         r"$k = 2$, $v = (1, -1)$"))
 
 
 @cache

@@ -1,0 +1,108 @@
+"""The LaTeX document: every identity titled in math, both sides and the difference shown; the forms
+printed for reading equal the expressions they stand for; ``--pdf`` compiles or refuses cleanly."""
+
+import re
+import shutil
+
+import numpy as np
+import pytest
+import sympy as sp
+
+from theory import landscape as T
+from theory import latex as X
+from theory.markov import p, q
+
+SHOWN = [r for r in T.identities() if r.claim not in X._SECTIONS]
+
+
+@pytest.fixture(scope="module")
+def text() -> str:
+    return X.document(0.5, 0.8)
+
+
+def paragraph(text: str, result: T.Result) -> str:
+    start = text.index(f"\\paragraph{{{X._title(result.statement)}}}")
+    return text[start:text.index("\\paragraph", start + 1)]
+
+
+def test_every_identity_has_a_math_title_and_shows_both_sides_and_the_difference(text):
+    identities = text[text.index("\\section{Identities}"):]
+    titles = re.findall(r"\\paragraph\{(.*)\} \(claim", identities)
+    assert len(titles) == len(T.identities())
+    for title in titles:  # math mode, not the ASCII names of the CLI
+        assert title.startswith("$") and not re.search(r"(?<!\\)(theta|pi|lambda)|pi0|grad ", title), title
+    for result in SHOWN:
+        shown, statement = paragraph(text, result), result.statement
+        assert f"{statement.lhs} &= " in shown or statement.rhs == "0", result.name
+        if statement.rhs != "0":
+            assert f"\n{statement.rhs} &= " in shown, result.name
+        assert "&= 0\\quad\\text{(reduced by SymPy)}" in shown and "proven.)" in shown, result.name
+
+
+def test_source_section_defines_its_symbols_before_use(text):
+    source = text[text.index("\\section{Source}"):text.index("\\section{Reduced model}")]
+    for definition in ("p = P(x_{n+1} = 1 \\mid x_n = 0)", "q = P(x_{n+1} = 0 \\mid x_n = 1)",
+                       "\\lambda = 1 - p - q", "H(\\pi) &= -\\pi_0 \\log \\pi_0 - \\pi_1 \\log \\pi_1",
+                       "h(t) = -t \\log t"):
+        assert definition in source, definition
+    assert "- \\frac{p}{p + q} + 1" not in source  # the raw SymPy form the readers complained of
+    reduced = text[text.index("\\section{Reduced model}"):text.index("\\section{Gradient")]
+    assert "\\rho = (s, t, b, c, g)" in reduced and "u$ a unit vector" in reduced
+    assert "\\kappa(w) = " in text.split("\\section{The canonical model")[1][:2000]
+
+
+def _values(expr: sp.Basic, rng: np.random.Generator) -> dict:
+    """p, q in the domain, integer symbols (the lag k) in 0..4, every other symbol in (0.1, 1) (positive:
+    w > 0 for |w|, S > 0 for √S)."""
+    symbols = expr.free_symbols if not isinstance(expr, sp.MatrixBase) else set().union(*(e.free_symbols for e in expr))
+    return {s: sp.Integer(rng.integers(0, 5)) if s.is_integer else
+            sp.Float(rng.uniform(0.05, 0.95) if s in (p, q) else rng.uniform(0.1, 1.0), 30) for s in symbols}
+
+
+@pytest.mark.parametrize("result", SHOWN, ids=lambda r: r.name[:60])
+def test_readable_forms_equal_the_expressions_they_print(result):
+    """What the page shows is the value of the side, at random points: sign flips and factoring lose nothing."""
+    rng = np.random.default_rng(3)
+    for side in result.statement.sides or (result.expr, result.expected):
+        if (sum(map(sp.count_ops, side)) if isinstance(side, sp.MatrixBase) else sp.count_ops(side)) > 300:
+            continue  # not normalised, printed as is (or not at all)
+        shown = X._readable(side)
+        for _ in range(3):
+            at = _values(side, rng)
+            exact = sp.Matrix(side).subs(at).evalf(25) if isinstance(side, sp.MatrixBase) else side.subs(at).evalf(25)
+            printed = (sp.Matrix(shown).subs(at) if isinstance(shown, sp.MatrixBase) else shown.subs(at)).evalf(25)
+            difference = sp.Matrix([exact - printed]) if not isinstance(exact, sp.MatrixBase) else exact - printed
+            assert all(abs(complex(d)) < 1e-15 for d in difference), result.name
+
+
+def test_positive_forms_flip_only_factors_of_one_sign_on_the_domain():
+    assert X._latex(X._readable(-p * q * (p - 1) / (p + q))) == "\\frac{p q \\left(1 - p\\right)}{p + q}"
+    assert "p + q - 1" in X._latex(X._readable(2 * p * q * (p + q - 1) / (p + q) ** 2))  # changes sign: kept
+    k = sp.Symbol("k", integer=True, nonnegative=True)
+    assert X._latex(X._readable((-1) ** k * p * q * (p + q - 1) ** k / (p + q) ** 2)) == \
+        "\\frac{p q \\left(1 - p - q\\right)^{k}}{\\left(p + q\\right)^{2}}"
+
+
+def test_an_identity_that_fails_is_shown_failing():
+    """The display reports ``Result.proven``; a wrong right side reads NOT proven and ≠ 0."""
+    good = T.loss_pi(True)
+    bad = T._identity("broken", good.claim, good.expr, good.expected + p / 100, statement=good.statement)
+    shown = X._identity_paragraph(bad, "broken")
+    assert "NOT proven" in shown and "\\neq 0\\quad\\text{(not reduced by SymPy)}" in shown
+    assert "(reduced by SymPy)" not in shown
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed")
+def test_pdf_flag_compiles_the_document(tmp_path, capsys):
+    out = tmp_path / "d.tex"
+    assert X.main(["--out", str(out), "--p", "0.2", "--q", "0.3", "--pdf"]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"wrote {out}", f"wrote {tmp_path / 'd.pdf'}"]
+    assert (tmp_path / "d.pdf").stat().st_size > 10_000
+
+
+def test_pdf_flag_without_pdflatex_is_bad_input_before_any_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(X.shutil, "which", lambda name: None)
+    assert X.main(["--out", str(tmp_path / "d.tex"), "--pdf"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --pdf needs pdflatex") and err.count("\n") == 1
+    assert not (tmp_path / "d.tex").exists()
