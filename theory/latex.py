@@ -466,7 +466,8 @@ def _canonical_section() -> list[str]:
         f"$b^* = \\beta + e^2/2$ {_status(bias_locus)}",
         "\\subsection{Global minima and the line $e = 0$}",
         "On the locus $e^2 \\kappa(w) = \\alpha$, $b = \\beta + e^2/2$ the logits are the kernel's, "
-        f"$\\nabla_{{(e, \\kappa, b)}} L = 0$ {_status(grad_locus)} and $L = H_{{rate}}$ {_status(loss_locus)} "
+        f"$\\nabla_{{(e, \\kappa, b)}} L = 0$ {_status(grad_locus)} "
+        f"and $L = H_{{\\mathrm{{rate}}}}$ {_status(loss_locus)} "
         "Since $\\alpha > 0$ iff $(1-p)(1-q) > pq$ iff $p + q < 1$, the locus lies in $w > -1/\\sqrt2$ when "
         "$p + q < 1$ and in $w < -1/\\sqrt2$ when $p + q > 1$. On the line $e = 0$, $b = \\log(p/q)$: "
         f"$\\nabla L = 0$ {_status(grad_line)} $L = H(\\pi)$ {_status(loss_line)} and",
@@ -620,15 +621,17 @@ def document(p_value: float | None = None, q_value: float | None = None) -> str:
         body += ["\\section{Values at the given inputs}",
                  f"At $p = {p_value}$, $q = {q_value}$:",
                  _eq(sp.Eq(sp.Symbol("H(\\pi)"), unigram_loss().subs(values).evalf(10)), "num-unigram"),
-                 _eq(sp.Eq(sp.Symbol("H_{rate}"), entropy_rate().subs(values).evalf(10)), "num-rate")]
+                 _eq(sp.Eq(sp.Symbol("H_{\\mathrm{rate}}"), entropy_rate().subs(values).evalf(10)), "num-rate")]
         margin = p_value + q_value - 1
         verdict = ("positive: the tied $\\theta_\\pi$ is a local minimum" if margin > 0 else
                    "negative: the tied $\\theta_\\pi$ is a saddle" if margin < 0 else "zero: degenerate")
         body.append(f"Here $p + q - 1 = {margin:.6g}$, {verdict}; the untied $\\theta_\\pi$ is a saddle "
                     "whenever $p + q \\neq 1$. Nonzero Hessian eigenvalues at $\\theta_\\pi$ (tied, untied):")
         for tying, label in ((True, "num-spec-tied"), (False, "num-spec-untied")):
-            numeric = [ev.subs(values).evalf(10) for ev in T.spectrum_pi(tying)]
-            body.append(_eq(sp.Matrix(numeric), label))
+            shown = [f"{_latex(_readable(ev))} = {sp.latex(ev.subs(values).evalf(10))}"
+                     + (" \\ (\\times d)" if per_d else " \\ (\\times 1)")
+                     for ev, per_d in T.spectrum_pi(tying).items()]
+            body.append(_eq(",\\qquad ".join(shown), label))
     preamble = ("\\documentclass{article}\n\\usepackage{amsmath}\n\\usepackage{amssymb}\n"
                 "\\usepackage[margin=2cm]{geometry}\n"
                 "\\allowdisplaybreaks\n\\title{Attention with Markov: derivations}\n\\date{}\n"
