@@ -314,6 +314,9 @@ def spectrum_pi(tying: bool) -> dict[sp.Expr, int]:
     return {block[2, 2]: 0} | {canonical(ev): 1 for ev in st.eigenvals()}
 
 
+_LAG = sp.Symbol("m", integer=True, nonnegative=True)  # the lag as printed: k is π0π1 in the document
+
+
 @cache
 def chain_results() -> tuple[Result, ...]:
     """Claim SRC: the covariance and mutual information of the source, derived then matched."""
@@ -321,8 +324,8 @@ def chain_results() -> tuple[Result, ...]:
     return (
         # proven as Cov / λ^k = π0π1: a rational function of p, q, which ``canonical`` decides
         _identity("Cov(x_n, x_{n+k}) = pi0 pi1 lambda^k", "SRC", covariance() / lam**k, K,
-                  statement=Statement(r"\mathrm{Cov}(x_n, x_{n+k})", r"\pi_0 \pi_1 \lambda^k", r"$k \ge 0$",
-                                      sides=(covariance(), K * lam**k))),
+                  statement=Statement(r"\mathrm{Cov}(x_n, x_{n+m})", r"\pi_0 \pi_1 \lambda^m", r"lag $m \ge 0$",
+                                      sides=(covariance().subs(k, _LAG), K * lam**_LAG))),
         _identity("I(x_n; x_{n+1}) = H(pi) - H_rate", "SRC", mutual_information(), unigram_loss() - entropy_rate(),
                   statement=Statement(r"I(x_n; x_{n+1})", r"H(\pi) - H_{\mathrm{rate}}")),
     )

@@ -284,12 +284,13 @@ def _manifold_section() -> list[str]:
         "Eliminating $b$, $S = H_{ee} - H_{eb} H_{eb}^\\top / H_{bb}$ is",
         _eq(f"S = {sp.latex(k * (cov - A - A.T))}", "manifold-schur"),
         f"with $\\mathrm{{Cov}}_n$ weighted $1/N$ (no Bessel correction) {_status(M.schur_identity())} "
-        "So a point of $M_\\pi$ is a local minimum of the tied model iff $S \\succ 0$, a saddle iff $S$ has a "
-        "negative eigenvalue; untied, the zero $H_{ee}$ next to a nonzero $e$--$a$ block makes every $A \\neq 0$ "
+        "So a point of $M_\\pi$ is a local minimum of the tied model if $S \\succ 0$ and a saddle if $S$ has a "
+        "negative eigenvalue (a singular $S \\succeq 0$ leaves it to higher orders); untied, the zero $H_{ee}$ "
+        "next to a nonzero $e$--$a$ block makes every $A \\neq 0$ "
         "a saddle. With $W_O = W_1 = W_2 = 0$, $F_n(\\tilde x) = \\tilde x_n$: $z_n = \\mathrm{pos}_n$ and "
         "$K_{n,i} = \\delta_{in} I$, and the claim is",
         _eq(f"S = {sp.latex(k * (cov_pos + 2 * (p + q - 1) * eye))}", "manifold-schur-pos"),
-        "with $I$ the identity.",
+        "with $\\mathbb{I}$ (and $I$) the identity.",
         f"For $N = {length}$, $d = {dim}$ the two sides' entries (left: $S$ from the closed form; right: the claim, "
         "$\\overline{\\mathrm{pos}} = \\frac1N \\sum_n \\mathrm{pos}_n$):",
         _sides(M.position_schur_identity(), "S", "\\mathrm{claim}", "schur-pos", entries=[(0, 0), (0, 1)],
@@ -402,8 +403,9 @@ def _multistate_section() -> list[str]:
         "$d$ times each. The points $\\{E = \\mathbf 1 v^\\top, b \\in \\log\\pi + \\mathbb{R}\\mathbf 1, "
         "\\text{other weights free}\\}$ all predict $\\pi$ and are critical with loss $H(\\pi)$; their tangent "
         "space is the kernel when $M_s$ is nondegenerate on $\\mathbf 1^\\perp$. So, tied, $\\theta_\\pi$ is a "
-        "local minimum iff $M_s \\prec 0$ on $\\mathbf 1^\\perp$ and a saddle iff $M_s$ has a positive eigenvalue "
-        "there; untied it is a saddle unless $M = 0$ ($P = \\mathbf 1 \\pi^\\top$). This is not the sign of $P$'s "
+        "local minimum if $M_s \\prec 0$ on $\\mathbf 1^\\perp$ and a saddle if $M_s$ has a positive eigenvalue "
+        "there (a singular $M_s \\preceq 0$ leaves it to higher orders); untied it is a saddle unless $M = 0$ "
+        "($P = \\mathbf 1 \\pi^\\top$). This is not the sign of $P$'s "
         "eigenvalues: $M_s$ is the symmetric part of a non-normal matrix. At the package's named chains:",
         "\\begin{itemize}\n" + "\n".join(presets) + "\n\\end{itemize}",
         "\\subsection{Two states and the scalar model}",
@@ -441,10 +443,12 @@ def _canonical_section() -> list[str]:
     k_w, E_s, S = C.slope(), C.SEPARATRIX, C.S
     return [
         "\\section{The canonical model of Local to Global}\\label{sec:canonical}",
-        "The companion paper restricts the tied model to rank-one weights (attention off, $e_{vec} = e\\alpha$, "
-        "$p_n = -\\frac{e}{2}\\alpha$, $W_1 = |w| v \\alpha^\\top$, $W_2 = w \\alpha v^\\top$, $\\|v\\| = 2$) and gets "
-        "three scalars $\\theta = (e, w, b)$ with",
-        _eq(f"z_x = {sp.latex(C.logit(sp.Symbol('x'), C.kappa))}, \\qquad \\kappa(w) = {sp.latex(k_w)}", "l2g-logit"),
+        "The companion paper restricts the tied model to rank-one weights (attention off, embedding vector "
+        "$e\\hat u$, positions $-\\frac{e}{2}\\hat u$, $W_1 = |w| v \\hat u^\\top$, $W_2 = w \\hat u v^\\top$, output "
+        "$e\\hat u$, with $\\hat u$ a unit vector, $v \\ge 0$ entrywise and $\\|v\\| = 2$) and gets three scalars "
+        "$\\theta = (e, w, b)$, $e \\ge 0$ (every ReLU input is then $\\ge 0$, which the formula needs: a $v$ with "
+        "negative entries or $e < 0$ gives other logits), with",
+        _eq(f"z_x = {_latex(C.logit(sp.Symbol('x'), C.kappa))}, \\qquad \\kappa(w) = {_latex(k_w)}", "l2g-logit"),
         "so $z_1 - z_0 = \\kappa e^2$; $\\kappa > 0$ iff $w > -1/\\sqrt2$. The loss is the transition loss of the "
         "reduced model,",
         _eq(_named("L", C.loss(), split=True), "l2g-loss"),
@@ -456,11 +460,11 @@ def _canonical_section() -> list[str]:
         "\\subsection{The optimal bias}",
         "$\\partial L/\\partial b = \\pi_0 \\sigma(z_0) + \\pi_1 \\sigma(z_1) - \\pi_1$ vanishes iff "
         "$u = \\exp(z_0)$ solves $q D u^2 + (q - p) u - p = 0$, $D = \\exp(\\kappa e^2)$; the positive root gives",
-        _eq(f"b^*(e, w) = {sp.latex(C.optimal_bias())}", "l2g-bias"),
+        _eq(f"b^*(e, w) = {_latex(_readable(C.optimal_bias()))}", "l2g-bias"),
         "and $\\partial^2 L/\\partial b^2 = \\sum_x \\pi_x \\sigma'(z_x) > 0$ makes it the unique minimiser in $b$. "
         f"At $b^*$, $\\partial L/\\partial b$ reduces to $0$ {_status(bias_zero)} With "
-        f"$S = {sp.latex(C._radicand(C.D))}$ the root is also "
-        f"$u^* = {sp.latex(C.bias_root_rationalised(C.D).subs(C._radicand(C.D), S))}$ "
+        f"$S = {_latex(C._radicand(C.D))}$ the root is also "
+        f"$u^* = {_latex(C.bias_root_rationalised(C.D).subs(C._radicand(C.D), S))}$ "
         f"{_status(bias_forms)} (numerics use the form without cancellation). "
         f"On $e = 0$, $b^* = \\log(p/q)$ {_status(bias_line)} On the global locus below, "
         f"$b^* = \\beta + e^2/2$ {_status(bias_locus)}",
@@ -471,17 +475,17 @@ def _canonical_section() -> list[str]:
         "Since $\\alpha > 0$ iff $(1-p)(1-q) > pq$ iff $p + q < 1$, the locus lies in $w > -1/\\sqrt2$ when "
         "$p + q < 1$ and in $w < -1/\\sqrt2$ when $p + q > 1$. On the line $e = 0$, $b = \\log(p/q)$: "
         f"$\\nabla L = 0$ {_status(grad_line)} $L = H(\\pi)$ {_status(loss_line)} and",
-        _eq(f"\\frac{{\\partial^2 L}}{{\\partial e^2}} = {sp.latex(curvature.expected)}, \\qquad "
+        _eq(f"\\frac{{\\partial^2 L}}{{\\partial e^2}} = {_latex(curvature.expected)}, \\qquad "
             "\\frac{\\partial^2 L}{\\partial e \\partial b} = 0", "l2g-line"),
         f"{_status(curvature)} {_status(cross)} So the line is locally minimal in $e$ (with $b$ fixed or "
         "profiled) iff $(1 - p - q)(1 + 2w|w|) < 0$: for $w < -1/\\sqrt2$ when $p + q < 1$, for $w > -1/\\sqrt2$ "
         "when $p + q > 1$. At $(e, w) = (0, -1/\\sqrt2)$, $\\kappa = 0$ and the Hessian in $(e, w, b)$ is "
         f"$\\mathrm{{diag}}(0, 0, \\pi_0\\pi_1)$ {_status(saddle_hessian)} with",
-        _eq(f"\\frac{{\\partial^3 L}}{{\\partial e^2 \\partial w}} = {sp.latex(third.expected)}", "l2g-third"),
+        _eq(f"\\frac{{\\partial^3 L}}{{\\partial e^2 \\partial w}} = {_latex(third.expected)}", "l2g-third"),
         f"{_status(third)} The point is a degenerate saddle: no negative eigenvalue, but "
         "$L - H(\\pi) \\approx 2\\sqrt2\\,\\pi_0\\pi_1(p+q-1)(w + 1/\\sqrt2)\\, e^2$ takes both signs nearby.",
         "\\subsection{The energy}",
-        _eq(f"E(e, w) = {sp.latex(C.energy())}", "l2g-energy"),
+        _eq(f"E(e, w) = {_latex(C.energy())}", "l2g-energy"),
         "has, on each side of $w = 0$, $\\nabla E \\cdot \\nabla z_x = -2e^2$ for both logits "
         + _status_sides(lemma, lemma_neg) + " Hence along the joint gradient flow $\\dot\\theta = -\\nabla L$ "
         "(any loss of the two logits) $\\dot E = -\\sum_x \\partial_{z_x} L\\, \\nabla E \\cdot \\nabla z_x = "
@@ -497,7 +501,7 @@ def _canonical_section() -> list[str]:
         + f" The line $w = 0$ is invariant ($\\partial L/\\partial w = 0$ there) {_status(invariant)} "
         f"$E$ has a saddle at $(0, -1/\\sqrt2)$ ($\\nabla E = 0$, $\\nabla^2 E = \\mathrm{{diag}}(2, -4)$) "
         f"{_status(energy_saddle)} at the level",
-        _eq(f"E_s = {sp.latex(E_s)}", "l2g-separatrix"),
+        _eq(f"E_s = {_latex(E_s)}", "l2g-separatrix"),
         f"{_status(level)} Level curves of $E$ are the profiled trajectories; $e^2 = E + w^2 - \\log|w|$ on "
         "$w < 0$ reaches $e = 0$ iff $E \\le E_s$. The recalled basins (the authors' region plots), checked "
         "numerically by \\texttt{python -m verify.theorem\\_basins}: for $p + q < 1$ the unigram line attracts "
@@ -517,7 +521,8 @@ def _identity_paragraph(result: T.Result, label: str) -> str:
     head = (f"\\paragraph{{{_title(result.statement)}}} "
             f"(claim {result.claim}, {'proven' if result.proven else 'NOT proven'}.)")
     if result.claim in _SECTIONS:
-        return f"{head} Shown in Section~\\ref{{sec:{_SECTIONS[result.claim]}}}."
+        return (f"{head} Listed in Section~\\ref{{sec:{_SECTIONS[result.claim]}}}, which shows the forms of "
+                "representative sizes (its matrices run to dozens of symbols).")
     return head + "\n" + _sides_shown(result, label)
 
 
@@ -544,6 +549,9 @@ def document(p_value: float | None = None, q_value: float | None = None) -> str:
     """The whole derivation as LaTeX source."""
     pi0, pi1 = stationary()
     body = [
+        "Each statement below carries the ID of the paper's claim it supports (the registry "
+        "\\texttt{paper\\_refs/claims.toml} maps IDs to the paper and to the checks); \\emph{proven} means SymPy "
+        "reduced the difference of the two sides to exactly $0$.",
         "\\section{Source}",
         "A binary Markov chain $x_1, x_2, \\dots \\in \\{0, 1\\}$ with switching probabilities "
         "$p = P(x_{n+1} = 1 \\mid x_n = 0)$ and $q = P(x_{n+1} = 0 \\mid x_n = 1)$, $0 < p, q < 1$, has the "
@@ -577,6 +585,8 @@ def document(p_value: float | None = None, q_value: float | None = None) -> str:
         _sides_shown(T.logit_gradient_identity(), "dF"),
         _status(T.logit_gradient_identity()),
         "\\subsection{At $\\theta_\\pi$}",
+        "The unigram point $\\theta_\\pi$: no embedding ($s = 0$; untied also $t = 0$) and the bias of the "
+        "stationary law, so the model predicts $\\pi_1$ whatever it reads; $c$ and $g$ stay free:",
         _eq(_substitution(T.theta_pi(False)), "theta-pi"),
         "Both logits equal $\\log(p/q)$, so $\\sigma(z_x) = \\pi_1$ and $\\nabla_z F$ is",
         _eq(_shown(T.logit_gradient(T.theta_pi(False), tying=False)), "dF-pi"),
@@ -589,14 +599,15 @@ def document(p_value: float | None = None, q_value: float | None = None) -> str:
         "iff $(1+g)(p+q-1) > 0$; at $g = 0$ iff $p + q > 1$. The $c, g$ directions are flat. "
         "Untied, the $(s, t, b)$ block has determinant",
         _eq(T.untied_block_pi().form, "det-untied"),
-        "negative whenever $p + q \\neq 1$, so the untied $\\theta_\\pi$ is a saddle. "
+        "negative whenever $p + q \\neq 1$ and $g \\neq -1$, so the untied $\\theta_\\pi$ is a saddle. "
         "The nonzero eigenvalues of the full-space Hessian at $\\theta_\\pi$ (positions zero, $d$ the "
         "embedding dimension) follow; the first (the bias direction) is simple, each other one has "
         "multiplicity $d$. Tied, then untied:",
         _eq(sp.Matrix(list(T.spectrum_pi(True))), "spec-tied"),
         _eq(sp.Matrix(list(T.spectrum_pi(False))), "spec-untied"),
         "\\subsection{At $\\theta_*$}",
-        "With $\\alpha = \\log\\frac{(1-p)(1-q)}{pq}$ and $\\beta = \\log\\frac{p}{1-p}$,",
+        "The bigram point $\\theta_*$ makes the logits the kernel's. With "
+        "$\\alpha = \\log\\frac{(1-p)(1-q)}{pq}$ and $\\beta = \\log\\frac{p}{1-p}$,",
         _eq(_substitution(T.theta_star(True)), "theta-star"),
         "(tied, real when $(1+g)\\alpha > 0$; untied $t = \\alpha/((1+g)s)$). The logits are the kernel's, "
         "$z_0 = \\log\\frac{p}{1-p}$, $z_1 = \\log\\frac{1-q}{q}$, where $\\nabla_z F$ is",
@@ -631,7 +642,8 @@ def document(p_value: float | None = None, q_value: float | None = None) -> str:
             shown = [f"{_latex(_readable(ev))} = {sp.latex(ev.subs(values).evalf(10))}"
                      + (" \\ (\\times d)" if per_d else " \\ (\\times 1)")
                      for ev, per_d in T.spectrum_pi(tying).items()]
-            body.append(_eq(",\\qquad ".join(shown), label))
+            rows = " \\\\\n".join(f"&{row}" for row in shown)
+            body.append(_eq(f"\\begin{{aligned}}\n{rows}\n\\end{{aligned}}", label))
     preamble = ("\\documentclass{article}\n\\usepackage{amsmath}\n\\usepackage{amssymb}\n"
                 "\\usepackage[margin=2cm]{geometry}\n"
                 "\\allowdisplaybreaks\n\\title{Attention with Markov: derivations}\n\\date{}\n"

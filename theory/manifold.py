@@ -478,7 +478,8 @@ def block_identity(length: int, dim: int, tying: bool) -> T.Result:
                     (T.DOMAIN, "F_n smooth; z_n, K_n,i arbitrary symbols"),
                     notes="the second-order terms and the omega-derivatives of F_n are symbols too, and drop out",
                     extra={"expected": claimed},
-                    statement=T.Statement(f"\\nabla^2_{{{coords}}} L", r"\text{the closed form}",
+                    statement=T.Statement(f"\\nabla^2_{{{coords}}} L",
+                                          r"\text{the closed form \eqref{eq:manifold-general}}",
                                           f"on $M_\\pi$, {kind}, $N = {length}$, $d = {dim}$"))
 
 
@@ -559,7 +560,8 @@ def reduced_identity(tying: bool) -> T.Result:
             "M_pi closed form on the reduced model = its (s,t,b) block at untied theta_pi (SADDLE-UNTIED)")
     coords = "(s, b)" if tying else "(s, t, b)"
     return _identity(name, block, reference.extra["block"], "reduced model exact: c > 0",
-                     statement=T.Statement(r"H_{\text{closed form}}", f"H_{{{coords}}}(\\theta_\\pi)",
+                     statement=T.Statement(r"H_{\text{closed form \eqref{eq:manifold-general}}}",
+                                           f"H_{{{coords}}}(\\theta_\\pi)",
                                            f"the reduced model, {'tied' if tying else 'untied'}, every $c, g$"))
 
 
