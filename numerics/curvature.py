@@ -79,9 +79,10 @@ def _gradient_graph(loss: Callable[[Params], Tensor], params: Params, *,
                     create_graph: bool = True) -> tuple[Tensor, Tensor, Tensor]:
     """(θ, L(θ), ∇L(θ)); with ``create_graph`` the gradient's own graph is recorded, for second derivatives."""
     theta, layout = flatten(params)
-    theta = theta.detach().requires_grad_(True)
-    value = loss(unflatten(theta, layout))
-    (grad_theta,) = torch.autograd.grad(value, theta, create_graph=create_graph)
+    with torch.enable_grad():  # a caller under no_grad still gets its derivative
+        theta = theta.detach().requires_grad_(True)
+        value = loss(unflatten(theta, layout))
+        (grad_theta,) = torch.autograd.grad(value, theta, create_graph=create_graph)
     return theta, value, grad_theta
 
 

@@ -35,3 +35,18 @@ def test_exit_now_with_the_reader_gone_has_no_traceback():
     process.stdout.close()
     assert process.wait(timeout=120) == 3
     assert b"Traceback" not in process.stderr.read()
+
+
+def test_closed_stdout_keeps_the_exit_code():
+    """``… >&-``: Python starts with sys.stdout = None; bad input still exits 2, with its line on stderr."""
+    done = subprocess.run([sys.executable, "-m", "verify.theorem_local_min", "--p", "2"], cwd=ROOT,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=120,
+                          preexec_fn=lambda: os.close(1))
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: p must lie strictly between 0 and 1") and "Traceback" not in done.stderr
+
+
+def test_sweep_json_with_merged_streams_parses():
+    done = subprocess.run([sys.executable, "-m", "verify.theorem_local_min", "--sweep", "2", "--json"], cwd=ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+    assert done.returncode in (0, 3) and len(json.loads(done.stdout)) == 2

@@ -291,9 +291,11 @@ def exit_now(code: int) -> None:
     ``atexit`` work.
     """
     for stream in (sys.stdout, sys.stderr):
-        # a reader that left (| head) or a closed stream: nothing left to deliver
-        with contextlib.suppress(BrokenPipeError, ValueError):
-            stream.flush()
+        # None: the descriptor was closed at start (>&-); a reader that left (| head) or a closed stream:
+        # nothing left to deliver, and the code must survive
+        if stream is not None:
+            with contextlib.suppress(BrokenPipeError, ValueError):
+                stream.flush()
     os._exit(code)
 
 
@@ -328,7 +330,7 @@ def main(description: str, defaults: dict, analyse: Analysis, theorem: str, argv
         configs = sweep_configs(config, args.sweep) if args.sweep else [config]
         show_stages(enabled=not (args.sweep or args.json))
         reports = [analyse(c, theorem, args.scan_manifold)
-                   for c in tqdm(configs, desc=theorem, disable=len(configs) < 2, leave=False)]
+                   for c in tqdm(configs, desc=theorem, disable=len(configs) < 2 or args.json, leave=False)]
         write_latex(args, config)
     except (InvalidInputError, OSError) as err:
         return bad_input(err)
