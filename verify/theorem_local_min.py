@@ -1,4 +1,4 @@
-"""Bad local minimum (claims STAT-PI, LOCAL-MIN, MANIFOLD): with weight tying and p + q > 1 the
+"""Bad local minimum (claims MODEL, STAT-PI, LOCAL-MIN): with weight tying and p + q > 1 the
 unigram point θ_π (e = 0, all weights 0, b = log(p/q), so f ≡ π1 and L = H(π)) is a local
 minimum of the population loss.  Its full-space Hessian has nonzero eigenvalues π0π1 (once) and
 2π0π1(p+q-1) (d times); every other direction is tangent to the critical manifold M_π.
