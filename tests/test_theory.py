@@ -114,3 +114,13 @@ def test_latex_document_structure():
     assert "NOT proven" not in text and "0.6662784424" in text
 
 
+
+
+def test_logit_gradient_identity_fails_on_a_corrupted_residual():
+    """∇_z F = (π0(σ(z0) − p), π1(σ(z1) − (1 − q))) is proven; σ(−z) for σ(z) or the residual of the other
+    state's kernel row (P(1|1) at x = 0) must not reduce to 0."""
+    assert T.logit_gradient_identity().proven
+    derived = T.logit_gradient_identity().expr
+    for wrong in (sp.Matrix([T.pi0 * (T.sigmoid(-T.Z[0]) - p), T.pi1 * (T.sigmoid(T.Z[1]) - (1 - q))]),
+                  sp.Matrix([T.pi0 * (T.sigmoid(T.Z[0]) - (1 - q)), T.pi1 * (T.sigmoid(T.Z[1]) - (1 - q))])):
+        assert T._identity("corrupted", "STAT-PI", derived, wrong).proven is False

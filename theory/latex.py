@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -47,9 +48,20 @@ def _lines(lhs: str, expr: sp.Basic, *, split: bool = False, per_row: int = 1) -
         (inner,) = [arg for arg in expr.args if isinstance(arg, sp.Add)]
         factor = _latex(sp.Mul(*(arg for arg in expr.args if arg is not inner))) + " \\Big("
     terms = [_latex(term) for term in sp.Add.make_args(inner)] if split else [_latex(expr)]
+    return f"{lhs} &= {factor}" + _rows(terms, per_row=per_row) + (" \\Big)" if factor else "")
+
+
+def _rows(terms: list[str], *, per_row: int | None = None, width: int | None = None) -> str:
+    """The printed terms of a sum, signed, as rows of an aligned block (``&\\quad`` continues): ``per_row``
+    terms to a row, or as many as fit in ``width`` characters."""
     signed = [term if i == 0 or term.startswith("-") else f"+ {term}" for i, term in enumerate(terms)]
-    rows = [" ".join(signed[i:i + per_row]) for i in range(0, len(signed), per_row)]
-    return f"{lhs} &= {factor}" + " \\\\\n&\\quad ".join(rows) + (" \\Big)" if factor else "")
+    rows: list[list[str]] = []
+    for term in signed:
+        full = rows and (len(rows[-1]) == per_row if per_row else len(" ".join([*rows[-1], term])) > width)
+        if not rows or full:
+            rows.append([])
+        rows[-1].append(term)
+    return " \\\\\n&\\quad ".join(" ".join(row) for row in rows)
 
 
 def _named(lhs: str, expr: sp.Basic, *, split: bool = False) -> str:
@@ -77,11 +89,13 @@ class _Printer(LatexPrinter):
         return lead + [t for t in terms if not (t.is_Number and t > 0)]
 
 
-def _latex(expr: sp.Basic) -> str:
-    """LaTeX of ``expr`` (``_Printer``) with the position symbols pos_{n,c} set upright, as in the text."""
+def _latex(expr: sp.Basic, *, exp_by_name: bool | None = None) -> str:
+    """LaTeX of ``expr`` (``_Printer``) with the position symbols pos_{n,c} set upright, as in the text;
+    exp by name when ``expr`` has a weight named e (``exp_by_name`` decides for a term of a larger sum)."""
     names = {s: "\\mathrm{pos}" + s.name[3:] for s in expr.free_symbols if s.name.startswith("pos_")}
-    weight_e = any(s.name == "e" for s in expr.free_symbols)
-    return _Printer({"symbol_names": names}, exp_by_name=weight_e).doprint(expr)
+    if exp_by_name is None:
+        exp_by_name = any(s.name == "e" for s in expr.free_symbols)
+    return _Printer({"symbol_names": names}, exp_by_name=exp_by_name).doprint(expr)
 
 
 #: Points spread over 0 < p, q < 1 where a factor's sign is read off.
@@ -132,6 +146,11 @@ def _readable(expr: sp.Basic) -> sp.Basic:
     Two sides of an identity may well come out the same.  For reading only: the proofs use ``canonical``."""
     if isinstance(expr, sp.MatrixBase):
         return expr.applyfunc(_readable)
+    return _readable_scalar(expr)
+
+
+@cache  # the same sides recur across identities and sections (H(π), H_rate, π0π1, …)
+def _readable_scalar(expr: sp.Expr) -> sp.Expr:
     if sp.count_ops(expr) > _READABLE_OPS:
         return expr
     form = canonical(expr)
@@ -170,13 +189,8 @@ def _shown(expr: sp.Basic) -> str:
         return f"\\text{{(an expression of {size} operations, not shown)}}"
     if len(tex) <= _ROW_CHARS or not isinstance(form, sp.Add):
         return tex
-    rows = [""]
-    for term in (_latex(t) for t in _Printer({})._as_ordered_terms(form)):
-        term = term if not rows[-1] or term.startswith("-") else f"+ {term}"
-        if rows[-1] and len(rows[-1]) + len(term) > _ROW_CHARS:
-            rows.append("")
-        rows[-1] += f" {term}" if rows[-1] else term
-    return " \\\\\n&\\quad ".join(rows)
+    weight_e = any(s.name == "e" for s in form.free_symbols)
+    return _rows([_latex(t, exp_by_name=weight_e) for t in _Printer({})._as_ordered_terms(form)], width=_ROW_CHARS)
 
 
 #: α and β (the kernel's logit gap and logit P(1|0)) shown by name in substitutions.
