@@ -94,7 +94,7 @@ from numerics.train import (
     train,
 )
 from verify.cli import Parser, exit_now, resolve_device
-from verify.figures import save_figure
+from verify.figures import curves_figure, save_figure
 
 FIRST_ABOVE = MarkovChain(0.5, 0.8)  # p + q > 1
 FIRST_BELOW = MarkovChain(0.2, 0.3)  # p + q < 1
@@ -280,34 +280,6 @@ def table(rows: list[dict]) -> str:
         lines.append(f"{row['variant']:<{width}} {row['seeds']:>5}  {labels:<24} {row['final_loss']:>7.4f} "
                      f"{row['add_beta_loss']:>7.4f}  {refs:<34} {row['expected'] or '-':<8} {agrees}")
     return "\n".join(lines[1:])
-
-
-def plot(rows: list[dict], path: Path) -> list[Path]:
-    """Test-loss curves (every seed, one colour per variant) with the references as dashed lines.
-
-    One panel per source; written as PNG and PDF.  Returns the files written.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = list(dict.fromkeys(row["panel"] for row in rows))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
-    for ax, panel in zip(axes[0], panels):
-        mine = [row for row in rows if row["panel"] == panel]
-        for colour, row in enumerate(mine):
-            for i, run in enumerate(row["runs"]):
-                ax.plot(run["steps"], run["test_loss"], color=f"C{colour}", alpha=0.8, lw=1.2,
-                        label=row["variant"] if i == 0 else None)
-        for style, (name, value) in zip(("--", ":", "-."), mine[0]["references"].items()):
-            ax.axhline(value, color="black", ls=style, lw=1, label=f"{name} {value:.4f}")
-        low = min(mine[0]["references"].values())
-        ax.set_ylim(low - 0.02, max(max(mine[0]["references"].values()) + 0.04, low + 0.1))
-        ax.set(title=panel, xlabel="training step", ylabel="test loss (nats)")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    return save_figure(fig, path)
 
 
 def run_escape(optimizers: list[str], base: TrainConfig, seeds: int, progress=None) -> dict[str, list[EscapeRun]]:
@@ -646,7 +618,7 @@ def _train_and_report(args: argparse.Namespace, names: list[str], sizes: dict[st
             exact = embedding_exact(summary["embedding"])
             texts.insert(0, init_text(summary))
         (folder / "summary.json").write_text(json.dumps(summary, indent=2))
-        files += [folder / "summary.json", *plot(rows[name], folder / "curves")]
+        files += [folder / "summary.json", *save_figure(curves_figure(rows[name]), folder / "curves")]
     every_row = [row for name in names for row in rows[name]]
     _emit(args.json, summaries[names[0]] if len(names) == 1 else {"experiments": summaries},
           "\n\n".join([table(every_row), *texts]) +
