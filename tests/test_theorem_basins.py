@@ -12,6 +12,7 @@ from numerics import dynamics as D
 from paper_refs import claims
 from theory import canonical as C
 from verify import theorem_basins
+from verify.figures import save_figure
 
 SMALL = ["--grid", "6", "--starts", "6"]
 TINY = ["--grid", "4", "--starts", "4"]
@@ -54,7 +55,14 @@ def test_every_check_is_registered_under_the_claims_it_tests(small_run):
     assert {c["name"] for c in report["checks"]} == set().union(*registered.values())
 
 
-def test_text_report_and_phase_portrait(tmp_path, capsys):
+def test_text_report_and_phase_portrait(tmp_path, capsys, monkeypatch):
+    drawn = []
+
+    def keep(fig, path, **kwargs):
+        drawn.append(fig)
+        return save_figure(fig, path, **kwargs)
+
+    monkeypatch.setattr(theorem_basins, "save_figure", keep)
     prefix = tmp_path / "portrait"
     assert theorem_basins.run([*TINY, "--plot", str(prefix)]) == 0
     captured = capsys.readouterr()
@@ -62,6 +70,15 @@ def test_text_report_and_phase_portrait(tmp_path, capsys):
     assert "done: profiled flow" in captured.err  # stage lines on stderr
     for suffix in (".png", ".pdf"):
         assert (prefix.with_suffix(suffix)).stat().st_size > 10_000
+    # the saddle's legend names its coordinates in the axes' order, and they are where its marker is drawn
+    (ax,) = drawn[0].axes
+    (text,) = [t.get_text() for t in ax.get_legend().get_texts() if t.get_text().startswith("saddle")]
+    names, values = text.removeprefix("saddle ").split(" = ")
+    assert names == f"({ax.get_xlabel()}, {ax.get_ylabel()})" == "(w, e)"
+    point = [float(sp.sympify(v.replace("√2", "sqrt(2)"))) for v in values.strip("()").split(", ")]
+    (marker,) = [line for line in ax.get_lines() if line.get_marker() == "^"]
+    assert point == [marker.get_xdata()[0], marker.get_ydata()[0]] == [D.SADDLE_W, 0.0]
+    assert point[0] == pytest.approx(-1 / 2**0.5)
 
 
 def test_p_plus_q_one_is_inconclusive(capsys):

@@ -321,7 +321,7 @@ def phase_portrait(chain: MarkovChain, flows: dict, extent: float, band: float, 
     ax.plot([SADDLE_W], [0], marker="^", color="orange", ms=10, ls="")
     handles += [plt.Line2D([], [], color="red", lw=2.2, label="e = 0: local minima (loss H(π))"),
                 plt.Line2D([], [], color="blue", lw=2.2, label="e = 0: local maxima in e"),
-                plt.Line2D([], [], color="orange", marker="^", ls="", label="saddle (0, -1/√2)")]
+                plt.Line2D([], [], color="orange", marker="^", ls="", label="saddle (w, e) = (-1/√2, 0)")]
     profiled = flows["profiled"]
     e0, w0 = profiled.start[:, 0], profiled.start[:, 1]
     predicted = predicted_basin(chain, e0, w0)
