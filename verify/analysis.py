@@ -110,8 +110,8 @@ def analyse_unigram(config: Config, theorem: str, scan: int = 0) -> Report:
         checks = C.model_checks(config)
     with stage("stationarity, spectrum, flatness along M_π, Lanczos"):
         spectrum, decided = C.spectrum_checks(point, expected)
-        checks += [*C.stationary_checks(point, chain.unigram_loss(), "H(pi)"), *spectrum,
-                   *C.flatness_check(point, config.seed)]
+        checks += [*C.stationary_checks(point, chain.unigram_loss(), "H(pi)", chain.entropy_rate(), "H_rate"),
+                   *spectrum, *C.flatness_check(point, config.seed)]
         if decided:
             checks += C.lanczos_check(point, expected)
     with stage(f"the prediction ({prediction.split(' (')[0]}) from the loss itself"):
@@ -156,18 +156,19 @@ def analyse_bigram(config: Config, theorem: str, scan: int = 0) -> Report:
     with stationarity, loss, PSD and the random-θ bound (the Gauss-Newton and reduced-model checks
     are the scalar model's)."""
     chain = config.source
+    rate, unigram = chain.entropy_rate(), chain.unigram_loss()  # θ_*'s loss, and the one to tell it from
     if config.onehot:
         with stage("θ_* of the one-hot model: exact loss, gradient, dense Hessian, spectrum"):
             point = measure(config, onehot_theta_star(chain, config.d, config.seq_len, tying=config.tying))
         with stage("model, stationarity, PSD, random θ"):
-            checks = [*C.model_checks(config), *C.stationary_checks(point, chain.entropy_rate(), "H_rate"),
+            checks = [*C.model_checks(config), *C.stationary_checks(point, rate, "H_rate", unigram, "H(pi)"),
                       *C.psd_check(point), *C.below_entropy_rate_check(config)]
         claims = ["MULTI-STATE", "MULTI-STATE-GLOBAL-MIN"]
     else:
         with stage("θ_*: exact loss, gradient, dense Hessian, spectrum"):
             point = measure(config, theta_star(chain, config.d, config.seq_len, tying=config.tying))
         with stage("model, stationarity, PSD, Gauss-Newton, random θ, reduced model"):
-            checks = [*C.model_checks(config), *C.stationary_checks(point, chain.entropy_rate(), "H_rate"),
+            checks = [*C.model_checks(config), *C.stationary_checks(point, rate, "H_rate", unigram, "H(pi)"),
                       *C.psd_check(point), *C.gauss_newton_check(point, chain), *C.below_entropy_rate_check(config),
                       *C.reduced_model_check(config, chain)]
         claims = ["MODEL", "GLOBAL-MIN", "REDUCED"]
@@ -202,7 +203,8 @@ def analyse_manifold(config: Config, theorem: str, params: Params, *, samples: i
         with stage("the point: exact loss, gradient, dense Hessian, spectrum"):
             point = measure(config, exact)
         with stage("model checks, block = dense Hessian, the class from the loss"):
-            checks = [*C.model_checks(config), *M.dense_checks(point, curvature, chain.unigram_loss())]
+            checks = [*C.model_checks(config),
+                      *M.dense_checks(point, curvature, chain.unigram_loss(), chain.entropy_rate())]
         if config.tying:
             with stage("special case W_O = W_1 = W_2 = 0 at two position spreads"):
                 checks += M.manifold_checks(config, chain)

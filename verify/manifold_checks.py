@@ -27,7 +27,7 @@ from numerics.markov import MarkovChain
 from numerics.transformer import Params, init_params
 from verify import checks as C
 from verify.cli import Config
-from verify.measure import TOLERANCE, MeasuredPoint, classify, measure
+from verify.measure import MeasuredPoint, classify, closed_form_rounding, measure
 from verify.report import Check
 
 #: Standard errors allowed between the Monte-Carlo block and the closed form, per entry.
@@ -64,8 +64,7 @@ def formula_block_check(point: MeasuredPoint, curvature: ManifoldCurvature, name
     rest = H.clone()
     rest[torch.tensor(idx)[:, None], torch.tensor(idx)[None, :]] = 0.0
     gap = max((H[idx][:, idx] - curvature.block.cpu().double()).abs().max().item(), rest.abs().max().item())
-    scale = max(1.0, curvature.block.abs().max().item())
-    tol = TOLERANCE[point.config.dtype][2] * scale + point.spectrum.hessian_error + curvature.error_bound
+    tol = point.spectrum.hessian_error + curvature.error_bound
     if curvature.reason.startswith(KINK):  # the Hessian depends on the side of the kink autodiff takes
         return Check(name, None, gap, 0.0, tol, curvature.reason)
     return Check(name, gap <= tol, gap, 0.0, tol,
@@ -78,7 +77,6 @@ def manifold_checks(config: Config, chain: MarkovChain) -> list[Check]:
     large spread.  At each, the (e, b) Schur complement must equal π0π1[Cov_n(p_n) + 2(p+q-1)I]
     and the full-space classification must follow the sign of its smallest eigenvalue."""
     checks = []
-    rtol = TOLERANCE[config.dtype][2]
     k = chain.pi[0] * chain.pi[1]
     for label, spread in (("small", 0.3), ("large", 3.0)):
         params = manifold_point(config, chain, pos_std=spread, weight_std=0.7, seed=config.seed + 3)
@@ -91,7 +89,10 @@ def manifold_checks(config: Config, chain: MarkovChain) -> list[Check]:
         cov = torch.cov(params["pos"].cpu().double().T, correction=0).reshape(d, d)
         expected = k * (cov + 2 * (chain.p + chain.q - 1) * torch.eye(d, dtype=torch.float64))
         gap = (schur - expected).abs().max().item()
-        tol = rtol * max(1.0, expected.abs().max().item()) + point.spectrum.hessian_error
+        # the Schur complement of the measured H moves by δH_ee + 2|H_eb| δH_eb / H_bb + H_eb² δH_bb / H_bb²
+        # with every δ at most the Hessian's error estimate; the closed form rounds as a d-term sum
+        ratio = H_eb.abs().max().item() / H_bb.item()
+        tol = point.spectrum.hessian_error * (1 + ratio) ** 2 + closed_form_rounding(expected.reshape(-1), d + 2)
         checks.append(Check(f"M_π Schur block = π0π1[Cov+2(p+q-1)I] ({label} spread)", gap <= tol, gap, 0.0, tol,
                             "Hessian in (e, b) at random pos, W_Q, W_K, W_V; W_O = W_1 = W_2 = 0"))
         lam = torch.linalg.eigvalsh(expected)[0].item()
@@ -116,22 +117,24 @@ def escape_vector(point: MeasuredPoint, curvature: ManifoldCurvature) -> Tensor:
     return flat
 
 
-def dense_checks(point: MeasuredPoint, curvature: ManifoldCurvature, unigram_loss: float) -> list[Check]:
+def dense_checks(point: MeasuredPoint, curvature: ManifoldCurvature, unigram_loss: float,
+                 entropy_rate: float) -> list[Check]:
     """Claim MANIFOLD at one point against the exact loss (N ≤ 12): stationary at H(π), the dense
     Hessian equal to the block with nothing outside it, the same nonzero spectrum and null space
     D - (d+1) (untied D - (2d+1)), flat along M_π, and the predicted class seen by the loss itself:
     descent along the escape direction for a saddle, no nearby descent for a local minimum."""
-    checks = [*C.stationary_checks(point, unigram_loss, "H(pi)"),
+    checks = [*C.stationary_checks(point, unigram_loss, "H(pi)", entropy_rate, "H_rate"),
               formula_block_check(point, curvature, "M_π block = dense Hessian"),
               *C.flatness_check(point, point.config.seed)]
     if curvature.reason.startswith(KINK):
         return checks
     expected = curvature.eigenvalues.tolist()
-    spectrum, decided = C.spectrum_checks(point, expected, reference="M_π formula")
+    spectrum, decided = C.spectrum_checks(point, expected, reference="M_π formula",
+                                          expected_error=curvature.error_bound)
     checks += spectrum
     if decided and curvature.classification == SADDLE_POINT:
         checks += C.saddle_check(point, expected[0], escape_vector(point, curvature),
-                                 name="descent along the escape direction")
+                                 name="descent along the escape direction", expected_error=curvature.error_bound)
     elif decided and curvature.classification == LOCAL_MINIMUM:
         checks += C.no_descent_check(point, expected[0])
     return checks

@@ -3,14 +3,14 @@
 A point is measured once (``measure``): its exact population loss, the gradient over all D
 parameters, the dense Hessian and its spectrum with an a-posteriori error estimate
 (``numerics.curvature.estimated_spectrum``; a float32 run is re-evaluated in float64 for it),
-and ``rounding``: an estimate of the rounding error of one loss evaluation, which every check
-that compares losses at nearby points uses as its resolution.  ``verify.checks`` turns these
+and ``rounding`` / ``grad_rounding``: estimates of the rounding error of one loss evaluation and of
+each gradient coordinate, scaled to the terms they sum (``numerics.rounding``), which the checks use
+as their resolution instead of any fixed tolerance.  ``verify.checks`` turns these
 measurements into per-claim checks.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,15 +28,13 @@ from numerics.curvature import (
     loss_gradient_hessian,
     unflatten,
 )
-from numerics.markov import num_prefixes
 from numerics.population import chain_loss
+from numerics.rounding import rounding_estimate
 from numerics.transformer import Params
 from verify.cli import Config
 
-#: (gradient, relative loss, relative eigenvalue) tolerances per dtype: what a comparison allows on
-#: top of the measured error estimates (spectrum, loss rounding), about 100 ulps of float32 and a
-#: margin of 1e-9 in float64 (where the estimates are tight).
-TOLERANCE = {"float64": (1e-10, 1e-12, 1e-9), "float32": (1e-4, 1e-5, 1e-5)}
+#: unit roundoff of the float64 closed forms
+FLOAT64_EPS = torch.finfo(torch.float64).eps
 
 
 def loss_of(config: Config) -> Callable[[Params], Tensor]:
@@ -44,15 +42,15 @@ def loss_of(config: Config) -> Callable[[Params], Tensor]:
     return lambda params: chain_loss(params, config.source, tying=config.tying)
 
 
-def loss_rounding(value: float, num_prefixes: int, dtype: torch.dtype) -> float:
-    """Estimated rounding error of one exact-loss evaluation: 16 ⌈log₂ P⌉ ε (|L| + 1).
+def closed_form_rounding(values: list[float] | Tensor, terms: int = 2) -> float:
+    """Estimated rounding of values computed in float64 from a closed form: 16 ``terms`` ε max|v|.
 
-    The loss is a probability-weighted sum of P positive terms (pairwise summation: error
-    ⌈log₂ P⌉ ε |L|), each the cross-entropy of a logit that is itself a sum of O(d) products
-    (error O(ε) per unit of logit; the +1 covers logits of order one).  The factor 16 is the
-    margin; ``tests/test_verify.py`` checks that it covers |L₃₂ - L₆₄| at random points.
+    The closed forms (θ_π's eigenvalues π0π1 and 2π0π1(p+q-1), H(π), the M_π formula's special
+    case, a k-state spectrum from an eigensolver) are sums of ``terms`` products of probabilities,
+    each no larger than the largest value, with a few roundings each; 16 is the margin.
     """
-    return 16 * math.ceil(math.log2(num_prefixes)) * torch.finfo(dtype).eps * (abs(value) + 1.0)
+    scale = max((abs(float(v)) for v in values), default=0.0)
+    return 16 * terms * FLOAT64_EPS * scale
 
 
 @dataclass
@@ -64,10 +62,15 @@ class MeasuredPoint:
     theta: Tensor
     layout: list
     value: float
-    grad_max: float
+    grad: Tensor  # (D,) ∇L(θ), float64 on the CPU
     hessian: Tensor  # D × D, float64 on the CPU
     spectrum: Spectrum
-    rounding: float  # estimated rounding error of one loss evaluation
+    rounding: float  # estimated rounding error of one loss evaluation (numerics.rounding)
+    grad_rounding: Tensor  # (D,) estimated rounding error of each coordinate of the gradient
+
+    @property
+    def grad_max(self) -> float:
+        return self.grad.abs().max().item()
 
     def losses_at(self, steps: Tensor, *, float64: bool = False) -> Tensor:
         """L(θ + s) - L(θ) for a batch of flat steps s (rows), as float64 on the CPU.
@@ -80,9 +83,8 @@ class MeasuredPoint:
         return loss(theta + steps.to(theta)).cpu().double() - base
 
     def float64_rounding(self) -> float:
-        """``rounding`` of a float64 evaluation of the loss at this point."""
-        prefixes = num_prefixes(self.config.source.k, self.params["pos"].shape[0])
-        return loss_rounding(self.value, prefixes, torch.float64)
+        """``rounding`` of a float64 evaluation of the loss at this point: the estimate is linear in ε."""
+        return self.rounding * FLOAT64_EPS / torch.finfo(self.theta.dtype).eps
 
     def loss_at(self, step: Tensor) -> float:
         """L(θ + step) for one flat step."""
@@ -98,6 +100,7 @@ class MeasuredPoint:
                 "hessian_eigenvalues_nonzero": s.nonzero().tolist(), "min_eigenvalue": s.min_eigenvalue,
                 "null_space_dim": s.null_space_dim, "D": s.values.numel(),
                 "eigenvalue_error_estimate": s.bounds.max().item(), "loss_rounding_estimate": self.rounding,
+                "gradient_rounding_estimate_max": self.grad_rounding.max().item(),
                 "lowest_eigenvector": self.blocks(s.vectors[:, 0])}
 
 
@@ -117,11 +120,10 @@ def measure(config: Config, exact: Params) -> MeasuredPoint:
     reference = None
     if config.torch_dtype != torch.float64:
         reference = hessian(loss, {k: v.to(config.device, torch.float64) for k, v in exact.items()}).cpu()
-    prefixes = num_prefixes(config.source.k, params["pos"].shape[0])
+    rounding = rounding_estimate(params, config.source, tying=config.tying, hessian=H)
     floor = max(1.0, theta.abs().max().item()) ** 2  # entries: sums of products of two logit derivatives
-    return MeasuredPoint(config, params, theta, layout, value, grad.abs().max().item(), H,
-                         estimated_spectrum(H, reference=reference, floor=floor),
-                         loss_rounding(value, prefixes, config.torch_dtype))
+    return MeasuredPoint(config, params, theta, layout, value, grad.cpu().double(), H,
+                         estimated_spectrum(H, reference=reference, floor=floor), rounding.loss, rounding.gradient)
 
 
 def classify(spectrum: Spectrum, normal_dim: int) -> str:
