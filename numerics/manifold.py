@@ -47,11 +47,23 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.func import grad, jvp
+from torch.func import grad, jacrev, jvp, vmap
 
 from numerics.markov import InvalidInputError, MarkovChain
 from numerics.population import expected_cross_entropy, memory_budget_bytes
-from numerics.transformer import BLOCK, Params, has_layer_norm, logits, num_layers
+from numerics.transformer import (
+    BLOCK,
+    Params,
+    attention,
+    attention_mask,
+    block,
+    feed_forward,
+    has_layer_norm,
+    head,
+    keys_values,
+    logits,
+    num_layers,
+)
 
 LOCAL_MINIMUM = "local minimum"
 SADDLE_POINT = "saddle point"
@@ -465,6 +477,150 @@ class SampledBlock:
     samples: int
     switches: int  # state changes x_i ≠ x_{i+1} seen over all sampled sequences
 
+    @property
+    def spread(self) -> Tensor:
+        """The per-sequence standard deviation of each entry (Bessel-corrected): stderr √samples."""
+        return self.stderr * math.sqrt(self.samples)
+
+    def merge(self, other: SampledBlock) -> SampledBlock:
+        """The estimate over both samples (independent draws), as if computed in one pass.
+
+        Pooled sums of squared deviations (Chan, Golub and LeVeque): M2 = M2_a + M2_b + δ² n_a n_b / n with
+        δ = mean_b - mean_a and M2 = (n - 1) spread², so no sum of squares cancels against a squared mean.
+        """
+        n_a, n_b = self.samples, other.samples
+        n = n_a + n_b
+        delta = other.mean - self.mean
+        squares = (n_a - 1) * self.spread**2 + (n_b - 1) * other.spread**2 + delta**2 * (n_a * n_b / n)
+        return SampledBlock(self.mean + delta * (n_b / n), torch.sqrt(squares / (n - 1) / n), n,
+                            self.switches + other.switches)
+
+
+def normal_coordinates(params: Params, tying: bool) -> Tensor:
+    """The normal coordinates c of a point as one vector: (e, b) tied, (e, a, b) untied (the block's order)."""
+    return torch.cat([params[name].detach().reshape(-1) for name in (("e", "b") if tying else ("e", "a", "b"))])
+
+
+def with_coordinates(params: Params, c: Tensor, tying: bool) -> Params:
+    """``params`` with e, (a,) b read from c (``normal_coordinates``'s order); c may be (B, m), one copy per
+    sequence: then e and a become (B, 1, d) and b (B, 1), the shapes ``embed`` and ``head`` accept."""
+    d = params["e"].numel()
+    if c.dim() == 1:
+        parts = {"e": c[:d], "a": c[d : 2 * d], "b": c[-1]}
+    else:
+        parts = {"e": c[:, None, :d], "a": c[:, None, d : 2 * d], "b": c[:, -1:]}
+    return params | {name: value for name, value in parts.items() if name != "a" or not tying}
+
+
+def _per_copy_hessians(total: Callable[[Tensor], Tensor], copies: Tensor) -> Tensor:
+    """(B, m, m): the Hessian of each term L_s at its own point, for total(c) = Σ_s L_s(c_s) with c (B, m).
+
+    The terms share no coordinates, so the gradient of the sum with respect to copy s is ∇L_s alone, and one
+    forward-over-reverse product along e_j (every copy moved together) gives column j of every term's
+    Hessian: m passes over the whole batch.
+    """
+    def column(j: int) -> Tensor:
+        return jvp(grad(total), (copies,), (torch.zeros_like(copies).index_fill_(1, torch.tensor([j]), 1.0),))[1]
+
+    return torch.stack([column(j) for j in range(copies.shape[1])], dim=-1)
+
+
+def sequence_hessians_reference(params: Params, chain: MarkovChain, x: Tensor, *, tying: bool) -> Tensor:
+    """(B, m, m): h(x) of ``sequence_hessians`` for each row of x (B, N) through the whole forward pass.
+
+    ``_per_copy_hessians`` of the loss of ``numerics.transformer.logits``: m passes of the full model
+    over all B sequences, O(m B N² d) work.  Nothing is linearised: the reference the batched route is
+    tested and benchmarked against.
+    """
+    fixed = {k: v.detach() for k, v in params.items()}
+    start = normal_coordinates(params, tying)
+    p_one, p_zero = chain.next_probabilities(x)
+
+    def total(c: Tensor) -> Tensor:
+        ell = logits(with_coordinates(fixed, c, tying), x, tying=tying)
+        return expected_cross_entropy(ell, p_one, p_zero).mean(dim=1).sum()
+
+    return _per_copy_hessians(total, start.expand(x.shape[0], start.numel()).clone())
+
+
+def _block_rows(params: Params, h: Tensor, rows: Tensor, mask: Tensor) -> Tensor:
+    """z_n for the positions ``rows`` of the one-layer block at states h (N, d): ``numerics.transformer.block``
+    with only those rows as queries (y = h + attention over every key ``mask`` shows, z = y + feed-forward).
+
+    A row's output depends on all N states through its keys and values, so its Jacobian costs one pass of
+    O(N d²); the whole block's would cost O(N² d) per row.
+    """
+    key, value = keys_values(params, 0, h)
+    y = h[rows] + attention(params, 0, h[rows], key, value, mask[rows])
+    return y + feed_forward(params, 0, y)
+
+
+def block_jacobian(params: Params, rows: Tensor) -> Tensor:
+    """K[n, :, i, :] = ∂z_n/∂x̃_i at x̃ = pos for n in ``rows`` and every i: (len(rows), d, N, d).
+
+    Reverse-mode autograd of the model's own attention and feed-forward (``_block_rows``), one row at a time
+    under ``vmap``; the mask is the model's ``attention_mask``, so whatever it lets a row see enters K.
+    """
+    pos = params["pos"].detach()
+    mask = attention_mask(pos.shape[0], device=pos.device)
+    weights = {name: params[name].detach() for name in BLOCK}
+    return vmap(lambda n: jacrev(lambda h: _block_rows(weights, h, n[None], mask)[0])(pos))(rows)
+
+
+def _row_chunks(seq_len: int, batch: int, d: int, element_bytes: int, budget: int) -> list[Tensor]:
+    """Positions in chunks of at most 64 (progress, and the vmap's width), fewer where K's rows (d N d each)
+    and the per-sequence products (B d² each) of a chunk would pass a quarter of ``budget`` bytes."""
+    per_row = (3 * d * seq_len * d + 2 * batch * d * d) * element_bytes
+    size = int(min(64, max(1, budget // (4 * per_row))))
+    return list(torch.arange(seq_len).split(size))
+
+
+def sequence_hessians(
+    params: Params, chain: MarkovChain, x: Tensor, *, tying: bool,
+    progress: Callable[[Iterable], Iterable] = iter,
+) -> Tensor:
+    """(B, m, m): for each row of x (B, N) the Hessian in the normal coordinates c of
+        L_x(c) = (1/N) Σ_n [softplus(ℓ_n) - P(x_{n+1} = 1 | x_n) ℓ_n],   c = (e, b) tied, (e, a, b) untied.
+
+    On M_π the embedding x̃_i = x_i e + pos_i equals pos whatever x, so the block's output z and its Jacobian
+    K_{n,i} = ∂z_n/∂x̃_i are the same for every sequence (``block_jacobian``, by autograd), and moving e by δ
+    moves z_n by M_n(x) δ, M_n(x) = Σ_i x_i K_{n,i}: one (B × N)(N × N d²) product for all sequences.  The
+    head's weight vector (e tied, a untied) is 0 on M_π, so the block's second derivative meets a zero and
+    the Hessian of L_x at c equals that of L_x with z replaced by its linearisation z(pos) + M(x) δe; that
+    Hessian is taken by autograd through the model's ``head`` and the cross-entropy, per sequence under vmap.
+    Cost O(N² d² (d + B)), memory bounded by ``memory_budget_bytes`` (chunks of positions); ``progress``
+    wraps the chunks.
+    """
+    c0 = normal_coordinates(params, tying)
+    fixed = {k: v.detach() for k, v in params.items()}
+    seq_len, d = fixed["pos"].shape
+    z0 = block(fixed, 0, fixed["pos"], attention_mask(seq_len, device=c0.device))
+    p_one, p_zero = chain.next_probabilities(x)
+    copies = c0.expand(x.shape[0], c0.numel()).clone()
+
+    def chunk_loss(rows: Tensor, moved: Tensor) -> Callable[[Tensor], Tensor]:
+        """c ↦ Σ_s (sequence s's share of L_x from the positions ``rows``), z linearised in e."""
+        def loss(c: Tensor) -> Tensor:
+            point = with_coordinates(fixed, c, tying)
+            z = z0[rows] + (moved * (point["e"] - c0[:d])[:, :, None, :]).sum(dim=-1)
+            ell = head(point, z, tying=tying)
+            return expected_cross_entropy(ell, p_one[:, rows], p_zero[:, rows]).sum() / seq_len
+        return loss
+
+    total = torch.zeros(x.shape[0], c0.numel(), c0.numel(), dtype=c0.dtype, device=c0.device)
+    chunks = _row_chunks(seq_len, x.shape[0], d, c0.element_size(), memory_budget_bytes(c0.device))
+    for rows in progress(chunks):
+        K = block_jacobian(fixed, rows.to(c0.device))  # (R, d, N, d)
+        moved = (x @ K.permute(2, 0, 1, 3).reshape(seq_len, -1)).reshape(x.shape[0], len(rows), d, d)
+        total += _per_copy_hessians(chunk_loss(rows, moved), copies)
+    return total
+
+
+def sampling_bytes(seq_len: int, size: int, element_bytes: int) -> int:
+    """Memory one sampled sequence holds in ``sampled_block``: its symbols, probabilities, Hessian, and share
+    of a chunk's products (at most 64 positions × d² ≤ size²)."""
+    return (3 * seq_len + 66 * size * size) * element_bytes
+
 
 def sampled_block(
     params: Params, p: float, q: float, *, tying: bool, samples: int, seed: int,
@@ -472,46 +628,20 @@ def sampled_block(
 ) -> SampledBlock:
     """Unbiased Monte-Carlo estimate of the normal block at a point of M_π, for any N (``MANIFOLD``).
 
-    For a sequence x_1..x_{N+1} of the stationary chain let
-        h(x) = ∇²_c (1/N) Σ_n [softplus(ℓ_n) - P(x_{n+1} = 1 | x_n) ℓ_n],   c = (e, b) tied, (e, a, b) untied,
-    the Hessian of the per-sequence loss in the normal coordinates, from the full model's forward pass
-    (``numerics.transformer.logits``) and autodiff, nothing of the closed form.  The loss is linear in
-    x_{n+1}, so replacing x_{n+1} by its conditional mean leaves the expectation unchanged (tower rule)
-    and lowers the variance: E[h(x)] is exactly the population block.  Returns the mean over
-    ``samples`` sequences (seeded) and its standard error std/√samples, entrywise.  Independent of the
-    closed form: a check of one against the other can fail.  Sequences go through in batches
-    sized to half the memory budget (about 64 N² numbers per sequence); ``progress`` wraps the batches.
+    For ``samples`` stationary sequences x_1..x_N (seeded) the per-sequence Hessians h(x) of
+    ``sequence_hessians``: the model's forward pass and autograd, nothing of the closed form.  The loss is
+    linear in x_{n+1}, so replacing x_{n+1} by its conditional mean P(1 | x_n) leaves the expectation
+    unchanged (tower rule) and lowers the variance: E[h(x)] is exactly the population block.  Returns the
+    mean and its standard error std/√samples, entrywise.  Independent of the closed form: a check of one
+    against the other can fail.  ``progress`` wraps the chunks of positions.
     """
     chain = MarkovChain(p, q)
     _check_architecture(params, tying)
     _check_on_manifold(params, chain.p, chain.q, tying)
-    names = ("e", "b") if tying else ("e", "a", "b")
-    fixed = {k: v.detach() for k, v in params.items() if k not in names}
-    start = torch.cat([params[name].detach().reshape(-1) for name in names])
-    d, size = params["e"].numel(), start.numel()
-    seq_len = params["pos"].shape[0]
-
-    def hessians(x: Tensor) -> Tensor:
-        """(S, size, size): h(x) for each sequence, one forward-over-reverse pass per coordinate."""
-        def total(c: Tensor) -> Tensor:  # c (S, size): one copy of the coordinates per sequence
-            parts = {"e": c[:, None, :d], "b": c[:, -1:]} | ({} if tying else {"a": c[:, None, d : 2 * d]})
-            ell = logits(fixed | parts, x[:, :-1], tying=tying)
-            return expected_cross_entropy(ell, chain.next_one_probability(x[:, :-1])).mean(dim=1).sum()
-
-        copies = start.expand(x.shape[0], size).clone()
-        # sequences do not share coordinates, so ∂/∂c_s of Σ_s' L_s' is ∇L_s and its jvp along e_j
-        # (every copy moved together) is column j of each sequence's own Hessian
-        columns = [jvp(grad(total), (copies,), (torch.zeros_like(copies).index_fill_(1, torch.tensor([j]), 1.0),))[1]
-                   for j in range(size)]
-        return torch.stack(columns, dim=-1)
-
-    per_sequence = 64 * (seq_len**2 + seq_len * 8 * d) * start.element_size()
-    batch = int(min(256, max(1, memory_budget_bytes(start.device) // (2 * per_sequence))))
-    draws, switches = [], 0
-    for first in progress(range(0, samples, batch)):
-        x = chain.sample(min(batch, samples - first), seq_len + 1, seed=seed + first, device=start.device,
-                         dtype=start.dtype)
-        switches += int((x[:, 1:] != x[:, :-1]).sum())
-        draws.append(hessians(x).double().cpu())
-    h = torch.cat(draws)
+    if samples < 2:
+        raise InvalidInputError(f"a standard error needs at least 2 sampled sequences, got {samples}")
+    c0 = normal_coordinates(params, tying)
+    x = chain.sample(samples, params["pos"].shape[0], seed=seed, device=c0.device, dtype=c0.dtype)
+    h = sequence_hessians(params, chain, x, tying=tying, progress=progress).double().cpu()
+    switches = int((x[:, 1:] != x[:, :-1]).sum())
     return SampledBlock(h.mean(dim=0), h.std(dim=0) / math.sqrt(samples), samples, switches)

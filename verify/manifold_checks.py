@@ -12,6 +12,10 @@ in the model: the closed form carries its own 1/√d and causal sums.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
@@ -22,8 +26,11 @@ from numerics.manifold import (
     SADDLE_POINT,
     ManifoldCurvature,
     SampledBlock,
+    sampled_block,
+    sampling_bytes,
 )
 from numerics.markov import MarkovChain
+from numerics.population import memory_budget_bytes
 from numerics.transformer import Params, init_params
 from verify import checks as C
 from verify.cli import Config
@@ -35,6 +42,12 @@ STANDARD_ERRORS = 4.0
 #: Fewest state changes in the sample for its standard errors to mean anything: a chain that
 #: almost never switches (p or q ~ 1e-6) gives identical sequences, a zero spread and no estimate.
 MIN_SWITCHES = 30
+#: Sequences of the pilot sample that measures the per-sequence spread before the sample size is chosen
+#: (the spread's relative error is about 1/√(2 · 100) = 7 %, which the factor 2 of ``sample_size`` covers).
+PILOT_SAMPLES = 100
+#: Work the automatic sample may take, in position-coordinate products (N m d² per sequence): about 30 s
+#: of per-sequence Hessians on 2 busy CPU cores (measured 8.8e-8 s per product at N = 1024, d = 4).
+WORK_BUDGET = 300_000_000
 
 
 def manifold_point(config: Config, chain: MarkovChain, *, pos_std: float, weight_std: float, seed: int,
@@ -160,14 +173,15 @@ def sampled_block_check(curvature: ManifoldCurvature, sampled: SampledBlock) -> 
     return Check("M_π block = Monte-Carlo Hessian", z <= STANDARD_ERRORS, z, 0.0, STANDARD_ERRORS, detail)
 
 
-def sampled_class_check(curvature: ManifoldCurvature, sampled: SampledBlock) -> Check:
+def sampled_class_check(curvature: ManifoldCurvature, sampled: SampledBlock, size: SampleSize | None = None) -> Check:
     """The class of the point read off the Monte-Carlo block alone equals the closed form's.
 
     By Weyl each eigenvalue of the mean lies within ‖mean - block‖₂ of the block's; entrywise
     |mean - block| ≤ 4 standard errors, and the spectral norm of a matrix is at most that of any
     nonnegative matrix bounding it entrywise, so the shift is at most 4‖stderr‖₂.  The sampled
-    class is decided only beyond that bound; a closed form that is undecided, or a sample that
-    cannot decide, leaves the check undecided (the verdict is then inconclusive).
+    class is decided only beyond that bound; a closed form that is undecided, a sample that
+    cannot decide, or an automatic ``size`` cut short by its budget leaves the check undecided (the
+    verdict is then inconclusive).
     """
     found = torch.linalg.eigvalsh(sampled.mean)
     bound = STANDARD_ERRORS * torch.linalg.matrix_norm(sampled.stderr, ord=2).item() + curvature.error_bound
@@ -177,8 +191,93 @@ def sampled_class_check(curvature: ManifoldCurvature, sampled: SampledBlock) -> 
     if curvature.classification not in (LOCAL_MINIMUM, SADDLE_POINT):
         return Check("M_π class = Monte-Carlo class", None, sampled_class, curvature.classification, bound,
                      f"{detail}; the closed form cannot decide: {curvature.reason}", comparison="m = e")
+    if size is not None and size.capped:
+        return Check("M_π class = Monte-Carlo class", None, sampled_class, curvature.classification, bound,
+                     f"{detail}; {size.reason}", comparison="m = e")
     if sampled_class == "undecided" or sampled.switches < MIN_SWITCHES:
         return Check("M_π class = Monte-Carlo class", None, sampled_class, curvature.classification, bound,
                      f"{detail}; the sample cannot decide", comparison="m = e")
     return Check("M_π class = Monte-Carlo class", sampled_class == curvature.classification, sampled_class,
                  curvature.classification, bound, detail, comparison="m = e")
+
+
+@dataclass(frozen=True)
+class SampleSize:
+    """How many sequences the Monte-Carlo route drew and why (the report's ``numeric.sample_size``).
+
+    ``rule``: "--samples" (forced), "pilot spread" (enough for the class check, within the cap) or "pilot
+    only" (no size can decide: the closed form is undecided).  ``needed``: the size the class check needs by
+    the pilot's spread (None where none can do); ``cap``: the budget's largest size (None when forced).
+    """
+
+    samples: int
+    rule: str
+    reason: str
+    pilot: int | None = None
+    spread_norm: float | None = None
+    needed: int | None = None
+    cap: int | None = None
+
+    @property
+    def capped(self) -> bool:
+        """Did the budget cut the sample below what the class check needs?"""
+        return self.needed is not None and self.cap is not None and self.needed > self.cap
+
+
+def memory_cap(seq_len: int, d: int, tying: bool, device: torch.device) -> int:
+    """The most sequences one Monte-Carlo pass holds within a quarter of the memory budget
+    (``numerics.manifold.sampling_bytes``): more is refused, even when asked for by --samples."""
+    size = d + 1 if tying else 2 * d + 1
+    return int(memory_budget_bytes(device) // (4 * sampling_bytes(seq_len, size, 8)))
+
+
+def sample_cap(seq_len: int, d: int, tying: bool, device: torch.device) -> int:
+    """The most sequences the automatic sample may draw: ``WORK_BUDGET`` position-coordinate products
+    (N m d² per sequence, m = d + 1 tied, 2d + 1 untied) and ``memory_cap``, never below the pilot."""
+    size = d + 1 if tying else 2 * d + 1
+    work = WORK_BUDGET // (seq_len * size * d * d)
+    return int(max(PILOT_SAMPLES, min(work, memory_cap(seq_len, d, tying, device))))
+
+
+def sample_size(curvature: ManifoldCurvature, pilot: SampledBlock, cap: int) -> SampleSize:
+    """The sample the class check needs, from the pilot's per-sequence spread σ (entrywise, so ‖σ‖₂ its
+    spectral norm): ``sampled_class_check`` decides when |λ_min of the mean| exceeds 4‖σ‖₂/√S + the error
+    bound ε; asking 4‖σ‖₂/√S ≤ (|λ_min| - ε)/2 puts that bound halfway between ε and |λ_min|, so a mean
+    within about one standard error of λ_min clears it.  Hence S ≥ (8‖σ‖₂ / (|λ_min| - ε))², rounded up
+    to whole pilots and at least one, at most ``cap``; beyond the cap the class check stays undecided."""
+    spread = torch.linalg.matrix_norm(pilot.spread, ord=2).item()
+    common = {"pilot": pilot.samples, "spread_norm": spread, "cap": cap}
+    if curvature.classification not in (LOCAL_MINIMUM, SADDLE_POINT):
+        return SampleSize(pilot.samples, "pilot only", "the closed form is undecided: no sample size decides the "
+                          "class, the pilot serves the block check", **common)
+    gap = abs(curvature.min_eigenvalue) - curvature.error_bound
+    needed = math.ceil((2 * STANDARD_ERRORS * spread / gap) ** 2)
+    chosen = pilot.samples * max(1, math.ceil(needed / pilot.samples))
+    if chosen > cap:
+        return SampleSize(cap, "pilot spread", f"the class check needs about {needed} sequences (4 standard errors "
+                          f"below (|λ_min| - ε)/2 = {gap / 2:.3g}), above the budget of {cap}: rerun with "
+                          f"--samples {needed}", needed=needed, **common)
+    return SampleSize(chosen, "pilot spread", f"{needed} sequences put 4 standard errors of λ_min below "
+                      f"(|λ_min| - ε)/2 = {gap / 2:.3g} (per-sequence spread ‖σ‖₂ = {spread:.3g} from "
+                      f"{pilot.samples} pilot sequences)", needed=needed, **common)
+
+
+def monte_carlo_block(params: Params, chain: MarkovChain, curvature: ManifoldCurvature, *, tying: bool,
+                      samples: int | None, seed: int,
+                      progress: Callable[[Iterable, str], Iterable] = lambda chunks, _: chunks,
+                      ) -> tuple[SampledBlock, SampleSize]:
+    """The Monte-Carlo block (``numerics.manifold.sampled_block``) of ``samples`` sequences, or, when None,
+    of the size ``sample_size`` picks from a pilot of ``PILOT_SAMPLES`` (which the sample then includes; the
+    rest drawn with seed + 1).  ``progress(chunks, label)`` wraps each pass over the positions."""
+    def draw(count: int, seed: int, label: str) -> SampledBlock:
+        return sampled_block(params, chain.p, chain.q, tying=tying, samples=count, seed=seed,
+                             progress=lambda chunks: progress(chunks, label))
+
+    if samples is not None:
+        return draw(samples, seed, "sampling"), SampleSize(samples, "--samples", "set by --samples")
+    pilot = draw(PILOT_SAMPLES, seed, "pilot")
+    seq_len, d = params["pos"].shape
+    size = sample_size(curvature, pilot, sample_cap(seq_len, d, tying, params["pos"].device))
+    if size.samples == pilot.samples:
+        return pilot, size
+    return pilot.merge(draw(size.samples - pilot.samples, seed + 1, "sampling")), size

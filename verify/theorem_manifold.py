@@ -11,8 +11,9 @@ classifies it by the closed form and checks the closed form against what does no
 derivation.  N ≤ 12: the dense autograd Hessian of the exact loss over all D parameters (block,
 spectrum, null space D - (d+1), flatness along M_π, descent along the escape direction of a
 saddle, no nearby descent at a local minimum).  N > 12: an unbiased Monte-Carlo mean of
-per-sequence Hessians of the normal block (--samples sequences; agreement within 4 standard
-errors).  --atlas instead maps the fraction of local minima over p + q and the weight scale.
+per-sequence Hessians of the normal block (agreement within 4 standard errors), over as many
+sequences as the class check needs by a pilot's spread, within a budget, or --samples K.
+--atlas instead maps the fraction of local minima over p + q and the weight scale.
 
 Exit code 0: every check agrees with the closed form; 1: some check disagrees; 2: bad input;
 3: inconclusive (e.g. an eigenvalue of the block within its error bound of 0).
@@ -42,7 +43,7 @@ from verify.cli import (
     show_stages,
     write_latex,
 )
-from verify.manifold_checks import manifold_point
+from verify.manifold_checks import PILOT_SAMPLES, manifold_point, memory_cap
 from verify.report import Report
 
 THEOREM = "theorem_manifold"
@@ -53,7 +54,6 @@ MAX_SEQ_LEN = 4096
 MIN_SAMPLES = 30
 MAX_STD = 100.0  # beyond, the forward pass overflows long before any curvature is meaningful
 DEFAULT_STD = 0.8
-DEFAULT_SAMPLES = 2000
 #: flags whose value a checkpoint fixes
 FROM_CHECKPOINT = ("--d", "--seq-len", "--tying", "--no-tying", "--weight-std", "--pos-std")
 
@@ -67,8 +67,11 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--checkpoint", metavar="FILE",
                     help="classify a saved parameter dict (torch.save of {name: tensor}, the names of "
                          "numerics.transformer) instead of a random point; d, N and tying come from it")
-    ap.add_argument("--samples", type=int, default=DEFAULT_SAMPLES,
-                    help="sequences of the Monte-Carlo check when N > 12 (default: %(default)s)")
+    ap.add_argument("--samples", type=int, default=None, metavar="K",
+                    help=f"sequences of the Monte-Carlo check when N > 12 (at least {MIN_SAMPLES}; default: "
+                         f"{PILOT_SAMPLES} pilot sequences measure the per-sequence spread, then as many as put 4 "
+                         "standard errors of λ_min below half its distance from 0, within a budget of about 30 s; "
+                         "the chosen size and why are in the JSON's numeric.sample_size)")
     ap.add_argument("--atlas", action="store_true",
                     help="map the fraction of local minima over p + q (p = q) × weight scale instead")
     ap.add_argument("--atlas-points", type=int, default=16, metavar="K",
@@ -119,7 +122,7 @@ def load_checkpoint(path: str) -> Params:
 
 def _config(args: argparse.Namespace, argv: list[str]) -> tuple[Config, Params | None]:
     """Validated inputs and the checkpoint's parameters (None for a random point)."""
-    if args.samples < MIN_SAMPLES:
+    if args.samples is not None and args.samples < MIN_SAMPLES:
         raise InvalidInputError(f"--samples {args.samples}: at least {MIN_SAMPLES} (a mean and its standard error "
                                 "need that many)")
     if args.atlas_points < 1:
@@ -130,21 +133,29 @@ def _config(args: argparse.Namespace, argv: list[str]) -> tuple[Config, Params |
     if args.checkpoint is None:
         if not (0 <= args.weight_std <= MAX_STD and 0 <= args.pos_std <= MAX_STD):
             raise InvalidInputError(f"--weight-std and --pos-std must be in [0, {MAX_STD:g}]")
-        return _monte_carlo_dtype(config_from(args, max_seq_len=MAX_SEQ_LEN)), None
+        return _monte_carlo_inputs(config_from(args, max_seq_len=MAX_SEQ_LEN), args.samples), None
     given = given_flags(argv, FROM_CHECKPOINT)
     if given or args.atlas:
         raise InvalidInputError(f"{', '.join(given) or '--atlas'} cannot be combined with --checkpoint "
                                 "(the checkpoint fixes d, N and tying)")
     params = load_checkpoint(args.checkpoint)
     shape = dict(d=params["e"].numel(), seq_len=params["pos"].shape[0], tying="a" not in params)
-    return _monte_carlo_dtype(config_from(argparse.Namespace(**(vars(args) | shape)), max_seq_len=MAX_SEQ_LEN)), params
+    config = config_from(argparse.Namespace(**(vars(args) | shape)), max_seq_len=MAX_SEQ_LEN)
+    return _monte_carlo_inputs(config, args.samples), params
 
 
-def _monte_carlo_dtype(config: Config) -> Config:
-    """The Monte-Carlo route computes in float64: refuse a --dtype it would not honour."""
-    if config.seq_len > DENSE_MANIFOLD_SEQ_LEN and config.dtype != "float64":
+def _monte_carlo_inputs(config: Config, samples: int | None) -> Config:
+    """The Monte-Carlo route computes in float64 (refuse a --dtype it would not honour) and holds all its
+    sequences at once (refuse a --samples beyond the memory budget)."""
+    if config.seq_len <= DENSE_MANIFOLD_SEQ_LEN:
+        return config
+    if config.dtype != "float64":
         raise InvalidInputError(f"--dtype {config.dtype} applies to the dense route (N <= {DENSE_MANIFOLD_SEQ_LEN}); "
                                 "the Monte-Carlo route runs in float64")
+    most = memory_cap(config.seq_len, config.d, config.tying, torch.device(config.device))
+    if samples is not None and samples > most:
+        raise InvalidInputError(f"--samples {samples} does not fit in memory at N={config.seq_len}, d={config.d}; "
+                                f"use --samples <= {most}")
     return config
 
 
@@ -178,7 +189,7 @@ def analyse_default(config: Config, theorem: str = THEOREM, scan: int = 0) -> Re
     chain = MarkovChain(config.p, config.q)
     params = manifold_point(config, chain, pos_std=DEFAULT_STD, weight_std=DEFAULT_STD, seed=config.seed,
                             all_weights=True)
-    return analyse_manifold(config, theorem, params, samples=DEFAULT_SAMPLES, seed=config.seed)
+    return analyse_manifold(config, theorem, params, samples=None, seed=config.seed)
 
 
 def run(argv: list[str] | None = None) -> int:
