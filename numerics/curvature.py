@@ -41,7 +41,7 @@ import torch
 from torch import Tensor
 
 from numerics.markov import MarkovChain, prefix_tree
-from numerics.population import check_enumeration_fits
+from numerics.population import check_enumeration_fits, enumeration_bytes
 from numerics.transformer import Params, prefix_logits
 
 
@@ -86,18 +86,30 @@ def _gradient_graph(loss: Callable[[Params], Tensor], params: Params, *,
     return theta, value, grad_theta
 
 
+#: memory for the intermediates of one batched backward pass of ``loss_gradient_hessian`` on the CPU: its
+#: tensors then stay under glibc's 32 MB mmap ceiling, so freed blocks are reused instead of mapped and
+#: faulted in afresh (fastest measured at d=4, N=8, 10, 12: batches of about 64, 16 and 4 rows)
+_ROW_BATCH_BYTES = 64 * 2**20
+
+
 def loss_gradient_hessian(loss: Callable[[Params], Tensor], params: Params) -> tuple[float, Tensor, Tensor]:
     """L(θ), ∇L(θ) and the dense D × D ∇²L(θ) from one recorded forward and gradient graph.
 
     Row i of the Hessian is ∂(∇L)/∂θ · e_i, a backward pass through the recorded gradient graph,
     vectorised over the D basis vectors (``is_grads_batched``, i.e. vmap).  Same numbers as
     ``torch.func.hessian`` (forward over reverse) to rounding, without its one-off tracing cost of
-    about 1.5 s per process.
+    about 1.5 s per process.  On the CPU the rows go in batches whose intermediates fit in
+    ``_ROW_BATCH_BYTES``: one batch of all D rows allocates GBs of fresh pages per call, and their
+    page faults cost as much CPU as the arithmetic (d=4, N=10: 1.35 s of CPU, 0.65 s of it in the
+    kernel, against 0.67 s in batches of 18 rows; benchmarks/hessian.py).
     """
     check_enumeration_fits(params, "exact", copies=sum(v.numel() for v in params.values()))
     theta, value, grad_theta = _gradient_graph(loss, params)
     basis = torch.eye(theta.numel(), dtype=theta.dtype, device=theta.device)
-    (rows,) = torch.autograd.grad(grad_theta, theta, basis, is_grads_batched=True)
+    # CUDA's caching allocator reuses its blocks, so the GPU keeps one batch (fewest launches)
+    size = theta.numel() if theta.is_cuda else max(1, _ROW_BATCH_BYTES // enumeration_bytes(params, "exact"))
+    rows = torch.cat([torch.autograd.grad(grad_theta, theta, batch, is_grads_batched=True, retain_graph=True)[0]
+                      for batch in basis.split(size)])
     return value.item(), grad_theta.detach(), rows.detach()
 
 
