@@ -49,21 +49,12 @@ import torch
 from torch import Tensor
 from torch.func import grad, jacrev, jvp, vmap
 
+# the Monte-Carlo route calls the model's functions through the module, so that whatever the model
+# computes (a corrupted one in the mutation tests too) is what the estimator measures
+from numerics import transformer as model
 from numerics.markov import InvalidInputError, MarkovChain
 from numerics.population import expected_cross_entropy, memory_budget_bytes
-from numerics.transformer import (
-    BLOCK,
-    Params,
-    attention,
-    attention_mask,
-    block,
-    feed_forward,
-    has_layer_norm,
-    head,
-    keys_values,
-    logits,
-    num_layers,
-)
+from numerics.transformer import BLOCK, Params, has_layer_norm, num_layers
 
 LOCAL_MINIMUM = "local minimum"
 SADDLE_POINT = "saddle point"
@@ -537,7 +528,7 @@ def sequence_hessians_reference(params: Params, chain: MarkovChain, x: Tensor, *
     p_one, p_zero = chain.next_probabilities(x)
 
     def total(c: Tensor) -> Tensor:
-        ell = logits(with_coordinates(fixed, c, tying), x, tying=tying)
+        ell = model.logits(with_coordinates(fixed, c, tying), x, tying=tying)
         return expected_cross_entropy(ell, p_one, p_zero).mean(dim=1).sum()
 
     return _per_copy_hessians(total, start.expand(x.shape[0], start.numel()).clone())
@@ -547,12 +538,12 @@ def _block_rows(params: Params, h: Tensor, rows: Tensor, mask: Tensor) -> Tensor
     """z_n for the positions ``rows`` of the one-layer block at states h (N, d): ``numerics.transformer.block``
     with only those rows as queries (y = h + attention over every key ``mask`` shows, z = y + feed-forward).
 
-    A row's output depends on all N states through its keys and values, so its Jacobian costs one pass of
-    O(N d²); the whole block's would cost O(N² d) per row.
+    A row's output depends on all N states through its keys and values, so each of the d reverse passes of
+    its Jacobian costs O(N d²), where a reverse pass through the whole block costs O(N² d).
     """
-    key, value = keys_values(params, 0, h)
-    y = h[rows] + attention(params, 0, h[rows], key, value, mask[rows])
-    return y + feed_forward(params, 0, y)
+    key, value = model.keys_values(params, 0, h)
+    y = h[rows] + model.attention(params, 0, h[rows], key, value, mask[rows])
+    return y + model.feed_forward(params, 0, y)
 
 
 def block_jacobian(params: Params, rows: Tensor) -> Tensor:
@@ -562,15 +553,16 @@ def block_jacobian(params: Params, rows: Tensor) -> Tensor:
     under ``vmap``; the mask is the model's ``attention_mask``, so whatever it lets a row see enters K.
     """
     pos = params["pos"].detach()
-    mask = attention_mask(pos.shape[0], device=pos.device)
+    mask = model.attention_mask(pos.shape[0], device=pos.device)
     weights = {name: params[name].detach() for name in BLOCK}
     return vmap(lambda n: jacrev(lambda h: _block_rows(weights, h, n[None], mask)[0])(pos))(rows)
 
 
 def _row_chunks(seq_len: int, batch: int, d: int, element_bytes: int, budget: int) -> list[Tensor]:
-    """Positions in chunks of at most 64 (progress, and the vmap's width), fewer where K's rows (d N d each)
-    and the per-sequence products (B d² each) of a chunk would pass a quarter of ``budget`` bytes."""
-    per_row = (3 * d * seq_len * d + 2 * batch * d * d) * element_bytes
+    """Positions in chunks of at most 64 (progress, and the vmap's width), fewer where K's rows (d N d each,
+    about 3 copies with the reverse passes) and the per-sequence products with their derivatives (about
+    6 B d²) of a chunk would pass a quarter of ``budget`` bytes."""
+    per_row = (3 * d * seq_len * d + 6 * batch * d * d) * element_bytes
     size = int(min(64, max(1, budget // (4 * per_row))))
     return list(torch.arange(seq_len).split(size))
 
@@ -587,14 +579,14 @@ def sequence_hessians(
     moves z_n by M_n(x) δ, M_n(x) = Σ_i x_i K_{n,i}: one (B × N)(N × N d²) product for all sequences.  The
     head's weight vector (e tied, a untied) is 0 on M_π, so the block's second derivative meets a zero and
     the Hessian of L_x at c equals that of L_x with z replaced by its linearisation z(pos) + M(x) δe; that
-    Hessian is taken by autograd through the model's ``head`` and the cross-entropy, per sequence under vmap.
-    Cost O(N² d² (d + B)), memory bounded by ``memory_budget_bytes`` (chunks of positions); ``progress``
-    wraps the chunks.
+    Hessian is taken by autograd through the model's ``head`` and the cross-entropy, for all sequences at
+    once (``_per_copy_hessians``).  Cost O(N² d² (d + B) + m B N d²), memory bounded by
+    ``memory_budget_bytes`` (chunks of positions); ``progress`` wraps the chunks.
     """
     c0 = normal_coordinates(params, tying)
     fixed = {k: v.detach() for k, v in params.items()}
     seq_len, d = fixed["pos"].shape
-    z0 = block(fixed, 0, fixed["pos"], attention_mask(seq_len, device=c0.device))
+    z0 = model.block(fixed, 0, fixed["pos"], model.attention_mask(seq_len, device=c0.device))
     p_one, p_zero = chain.next_probabilities(x)
     copies = c0.expand(x.shape[0], c0.numel()).clone()
 
@@ -603,7 +595,7 @@ def sequence_hessians(
         def loss(c: Tensor) -> Tensor:
             point = with_coordinates(fixed, c, tying)
             z = z0[rows] + (moved * (point["e"] - c0[:d])[:, :, None, :]).sum(dim=-1)
-            ell = head(point, z, tying=tying)
+            ell = model.head(point, z, tying=tying)
             return expected_cross_entropy(ell, p_one[:, rows], p_zero[:, rows]).sum() / seq_len
         return loss
 
@@ -617,9 +609,10 @@ def sequence_hessians(
 
 
 def sampling_bytes(seq_len: int, size: int, element_bytes: int) -> int:
-    """Memory one sampled sequence holds in ``sampled_block``: its symbols, probabilities, Hessian, and share
-    of a chunk's products (at most 64 positions × d² ≤ size²)."""
-    return (3 * seq_len + 66 * size * size) * element_bytes
+    """Memory one sampled sequence holds in ``sampled_block`` besides its chunk's products (which
+    ``_row_chunks`` fits to the budget, down to one position): symbols and next-symbol probabilities (3 N),
+    its Hessian and coordinates (m² + m), and one position's products with derivatives (6 d² < 6 m²)."""
+    return (3 * seq_len + 8 * size * size) * element_bytes
 
 
 def sampled_block(

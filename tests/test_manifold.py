@@ -13,6 +13,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from torch.func import jacrev
 
+import numerics.manifold
 import numerics.transformer
 from numerics.curvature import block_names, flatten, hessian
 from numerics.manifold import (
@@ -20,9 +21,14 @@ from numerics.manifold import (
     LOCAL_MINIMUM,
     SADDLE_POINT,
     UNDECIDED,
+    SampledBlock,
+    block_jacobian,
     lag_powers,
     manifold_curvature,
     project_to_manifold,
+    sampled_block,
+    sequence_hessians,
+    sequence_hessians_reference,
 )
 from numerics.markov import InvalidInputError, MarkovChain
 from numerics.population import population_loss
@@ -378,3 +384,55 @@ def test_property_formula_is_the_nonzero_part_of_the_dense_hessian(pq, tying, d,
     zeros = torch.zeros(H.shape[0] - mc.eigenvalues.numel(), dtype=H.dtype)
     expected = torch.sort(torch.cat([mc.eigenvalues, zeros])).values
     assert (dense_spectrum - expected).abs().max().item() <= tol, (dense_spectrum - expected).abs().max().item()
+
+
+# --- 9. the Monte-Carlo route: per-sequence Hessians from one Jacobian ---
+
+
+def test_block_jacobian_is_the_jacobian_of_an_independent_forward_pass():
+    params = _random_point(3, 9, 0.5, 0.8, tying=True, seed=4)
+    rows = torch.tensor([0, 4, 8])
+    reference = jacrev(lambda x: _hidden_states(params, x))(params["pos"])[rows]
+    torch.testing.assert_close(block_jacobian(params, rows), reference, rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("tying", [True, False])
+@pytest.mark.parametrize(("p", "q", "seq_len"), [(0.2, 0.3, 5), (0.9, 0.85, 16), (0.5, 0.8, 70)])
+def test_batched_hessians_equal_the_whole_model_per_sequence(p, q, seq_len, tying, monkeypatch):
+    """The linearised, batched route gives the same per-sequence Hessians as forward-over-reverse through
+    the full model on the same sequences, also when memory allows only one position per chunk."""
+    chain = MarkovChain(p, q)
+    params = _random_point(3, seq_len, p, q, tying=tying, seed=seq_len)
+    x = chain.sample(12, seq_len, seed=1)
+    reference = sequence_hessians_reference(params, chain, x, tying=tying)
+    tol = 1e-13 * max(1.0, reference.abs().max().item())
+    torch.testing.assert_close(sequence_hessians(params, chain, x, tying=tying), reference, rtol=0, atol=tol)
+    monkeypatch.setattr(numerics.manifold, "memory_budget_bytes", lambda device: 1)
+    chunks = []
+    chunked = sequence_hessians(params, chain, x, tying=tying, progress=lambda c: chunks.extend(c) or c)
+    assert len(chunks) == seq_len  # one position per chunk
+    torch.testing.assert_close(chunked, reference, rtol=0, atol=tol)
+
+
+def test_sampled_block_mean_is_the_closed_form_within_its_standard_errors():
+    p, q = 0.2, 0.3
+    params = _random_point(2, 20, p, q, tying=False, seed=3)
+    sampled = sampled_block(params, p, q, tying=False, samples=3000, seed=0)
+    block = manifold_curvature(params, p, q, tying=False).block
+    assert sampled.samples == 3000 and sampled.switches > 1000
+    assert ((sampled.mean - block).abs() <= 4 * sampled.stderr + 1e-12).all()
+    assert sampled.stderr.max().item() < 0.01 * block.abs().max().item()
+
+
+def test_merged_samples_equal_one_pass_over_both():
+    gen = torch.Generator().manual_seed(0)
+    first = 5 + torch.randn(7, 3, 3, generator=gen, dtype=torch.float64)
+    second = 5 + 2 * torch.randn(11, 3, 3, generator=gen, dtype=torch.float64)
+
+    def summary(h: torch.Tensor, switches: int) -> SampledBlock:
+        return SampledBlock(h.mean(dim=0), h.std(dim=0) / math.sqrt(h.shape[0]), h.shape[0], switches)
+
+    merged, whole = summary(first, 4).merge(summary(second, 6)), summary(torch.cat([first, second]), 10)
+    assert merged.samples == 18 and merged.switches == 10
+    torch.testing.assert_close(merged.mean, whole.mean, rtol=0, atol=1e-14)
+    torch.testing.assert_close(merged.stderr, whole.stderr, rtol=1e-13, atol=0)

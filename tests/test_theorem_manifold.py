@@ -6,14 +6,20 @@ routes (dense, Monte-Carlo), checkpoints, the atlas, the JSON contract and bad i
 
 import json
 import os
+import re
+from dataclasses import replace
 
 import pytest
 import torch
 
+import numerics.transformer as model
+from numerics.manifold import UNDECIDED, manifold_curvature, project_to_manifold, sampled_block
+from numerics.markov import MarkovChain
 from numerics.transformer import init_params
 from verify import theorem_manifold
 from verify.atlas import atlas
 from verify.cli import Config
+from verify.manifold_checks import PILOT_SAMPLES, monte_carlo_block, sample_size, sampled_class_check
 
 SMALL = ["--d", "2", "--seq-len", "4"]
 CONTRACT = {"theorem", "inputs", "prediction", "verdict", "closed_form", "numeric", "checks"}
@@ -103,7 +109,7 @@ def test_bad_checkpoints_exit_2_with_one_line(content, argv, message, tmp_path, 
 
 @pytest.mark.parametrize("argv", [
     ["--seq-len", "5000"], ["--weight-std", "-1"], ["--weight-std", "1e300"], ["--samples", "29"], ["--p", "1.5"],
-    ["--seq-len", "20", "--dtype", "float32"],
+    ["--seq-len", "20", "--dtype", "float32"], ["--seq-len", "20", "--samples", "1000000000000"],
     ["--atlas-points", "0"], ["--latex", "/no/such/folder/x.tex"], ["--sweep", "3"],
 ])
 def test_bad_input_exits_2_before_any_work(argv, capsys):
@@ -137,3 +143,98 @@ def test_atlas_is_reproducible_and_untied_points_are_saddles():
     first = atlas(config, 3, sums=(0.5, 1.5), scales=(0.1, 1.0))
     assert first == atlas(config, 3, sums=(0.5, 1.5), scales=(0.1, 1.0))
     assert first["fraction_saddles"] == [[1.0, 1.0], [1.0, 1.0]]
+
+
+# --- the Monte-Carlo route (N > 12) ---
+
+MONTE_CARLO = ["--d", "2", "--seq-len", "16", "--samples", "400"]
+
+
+def _leaky_mask(mp):
+    mp.setattr(model, "attention_mask", lambda n, memory=None, device="cpu":
+               torch.ones(n, n, dtype=torch.bool, device=device))
+
+
+def _feed_forward_sign(mp):
+    original = model.feed_forward
+    mp.setattr(model, "feed_forward", lambda params, layer, y: -original(params, layer, y))
+
+
+def _head_sign(mp):
+    original = model.head
+    mp.setattr(model, "head", lambda params, z, *, tying: 2 * params["b"] - original(params, z, tying=tying))
+
+
+@pytest.mark.parametrize("corrupt", [_leaky_mask, _feed_forward_sign, _head_sign])
+@pytest.mark.parametrize("tying", [["--tying"], ["--no-tying"]])
+def test_a_corrupted_model_fails_the_monte_carlo_block_check(corrupt, tying, monkeypatch, capsys):
+    """The estimator runs the model's own functions: a model that sees the future, flips the sign of its
+    feed-forward or of its head no longer matches the closed form, which computes its own."""
+    code, report, _ = run([*MONTE_CARLO, *tying], capsys)
+    assert code == 0
+    corrupt(monkeypatch)
+    code, report, _ = run([*MONTE_CARLO, *tying], capsys)
+    block = next(c for c in report["checks"] if c["name"] == "M_π block = Monte-Carlo Hessian")
+    assert code == 1 and report["verdict"] == "contradicted" and block["passed"] is False
+
+
+def test_default_run_at_n_64_sizes_its_sample_and_says_why(capsys):
+    code, report, err = run(["--seq-len", "64"], capsys)
+    size = report["numeric"]["sample_size"]
+    assert code in (0, 3) and err == ""  # --json: no stage lines, no progress bar
+    assert size["rule"] == "pilot spread" and size["pilot"] == PILOT_SAMPLES and report["inputs"]["samples"] is None
+    assert size["needed"] <= size["samples"] <= size["cap"] and size["samples"] % PILOT_SAMPLES == 0
+    assert f"Monte-Carlo mean of {size['samples']} " in report["numeric"]["method"]
+    forced = run(["--seq-len", "64", "--samples", "50"], capsys)[1]["numeric"]["sample_size"]
+    assert forced["samples"] == 50 and forced["rule"] == "--samples"
+
+
+def _pilot(tying: bool = True):
+    p, q = 0.5, 0.8
+    params = project_to_manifold(init_params(2, 20, std=0.8, seed=2, tying=tying), p, q, tying=tying)
+    return manifold_curvature(params, p, q, tying=tying), sampled_block(params, p, q, tying=tying,
+                                                                         samples=PILOT_SAMPLES, seed=0)
+
+
+def test_the_automatic_sample_grows_as_lambda_min_shrinks():
+    curvature, pilot = _pilot()
+    sizes = [sample_size(replace(curvature, eigenvalues=torch.tensor([sign * lam, 1.0], dtype=torch.float64)),
+                         pilot, cap=10**9) for lam in (0.3, 0.03, 0.003) for sign in (1, -1)]
+    needed = [size.needed for size in sizes]
+    assert needed[0] == needed[1] < needed[2] == needed[3] < needed[4] == needed[5]  # by |λ_min|, either sign
+    assert needed[4] / needed[2] == pytest.approx(100, rel=0.01)  # (8 ‖σ‖₂ / |λ_min|)²
+    assert all(size.needed <= size.samples < size.needed + PILOT_SAMPLES for size in sizes[2:])
+    assert sizes[0].samples == PILOT_SAMPLES  # the pilot alone when it suffices
+
+
+def test_a_sample_cut_by_its_budget_leaves_the_class_undecided():
+    curvature, pilot = _pilot()
+    small = replace(curvature, eigenvalues=torch.tensor([1e-4, 1.0], dtype=torch.float64))
+    size = sample_size(small, pilot, cap=PILOT_SAMPLES)
+    check = sampled_class_check(small, pilot, size)
+    assert size.capped and size.samples == PILOT_SAMPLES and check.passed is None
+    assert re.search(rf"rerun with --samples {size.needed}$", check.detail)
+    uncut = sample_size(small, pilot, cap=10**9)
+    assert not uncut.capped and uncut.samples >= uncut.needed == size.needed
+    undecided = sample_size(replace(curvature, classification=UNDECIDED), pilot, cap=10**9)
+    assert undecided.rule == "pilot only" and undecided.samples == PILOT_SAMPLES and undecided.needed is None
+
+
+def test_monte_carlo_block_draws_a_pilot_then_the_rest_and_reports_each_pass():
+    p, q = 0.5, 0.8
+    params = project_to_manifold(init_params(2, 20, std=0.8, seed=2), p, q, tying=True)
+    curvature = replace(manifold_curvature(params, p, q, tying=True),
+                        eigenvalues=torch.tensor([0.01, 1.0], dtype=torch.float64))
+    labels = []
+
+    def progress(chunks, label):
+        labels.append(label)
+        return chunks
+
+    sampled, size = monte_carlo_block(params, MarkovChain(p, q), curvature, tying=True, samples=None, seed=0,
+                                      progress=progress)
+    assert labels == ["pilot", "sampling"] and sampled.samples == size.samples > PILOT_SAMPLES
+    labels.clear()
+    sampled, size = monte_carlo_block(params, MarkovChain(p, q), curvature, tying=True, samples=40, seed=0,
+                                      progress=progress)
+    assert labels == ["sampling"] and sampled.samples == size.samples == 40 and size.rule == "--samples"
