@@ -3,6 +3,7 @@ cluster; durable results that a stopped sweep resumes from; failed tasks; dead w
 
 from __future__ import annotations
 
+import io
 import json
 import signal
 import subprocess
@@ -15,7 +16,7 @@ from distributed import LocalCluster
 
 from tests import runner_tasks
 from tests.runner_tasks import configs, spectrum
-from verify.runner import RESULTS_FILE, load_results, run_tasks
+from verify.runner import RESULTS_FILE, Progress, load_results, run_tasks
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -177,3 +178,29 @@ def test_the_flags_are_documented(capsys):
     for flag in ("--workers N", "--scheduler ADDRESS", "--resume", "local:N", "results.jsonl"):
         assert flag in text
 
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_is_a_bar_on_a_terminal_and_plain_lines_otherwise():
+    plain = io.StringIO()
+    progress = Progress(20, 10, stream=plain)
+    progress.update(True, running=2)
+    assert plain.getvalue() == ""  # a line every tenth of the tasks (2) or 30 s
+    for _ in range(9):
+        progress.update(False, running=1)
+    lines = plain.getvalue().splitlines()
+    assert len(lines) == 5
+    assert lines[0].startswith("tasks: 12/20 done, 1 failed, 1 running, ")
+    assert lines[-1].startswith("tasks: 20/20 done, 1 failed, 1 running, ")
+    assert lines[-1].endswith("about 0 s left")
+
+    terminal = _Terminal()
+    bar = Progress(4, 0, stream=terminal)
+    bar.update(True, running=2)
+    bar.close()
+    assert "tasks:  25%" in terminal.getvalue()
+    assert "1 failed, 2 running" in terminal.getvalue()
