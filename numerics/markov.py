@@ -47,8 +47,10 @@ def check_positive_int(name: str, value: object) -> int:
 
 
 def binary_entropy(t: float) -> float:
-    """h(t) = -t log t - (1-t) log(1-t) in nats, with h(0) = h(1) = 0."""
-    return -sum(u * math.log(u) for u in (t, 1.0 - t) if u > 0.0)
+    """h(t) = -t log t - (1-t) log(1-t) in nats, with h(0) = h(1) = 0.
+
+    log(1-t) as log1p(-t): at t = 1e-6 the rounded 1 - t costs log(1-t) a relative 1e-10."""
+    return -(t * math.log(t) if t > 0.0 else 0.0) - ((1.0 - t) * math.log1p(-t) if t < 1.0 else 0.0)
 
 
 def _uniforms(batch: int, length: int, seed: int | None) -> Tensor:

@@ -683,16 +683,31 @@ def normal_matrix(P: np.ndarray) -> np.ndarray:
     return Q.T @ ((M + M.T) / 2) @ Q
 
 
-def closed_form_spectrum(P: np.ndarray, d: int, tying: bool, tol: float = 1e-12) -> np.ndarray:
+def eigenvalue_rounding(P: np.ndarray) -> float:
+    """Estimated float64 rounding of the closed-form eigenvalues at θ_π: 16 k² ε max_i π_i.
+
+    Every entry of D_π - ππᵀ, M = D_π(P - 1πᵀ) and M_s is a sum of at most k + 1 products of
+    probabilities no larger than max π (π itself by subtraction-free elimination, relative error
+    O(k ε)); an entrywise error δ moves an eigenvalue of a k × k matrix by at most k δ, and the
+    symmetric eigensolver adds k ε ‖·‖.  An eigenvalue within this of 0 is zero to the precision of
+    the computation: its sign is not the theory's but rounding's.
+    """
+    pi = FiniteChain(P).pi
+    k = len(pi)
+    return 16 * k**2 * float(np.finfo(np.float64).eps) * float(pi.max())
+
+
+def closed_form_spectrum(P: np.ndarray, d: int, tying: bool, tol: float | None = None) -> np.ndarray:
     """The nonzero eigenvalues of the full Hessian at θ_π, ascending, with multiplicity (SPEC §11).
 
     The k − 1 eigenvalues of D_π − ππᵀ on 1^⊥, once each; tied, those of −2M_s on 1^⊥, d times each; untied,
     ± the singular values of M, d times each (M = Q (QᵀMQ) Qᵀ, since M1 = 0 = 1ᵀM, so QᵀMQ has M's nonzero
-    singular values).  Eigenvalues with |λ| ≤ ``tol`` count as zero and are left out.  Claims
-    MULTI-STATE-LOCAL-MIN (tied) and MULTI-STATE-SADDLE-UNTIED (untied).
+    singular values).  Eigenvalues with |λ| ≤ ``tol`` (default: their rounding, ``eigenvalue_rounding``)
+    count as zero and are left out.  Claims MULTI-STATE-LOCAL-MIN (tied) and MULTI-STATE-SADDLE-UNTIED (untied).
     """
     if isinstance(d, bool) or not isinstance(d, int | np.integer) or d < 1:
         raise ValueError(f"d must be a positive integer, got {d!r}")
+    tol = eigenvalue_rounding(P) if tol is None else tol
     pi, M = _law_and_coupling(P)
     Q = complement_basis(len(pi))
     bias = np.linalg.eigvalsh(Q.T @ (np.diag(pi) - np.outer(pi, pi)) @ Q)
@@ -705,13 +720,15 @@ def closed_form_spectrum(P: np.ndarray, d: int, tying: bool, tol: float = 1e-12)
     return np.sort(values[np.abs(values) > tol])
 
 
-def predicted_class(P: np.ndarray, tol: float = 1e-12, tying: bool = True) -> str:
+def predicted_class(P: np.ndarray, tol: float | None = None, tying: bool = True) -> str:
     """"local minimum" | "saddle" | "degenerate": what the Hessian at θ_π says about the k-state model.
 
     Tied (claim MULTI-STATE-LOCAL-MIN): λ_max of ``normal_matrix`` < −tol a local minimum, > tol a saddle, else
     degenerate.  Untied (claim MULTI-STATE-SADDLE-UNTIED): a saddle if the largest singular value of M exceeds
-    tol, else degenerate (M = 0: P = 1πᵀ, the i.i.d. source, where θ_π is the global minimum).
+    tol, else degenerate (M = 0: P = 1πᵀ, the i.i.d. source, where θ_π is the global minimum).  ``tol``
+    defaults to the eigenvalues' rounding (``eigenvalue_rounding``): a sign within it is not decided.
     """
+    tol = eigenvalue_rounding(P) if tol is None else tol
     if tying:
         top = float(np.linalg.eigvalsh(normal_matrix(P)).max())
         return "saddle" if top > tol else "local minimum" if top < -tol else "degenerate"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict
+from fractions import Fraction
 
 import torch
 from torch import Tensor
@@ -21,7 +22,7 @@ from verify import checks as C
 from verify import manifold_checks as M
 from verify.cli import Config, log, stage
 from verify.measure import measure
-from verify.report import Report
+from verify.report import Check, Report
 
 #: Largest N at which a point of M_π is checked against the dense Hessian of the exact loss.
 DENSE_MANIFOLD_SEQ_LEN = 12
@@ -37,16 +38,28 @@ def closed_form_spectrum(config: Config) -> list[float]:
     if config.onehot:
         from theory.multistate import closed_form_spectrum as multistate_spectrum
 
-        # every eigenvalue is kept (tol 0): whether a tiny one is distinguishable from 0 is the spectrum
-        # check's call, by its error bound; only an i.i.d. chain's E-block is exactly 0 and left out
+        # an eigenvalue within its rounding of 0 is zero to that precision and left out (counted in the
+        # null space); an i.i.d. chain's E-block is exactly 0
         P = config.source.transition
         if iid_rows(P):  # the b-block's k - 1 eigenvalues, the largest at d = 1
-            return sorted(multistate_spectrum(P, 1, config.tying, tol=0.0)[-(len(P) - 1):].tolist())
-        return sorted(multistate_spectrum(P, config.d, config.tying, tol=0.0).tolist())
+            return sorted(multistate_spectrum(P, 1, config.tying)[-(len(P) - 1):].tolist())
+        return sorted(multistate_spectrum(P, config.d, config.tying).tolist())
     from theory.landscape import numeric_spectrum
 
+    # the d-fold eigenvalues are multiples of p + q - 1: left out only where it is exactly 0 (a rounded
+    # 0 at p + q = 1 + 2⁻⁵³ is kept, and the spectrum check calls it unresolved)
     fn, per_d = numeric_spectrum(config.tying)
-    return sorted(v for v, k in zip(fn(config.p, config.q), per_d) if v != 0 for _ in range(config.d if k else 1))
+    iid = p_plus_q_minus_one(config) == 0
+    return sorted(v for v, k in zip(fn(config.p, config.q), per_d) if not (k and iid)
+                  for _ in range(config.d if k else 1))
+
+
+def p_plus_q_minus_one(config: Config) -> float:
+    """p + q - 1 for p and q read as the decimals they were given as (the shortest decimals that round
+    to the floats: "0.3" and "0.7" sum to 1 exactly, their binary values do not), exactly, then rounded.
+    The sign of p + q - 1 decides the theory's prediction; p + q in floating point can round to 1
+    when it is not (0.5 + 0.5000000000000001)."""
+    return float(Fraction(repr(config.p)) + Fraction(repr(config.q)) - 1)
 
 
 DEGENERATE = "global minimum (degenerate: p + q = 1, i.i.d. source)"
@@ -66,17 +79,18 @@ def predict_unigram(config: Config) -> str:
     iff M_s = sym(D_π(P - 1πᵀ)) is negative definite on 1^⊥; untied, a saddle unless P = 1πᵀ.
     """
     if config.onehot:
-        from theory.multistate import predicted_class
+        from theory.multistate import eigenvalue_rounding, predicted_class
 
         P = config.source.transition
         if iid_rows(P):  # M = 0: P = 1πᵀ, i.i.d. symbols
             return DEGENERATE_K
-        found = predicted_class(P, 0.0, tying=config.tying)  # the sign; its resolution is the checks' call
+        found = predicted_class(P, tying=config.tying)  # a sign within its rounding is not decided
         return {"local minimum": "local minimum", "saddle": "saddle point"}.get(
-            found, "undecided (M_s is singular on 1^⊥: the tied curvature vanishes in some direction)")
-    if config.p + config.q == 1:
+            found, f"undecided (an eigenvalue of M_s on 1^⊥ is 0 to its rounding {eigenvalue_rounding(P):.1g}: "
+                   "the tied curvature vanishes in some direction and the second-order test cannot decide)")
+    if p_plus_q_minus_one(config) == 0:
         return DEGENERATE
-    if config.tying and config.p + config.q > 1:
+    if config.tying and p_plus_q_minus_one(config) > 0:
         return "local minimum"
     return "saddle point"
 
@@ -113,7 +127,8 @@ def analyse_unigram(config: Config, theorem: str, scan: int = 0) -> Report:
         checks = C.model_checks(config)
     with stage("stationarity, spectrum, flatness along M_π, Lanczos"):
         spectrum, decided = C.spectrum_checks(point, expected)
-        checks += [*C.stationary_checks(point, chain.unigram_loss(), "H(pi)", chain.entropy_rate(), "H_rate"),
+        rate = None if prediction in (DEGENERATE, DEGENERATE_K) else chain.entropy_rate()  # = H(π) when i.i.d.
+        checks += [*C.stationary_checks(point, chain.unigram_loss(), "H(pi)", rate, "H_rate"),
                    *spectrum, *C.flatness_check(point, config.seed)]
         if decided:
             checks += C.lanczos_check(point, expected)
@@ -125,6 +140,9 @@ def analyse_unigram(config: Config, theorem: str, scan: int = 0) -> Report:
             checks += C.descent_returns_check(point, expected, chain.unigram_loss())
         elif decided and prediction == "saddle point":
             checks += C.saddle_check(point, min(expected))
+        elif prediction.startswith("undecided"):  # the closed form itself cannot give a class
+            checks.append(Check("class of θ_π from the closed form", None, "undecided", "local minimum or saddle",
+                                None, prediction.removeprefix("undecided ").strip("()"), comparison="m = e"))
     numeric = point.summary()
     report = Report(theorem, unigram_claims(config, prediction), config.inputs(), prediction,
                     {"loss": chain.unigram_loss(), "hessian_eigenvalues": expected}, numeric, checks)

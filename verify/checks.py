@@ -23,7 +23,7 @@ from numerics.rounding import MARGIN, logit_condition, logit_jacobian, rounding_
 from numerics.stationary_points import reduced_point
 from numerics.transformer import init_params, logits
 from verify.cli import Config
-from verify.measure import FLOAT64_EPS, MeasuredPoint, closed_form_rounding, loss_of
+from verify.measure import FLOAT64_EPS, MeasuredPoint, closed_form_rounding, entropy_rounding, loss_of
 from verify.report import Check
 
 
@@ -100,7 +100,7 @@ def stationary_checks(point: MeasuredPoint, target: float, target_name: str, com
     worst = int(torch.nan_to_num(ratio, nan=math.inf).argmax())
     g, g_tol = grad[worst].item(), point.grad_rounding[worst].item()
     name = block_names(point.layout)[worst]
-    tol = point.rounding + closed_form_rounding([target])
+    tol = point.rounding + entropy_rounding(target, point.config.source.k)
     loss_passed = abs(point.value - target) <= tol
     why = _resolves(tol, target, competitor, competitor_name)
     detail = "tolerance: the loss's rounding estimate plus the closed form's"
@@ -256,10 +256,11 @@ def descent_returns_check(point: MeasuredPoint, curvatures: list[float], target:
     for _ in range(needed):
         theta = theta - gradient(loss_of(config), unflatten(theta, point.layout)) / max(curvatures)
     gap = loss_of(config)(unflatten(theta, point.layout)).item() - target
-    tol = 1e-3 * initial_gap + 4 * point.rounding
-    return [Check("gradient descent returns to H(pi)", -4 * point.rounding <= gap <= tol, gap, 0.0, tol,
+    rounding = 4 * point.rounding + entropy_rounding(target, config.source.k)  # the loss's and the closed form's
+    tol = 1e-3 * initial_gap + rounding
+    return [Check("gradient descent returns to H(pi)", -rounding <= gap <= tol, gap, 0.0, tol,
                   f"{needed} steps of size 1/λ_max from a perturbation of norm 0.05 (initial gap {initial_gap:.3g}); "
-                  "a gap below -4 × rounding fails too", comparison="-4u <= m <= tol")]
+                  f"a gap below -{rounding:.2g} (the rounding of both) fails too", comparison="-u <= m <= tol")]
 
 
 def second_difference(point: MeasuredPoint, direction: Tensor, start: float = 0.5,
@@ -352,7 +353,7 @@ def no_descent_below_check(point: MeasuredPoint, target: float, *, count: int = 
     directions = _random_directions(count, point.theta.numel(), point.config.seed + 9)
     lowest = min(point.losses_at(r * directions).min().item() for r in (1e-3, 1e-2, 1e-1, 1.0, 3.0))
     lowest = lowest + point.value - target
-    tol = 4 * point.rounding
+    tol = 4 * point.rounding + entropy_rounding(target, point.config.source.k)
     return [Check("no perturbation below the global minimum", math.isfinite(lowest) and lowest >= -tol, lowest, 0.0,
                   tol, f"min over {count} random directions × radii 1e-3 .. 3 of L(θ+rv) - H_rate",
                   comparison="m >= -tol")]
@@ -397,7 +398,7 @@ def below_entropy_rate_check(config: Config) -> list[Check]:
     rate = chain.entropy_rate()
     finite = all(math.isfinite(v) for v in losses)
     lowest = int(torch.tensor(losses).argmin()) if finite else 0
-    tols = {i: rounding_estimate(points[i], chain, tying=config.tying).loss + closed_form_rounding([rate])
+    tols = {i: rounding_estimate(points[i], chain, tying=config.tying).loss + entropy_rounding(rate, chain.k)
             for i, v in enumerate(losses) if i == lowest or v < rate}
     worst = min(tols, key=lambda i: (losses[i] - rate) / tols[i])
     passed = finite and all(losses[i] >= rate - tol for i, tol in tols.items())

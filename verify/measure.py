@@ -53,6 +53,13 @@ def closed_form_rounding(values: list[float] | Tensor, terms: int = 2) -> float:
     return 16 * terms * FLOAT64_EPS * scale
 
 
+def entropy_rounding(value: float, symbols: int) -> float:
+    """Estimated float64 rounding of an entropy closed form -Σ_i w_i log w_i over ``symbols`` terms (H(π),
+    H_rate): 16 k ε (1 + H).  Absolute, not relative: a weight w = 1 - 1e-6 carries a relative rounding ε,
+    which moves w log w by ε (1 + log w) ≈ ε while the entropy itself may be 1e-5."""
+    return 16 * symbols * FLOAT64_EPS * (1.0 + abs(value))
+
+
 @dataclass
 class MeasuredPoint:
     """A parameter point with its loss, gradient, Hessian spectrum and loss resolution."""
