@@ -16,7 +16,7 @@ from distributed import LocalCluster
 
 from tests import runner_tasks
 from tests.runner_tasks import configs, spectrum
-from verify.runner import RESULTS_FILE, Progress, load_results, run_tasks
+from verify.runner import RESULTS_FILE, Progress, load_results, one_line, run_tasks
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -204,3 +204,11 @@ def test_progress_is_a_bar_on_a_terminal_and_plain_lines_otherwise():
     bar.close()
     assert "tasks:  25%" in terminal.getvalue()
     assert "1 failed, 2 running" in terminal.getvalue()
+
+
+def test_an_error_is_one_line_with_its_cause():
+    err = RuntimeError("Error during deserialization of the task graph. This frequently\noccurs if")
+    err.__cause__ = ModuleNotFoundError("No module named 'tests'")
+    assert one_line(err) == ("RuntimeError: Error during deserialization of the task graph. This frequently "
+                             "(caused by ModuleNotFoundError: No module named 'tests')")
+    assert one_line(KeyError()) == "KeyError"

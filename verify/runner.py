@@ -122,9 +122,11 @@ def task_key(fn: Task, config: dict) -> str:
 
 
 def one_line(err: BaseException) -> str:
-    """``Type: first line of the message``."""
+    """``Type: first line of the message``, and its cause's the same way (Dask wraps a worker's
+    ModuleNotFoundError in a RuntimeError whose first line does not name it)."""
     lines = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+    text = f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+    return text if err.__cause__ is None else f"{text} (caused by {one_line(err.__cause__)})"
 
 
 def load_results(out: Path) -> dict[str, dict]:
