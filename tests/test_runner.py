@@ -104,6 +104,7 @@ def test_a_stopped_sweep_keeps_what_finished_and_resumes_to_the_uninterrupted_re
     assert sorted(runs) == list(range(8))
 
 
+@pytest.mark.filterwarnings("ignore:Port 8787 is already in use")  # another LocalCluster on this machine
 def test_a_dask_worker_that_dies_inside_a_task_loses_nothing(tmp_path):
     tasks = configs(3)
     tasks[1] |= {"die_once": str(tmp_path / "died")}
