@@ -39,6 +39,7 @@ from numerics.curvature import flatten, gradient, unflatten
 from numerics.dynamics import CanonicalModel
 from numerics.markov import MarkovChain
 from numerics.population import population_loss
+from numerics.rounding import rounding_estimate
 from numerics.stationary_points import canonical_point
 
 
@@ -54,6 +55,7 @@ class Tangency:
     point: tuple[float, float, float]  # (e, w, b)
     loss: float  # L(φ(e, w, b)), the full model's exact population loss
     canonical_loss: float  # L_can(e, w, b)
+    loss_tolerance: float  # rounding estimate of loss (numerics.rounding) plus that of canonical_loss
     gradient_norm: float  # ‖∇_θ L‖
     normal_norm: float  # ‖g_⊥‖
     normal_blocks: dict[str, float]  # ‖g_⊥‖ restricted to each parameter
@@ -104,6 +106,10 @@ def tangency(
         point=(e, w, b),
         loss=loss(params).item(),
         canonical_loss=float(CanonicalModel(chain).loss(e, w, b)),
+        # the closed form sums four softplus terms of the logits e²(1 + 2w|w|)x + b - e²/2, rounded relative
+        # to their size
+        loss_tolerance=rounding_estimate(params, chain, tying=True).loss
+        + 64 * torch.finfo(torch.float64).eps * (1.0 + e * e * (1.5 + 2 * w * w) + abs(b)),
         gradient_norm=torch.linalg.vector_norm(g).item(),
         normal_norm=torch.linalg.vector_norm(normal).item(),
         normal_blocks={k: torch.linalg.vector_norm(value).item() for k, value in unflatten(normal, layout).items()},
