@@ -42,7 +42,8 @@ seeds trapped at H(π): those whose loss above the kernel beyond position 4 is t
 predictor's, H(π) - H_rate, within the label tolerance; the embedding
 section gives, at 4 random points (d = 4, N = 8, random W_Q, W_K, W_V), |L(φ(e, w, b)) - L_can| and
 ‖g_⊥‖/‖g‖ with its largest parts.  Exit code 1 also when the embedding misses the canonical loss by
-more than the rounding of the two losses.  With several experiments (all), --json prints {"experiments": {NAME: summary}}.
+more than the rounding of the two losses.  With several experiments (all), --json prints
+{"experiments": {NAME: summary}}.
 
 multi-state: 6 settings × 3 seeds at N = 64, 1000 steps (--quick: N = 32, 300 steps, 2 seeds; too few
 for sticky5 and rotating3 to reach the bigram loss, a smoke test).  The
