@@ -511,7 +511,9 @@ def _per_copy_hessians(total: Callable[[Tensor], Tensor], copies: Tensor) -> Ten
     Hessian: m passes over the whole batch.
     """
     def column(j: int) -> Tensor:
-        return jvp(grad(total), (copies,), (torch.zeros_like(copies).index_fill_(1, torch.tensor([j]), 1.0),))[1]
+        direction = torch.zeros_like(copies)
+        direction[:, j] = 1.0
+        return jvp(grad(total), (copies,), (direction,))[1]
 
     return torch.stack([column(j) for j in range(copies.shape[1])], dim=-1)
 

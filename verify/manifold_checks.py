@@ -188,12 +188,14 @@ def sampled_class_check(curvature: ManifoldCurvature, sampled: SampledBlock, siz
     low = found[0].item()
     sampled_class = SADDLE_POINT if low < -bound else LOCAL_MINIMUM if low > bound else "undecided"
     detail = f"λ_min of the Monte-Carlo block {low:.4g} ± {bound:.2g}; closed form {curvature.min_eigenvalue:.4g}"
+    if size is not None:
+        detail = f"{detail}; {size.samples} sequences: {size.reason}"
     if curvature.classification not in (LOCAL_MINIMUM, SADDLE_POINT):
         return Check("M_π class = Monte-Carlo class", None, sampled_class, curvature.classification, bound,
                      f"{detail}; the closed form cannot decide: {curvature.reason}", comparison="m = e")
     if size is not None and size.capped:
         return Check("M_π class = Monte-Carlo class", None, sampled_class, curvature.classification, bound,
-                     f"{detail}; {size.reason}", comparison="m = e")
+                     detail, comparison="m = e")
     if sampled_class == "undecided" or sampled.switches < MIN_SWITCHES:
         return Check("M_π class = Monte-Carlo class", None, sampled_class, curvature.classification, bound,
                      f"{detail}; the sample cannot decide", comparison="m = e")
@@ -244,7 +246,8 @@ def sample_size(curvature: ManifoldCurvature, pilot: SampledBlock, cap: int) -> 
     spectral norm): ``sampled_class_check`` decides when |λ_min of the mean| exceeds 4‖σ‖₂/√S + the error
     bound ε; asking 4‖σ‖₂/√S ≤ (|λ_min| - ε)/2 puts that bound halfway between ε and |λ_min|, so a mean
     within about one standard error of λ_min clears it.  Hence S ≥ (8‖σ‖₂ / (|λ_min| - ε))², rounded up
-    to whole pilots and at least one, at most ``cap``; beyond the cap the class check stays undecided."""
+    to whole pilots and at least one, at most ``cap`` (in whole pilots); beyond the cap the class check stays
+    undecided."""
     spread = torch.linalg.matrix_norm(pilot.spread, ord=2).item()
     common = {"pilot": pilot.samples, "spread_norm": spread, "cap": cap}
     if curvature.classification not in (LOCAL_MINIMUM, SADDLE_POINT):
@@ -254,12 +257,12 @@ def sample_size(curvature: ManifoldCurvature, pilot: SampledBlock, cap: int) -> 
     needed = math.ceil((2 * STANDARD_ERRORS * spread / gap) ** 2)
     chosen = pilot.samples * max(1, math.ceil(needed / pilot.samples))
     if chosen > cap:
-        return SampleSize(cap, "pilot spread", f"the class check needs about {needed} sequences (4 standard errors "
-                          f"below (|λ_min| - ε)/2 = {gap / 2:.3g}), above the budget of {cap}: rerun with "
-                          f"--samples {needed}", needed=needed, **common)
-    return SampleSize(chosen, "pilot spread", f"{needed} sequences put 4 standard errors of λ_min below "
-                      f"(|λ_min| - ε)/2 = {gap / 2:.3g} (per-sequence spread ‖σ‖₂ = {spread:.3g} from "
-                      f"{pilot.samples} pilot sequences)", needed=needed, **common)
+        return SampleSize(pilot.samples * (cap // pilot.samples), "pilot spread", f"the class check needs about "
+                          f"{needed} sequences (4 standard errors below (|λ_min| - error bound)/2 = {gap / 2:.3g}), "
+                          f"above the budget of {cap}: rerun with --samples {needed}", needed=needed, **common)
+    return SampleSize(chosen, "pilot spread", f"{needed} needed to put 4 standard errors of λ_min below "
+                      f"(|λ_min| - error bound)/2 = {gap / 2:.3g} (per-sequence spread ‖σ‖₂ = {spread:.3g} from "
+                      f"{pilot.samples} pilot sequences), rounded up to whole pilots", needed=needed, **common)
 
 
 def monte_carlo_block(params: Params, chain: MarkovChain, curvature: ManifoldCurvature, *, tying: bool,
