@@ -93,6 +93,7 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+@functools.cache
 def package_version() -> str:
     try:
         return importlib.metadata.version("markov-attention-verify")
@@ -384,6 +385,14 @@ def _check_options(fn: Task, workers: int | None, scheduler: str | None, resume:
         raise InvalidInputError("--resume needs an output folder holding results.jsonl")
 
 
+def _entry(fn: Task, key: str, config: dict, outcome: tuple[str, str, float]) -> dict:
+    """A task's line of the results file, from the outcome of ``execute``."""
+    status, text, seconds = outcome
+    result = {"record": json.loads(text)} if status == "ok" else {"error": text}
+    return {"key": key, "task": task_name(fn), "version": package_version(), "config": config, "status": status,
+            **result, "seconds": round(seconds, 3)}
+
+
 def run_tasks(fn: Task, configs: Sequence[dict], *, out: Path | None = None, workers: int | None = None,
               scheduler: str | None = None, resume: bool = False, progress: bool = True) -> RunResult:
     """Run ``fn`` on every config (see the module docstring); the result lists them in config order.
@@ -403,7 +412,7 @@ def run_tasks(fn: Task, configs: Sequence[dict], *, out: Path | None = None, wor
     keys = [task_key(fn, c) for c in configs]
     path = None if out is None else Path(out) / RESULTS_FILE
     unique = dict(zip(keys, configs))
-    done = {k: e for k, e in load_results(out).items() if k in unique and e["status"] == "ok"} if resume else {}
+    done = {k: e for k, e in load_results(out).items() if k in unique and e.get("status") == "ok"} if resume else {}
     todo = [(k, c) for k, c in unique.items() if k not in done]
     resumed, interrupted = len(done), False
     with _engine(fn, todo, workers or default_workers(), scheduler) as (runs, where), \
@@ -413,13 +422,10 @@ def run_tasks(fn: Task, configs: Sequence[dict], *, out: Path | None = None, wor
                 + (f" ({resumed} already recorded in {path})" if resumed else ""))
         try:
             with contextlib.closing(runs):
-                for key, (status, text, seconds), running in runs:
-                    entry = {"key": key, "task": task_name(fn), "version": package_version(), "config": unique[key],
-                             "status": status, "record" if status == "ok" else "error":
-                             json.loads(text) if status == "ok" else text, "seconds": round(seconds, 3)}
+                for key, outcome, running in runs:
+                    done[key] = entry = _entry(fn, key, unique[key], outcome)
                     write(entry)
-                    done[key] = entry
-                    bar.update(status == "failed", running)
+                    bar.update(entry["status"] == "failed", running)
         except KeyboardInterrupt:
             interrupted = True
         finally:
