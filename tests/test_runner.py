@@ -93,8 +93,7 @@ def test_a_stopped_sweep_keeps_what_finished_and_resumes_to_the_uninterrupted_re
     recorded = load_results(out)
     assert 2 <= len(recorded) < 8
 
-    resumed = subprocess.run([*command, "--resume"], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert resumed.returncode == 0, resumed.stderr
+    assert runner_tasks.main([*command[3:], "--resume"]) == 0  # the same command, here (no second torch import)
     final = load_results(out)
     by_seed = {e["config"]["seed"]: e["record"] for e in final.values()}
     uninterrupted = run_tasks(spectrum, configs(8, sleep=0.0), workers=1, progress=False).records
