@@ -88,8 +88,9 @@ def _gradient_graph(loss: Callable[[Params], Tensor], params: Params, *,
 
 #: memory for the intermediates of one batched backward pass of ``loss_gradient_hessian`` on the CPU: its
 #: tensors then stay under glibc's 32 MB mmap ceiling, so freed blocks are reused instead of mapped and
-#: faulted in afresh (fastest measured at d=4, N=8, 10, 12: batches of about 64, 16 and 4 rows)
-_ROW_BATCH_BYTES = 64 * 2**20
+#: faulted in afresh (CPU time at d=4, N=8, 10, 12 on a busy 2-core machine: batches of 20-40, 8-12 and
+#: 2 rows were fastest; this budget gives 40, 9 and 2)
+_ROW_BATCH_BYTES = 32 * 2**20
 
 
 def loss_gradient_hessian(loss: Callable[[Params], Tensor], params: Params) -> tuple[float, Tensor, Tensor]:
@@ -100,8 +101,8 @@ def loss_gradient_hessian(loss: Callable[[Params], Tensor], params: Params) -> t
     ``torch.func.hessian`` (forward over reverse) to rounding, without its one-off tracing cost of
     about 1.5 s per process.  On the CPU the rows go in batches whose intermediates fit in
     ``_ROW_BATCH_BYTES``: one batch of all D rows allocates GBs of fresh pages per call, and their
-    page faults cost as much CPU as the arithmetic (d=4, N=10: 1.35 s of CPU, 0.65 s of it in the
-    kernel, against 0.67 s in batches of 18 rows; benchmarks/hessian.py).
+    page faults cost as much CPU as the arithmetic (d=4, N=10, one thread: 1.35 s of CPU, 0.65 s
+    of it in the kernel, against 0.7 s in batches of 8-16 rows; benchmarks/hessian.py).
     """
     check_enumeration_fits(params, "exact", copies=sum(v.numel() for v in params.values()))
     theta, value, grad_theta = _gradient_graph(loss, params)
