@@ -97,9 +97,18 @@ class MarkovChain:
         pi0, pi1 = self.pi
         return pi0 * binary_entropy(self.p) + pi1 * binary_entropy(self.q)
 
-    def mutual_information(self) -> float:
-        """I(x_n; x_{n+1}) = H(π) - H_rate ≥ 0, zero iff p + q = 1."""
-        return self.unigram_loss() - self.entropy_rate()
+    def mutual_information(self, lam: float | None = None) -> float:
+        """I(x_n; x_{n+1}) = H(π) - H_rate ≥ 0, zero iff p + q = 1, without subtracting the two.
+
+        With λ = 1 - p - q, P(x'|x) - π_x' = ±π_{1-x'} λ, so I = Σ_x π_x Σ_x' P_xx' log1p((P_xx' - π_x')/π_x'):
+        accurate where H(π) - H_rate cancels (at |λ| = 1e-13, I ~ 1e-27 while both round alike).  ``lam``:
+        λ if known better than the float 1 - p - q (e.g. from the decimals p and q were given as); default
+        the exactly rounded 1 - p - q.
+        """
+        lam = math.fsum((1.0, -self.p, -self.q)) if lam is None else lam
+        (pi0, pi1), p, q = self.pi, self.p, self.q
+        return (pi0 * ((1 - p) * math.log1p(pi1 * lam / pi0) + p * math.log1p(-lam))
+                + pi1 * (q * math.log1p(-lam) + (1 - q) * math.log1p(pi0 * lam / pi1)))
 
     def unigram_logit(self) -> float:
         """log(π1/π0) = log(p/q), the constant logit of the unigram predictor."""
@@ -275,6 +284,13 @@ class FiniteChain:
         """-Σ_i π_i Σ_j P_ij log P_ij (0 log 0 = 0): the loss of the bigram predictor P(· | x_n)."""
         P = self.transition
         return float(-(self.pi[:, None] * np.where(P > 0, P * np.log(np.where(P > 0, P, 1.0)), 0.0)).sum())
+
+    def mutual_information(self) -> float:
+        """I(x_n; x_{n+1}) = H(π) - H_rate = Σ_ij π_i P_ij log1p((P_ij - π_j)/π_j), without subtracting the two
+        entropies (which round alike for a chain close to i.i.d.)."""
+        P, pi = self.transition, self.pi
+        ratio = np.where(P > 0, (P - pi[None, :]) / pi[None, :], 0.0)
+        return float((pi[:, None] * P * np.log1p(ratio)).sum())
 
     def unigram_logits(self) -> np.ndarray:
         """log π: the logits of the unigram predictor (softmax(log π) = π)."""

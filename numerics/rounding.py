@@ -30,7 +30,8 @@ Hence the estimates
     u_L   = C ε [ ⌈log₂ M⌉ L + Σ_i ω_i Σ_c |R_ic| κ_ic ]                    (L ≥ 0: no cancellation)
     u_g,j = C ε [ Σ_i ω_i Σ_c ((⌈log₂ M⌉ + 1) |R_ic| + T_ic + V_ic κ_i) |J_icj| + Σ_k |∇²L_jk| |θ_k| ] + C τ
 
-per coordinate j, with the margin C = 16 and τ the dtype's smallest normal number (a term that
+per coordinate j, with the margin C = 4 (at the tests' random points the measured error reaches at most
+0.2 of u_g and 0.04 of u_L) and τ the dtype's smallest normal number (a term that
 underflows to 0 in float32 is nonzero in float64).  They are relative to the quantities they
 guard: a small loss gets a small u_L, and a coordinate whose terms are all exactly 0 (∂ℓ/∂W = 0
 where e = 0) gets u_g,j = Cτ.  They are estimates, not proofs; ``tests/test_rounding.py`` checks
@@ -52,8 +53,9 @@ from numerics.curvature import flatten, unflatten
 from numerics.markov import FiniteChain, MarkovChain, prefix_tree
 from numerics.transformer import Params, has_layer_norm, is_onehot, logits, num_layers, prefix_logits
 
-#: margin of the estimates over their first-order forms (checked by tests/test_rounding.py)
-MARGIN = 16.0
+#: margin of the estimates over their first-order forms (checked by tests/test_rounding.py: measured errors
+#: reach at most a fifth of the estimates there)
+MARGIN = 4.0
 
 
 @dataclass(frozen=True)

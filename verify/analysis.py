@@ -95,6 +95,17 @@ def predict_unigram(config: Config) -> str:
     return "saddle point"
 
 
+def unigram_gap(config: Config) -> float | None:
+    """H(π) - H_rate, the distance a loss check must resolve to tell θ_π from θ_*, computed without
+    cancellation (the mutual information, with λ from the decimals given); None for an i.i.d. source,
+    where the two losses and the two claims coincide."""
+    source = config.source
+    if config.onehot:
+        return None if iid_rows(source.transition) else source.mutual_information()
+    lam = -p_plus_q_minus_one(config)
+    return None if lam == 0 else source.mutual_information(lam)
+
+
 def unigram_claims(config: Config, prediction: str) -> list[str]:
     """The claims a θ_π run tests: the one its prediction belongs to and stationarity (the rest of
     M_π is theorem_manifold's)."""
@@ -127,8 +138,9 @@ def analyse_unigram(config: Config, theorem: str, scan: int = 0) -> Report:
         checks = C.model_checks(config)
     with stage("stationarity, spectrum, flatness along M_π, Lanczos"):
         spectrum, decided = C.spectrum_checks(point, expected)
-        rate = None if prediction in (DEGENERATE, DEGENERATE_K) else chain.entropy_rate()  # = H(π) when i.i.d.
-        checks += [*C.stationary_checks(point, chain.unigram_loss(), "H(pi)", rate, "H_rate"),
+        gap = unigram_gap(config)
+        rate = None if gap is None else chain.entropy_rate()  # = H(π) when i.i.d.: no competing value
+        checks += [*C.stationary_checks(point, chain.unigram_loss(), "H(pi)", rate, "H_rate", gap),
                    *spectrum, *C.flatness_check(point, config.seed)]
         if decided:
             checks += C.lanczos_check(point, expected)
@@ -177,19 +189,20 @@ def analyse_bigram(config: Config, theorem: str, scan: int = 0) -> Report:
     with stationarity, loss, PSD and the random-θ bound (the Gauss-Newton and reduced-model checks
     are the scalar model's)."""
     chain = config.source
-    rate, unigram = chain.entropy_rate(), chain.unigram_loss()  # θ_*'s loss, and the one to tell it from
+    gap = unigram_gap(config)
+    rate, unigram = chain.entropy_rate(), None if gap is None else chain.unigram_loss()  # θ_*'s loss, its competitor
     if config.onehot:
         with stage("θ_* of the one-hot model: exact loss, gradient, dense Hessian, spectrum"):
             point = measure(config, onehot_theta_star(chain, config.d, config.seq_len, tying=config.tying))
         with stage("model, stationarity, PSD, random θ"):
-            checks = [*C.model_checks(config), *C.stationary_checks(point, rate, "H_rate", unigram, "H(pi)"),
+            checks = [*C.model_checks(config), *C.stationary_checks(point, rate, "H_rate", unigram, "H(pi)", gap),
                       *C.psd_check(point), *C.below_entropy_rate_check(config)]
         claims = ["MULTI-STATE", "MULTI-STATE-GLOBAL-MIN"]
     else:
         with stage("θ_*: exact loss, gradient, dense Hessian, spectrum"):
             point = measure(config, theta_star(chain, config.d, config.seq_len, tying=config.tying))
         with stage("model, stationarity, PSD, Gauss-Newton, random θ, reduced model"):
-            checks = [*C.model_checks(config), *C.stationary_checks(point, rate, "H_rate", unigram, "H(pi)"),
+            checks = [*C.model_checks(config), *C.stationary_checks(point, rate, "H_rate", unigram, "H(pi)", gap),
                       *C.psd_check(point), *C.gauss_newton_check(point, chain), *C.below_entropy_rate_check(config),
                       *C.reduced_model_check(config, chain)]
         claims = ["MODEL", "GLOBAL-MIN", "REDUCED"]
@@ -226,7 +239,8 @@ def analyse_manifold(config: Config, theorem: str, params: Params, *, samples: i
             point = measure(config, exact)
         with stage("model checks, block = dense Hessian, the class from the loss"):
             checks = [*C.model_checks(config),
-                      *M.dense_checks(point, curvature, chain.unigram_loss(), chain.entropy_rate())]
+                      *M.dense_checks(point, curvature, chain.unigram_loss(), chain.entropy_rate(),
+                                      unigram_gap(config))]
         if config.tying:
             with stage("special case W_O = W_1 = W_2 = 0 at two position spreads"):
                 checks += M.manifold_checks(config, chain)

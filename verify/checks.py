@@ -71,29 +71,29 @@ def model_checks(config: Config) -> list[Check]:
     ]
 
 
-def _resolves(tol: float, target: float, competitor: float | None, competitor_name: str) -> str:
-    """Why a comparison with ``target`` within ``tol`` cannot tell it from ``competitor`` ('' if it can).
+def _resolves(tol: float, competitor: float | None, competitor_name: str, gap: float | None) -> str:
+    """Why a comparison within ``tol`` cannot tell its target from ``competitor``, ``gap`` away ('' if it can).
 
-    A measurement within tol of target is also within tol + |target - competitor| of the competitor;
-    only when tol < |target - competitor| / 2 is it closer to one than the other."""
-    if competitor is None or competitor == target:
-        return ""
-    gap = abs(target - competitor)
-    if tol < gap / 2:
+    A measurement within tol of the target is also within tol + gap of the competitor; only when
+    tol < gap / 2 is it closer to one than the other.  ``gap`` None: no competing value (the two claims
+    coincide, as H(π) and H_rate do for an i.i.d. source)."""
+    if gap is None or tol < gap / 2:
         return ""
     return (f"the tolerance {tol:.2g} is not below half the gap {gap:.2g} to {competitor_name} = {competitor:.6g}: "
             f"the check could not tell the two apart")
 
 
 def stationary_checks(point: MeasuredPoint, target: float, target_name: str, competitor: float | None = None,
-                      competitor_name: str = "") -> list[Check]:
+                      competitor_name: str = "", gap: float | None = None) -> list[Check]:
     """Gradient over all D parameters and the loss value against its closed form.
 
     Each gradient coordinate is compared with its own rounding estimate (``numerics.rounding``:
     the sum of the absolute values of the terms it cancels), so a point of M_π with weights of size
     100 is as stationary as θ_π.  The loss is compared within its rounding estimate plus the
     closed form's, and undecided when that tolerance does not separate ``target`` from
-    ``competitor`` (H(π) from H_rate): a check that would pass at the wrong critical point cannot pass.
+    ``competitor`` (H(π) from H_rate), whose distance ``gap`` the caller gives when it knows it better
+    than the difference of the two floats (the mutual information, computed without cancellation;
+    default |target - competitor|): a check that would pass at the wrong critical point cannot pass.
     """
     grad = point.grad
     ratio = grad.abs() / point.grad_rounding
@@ -102,7 +102,9 @@ def stationary_checks(point: MeasuredPoint, target: float, target_name: str, com
     name = block_names(point.layout)[worst]
     tol = point.rounding + entropy_rounding(target, point.config.source.k)
     loss_passed = abs(point.value - target) <= tol
-    why = _resolves(tol, target, competitor, competitor_name)
+    if gap is None and competitor is not None:
+        gap = abs(target - competitor)
+    why = _resolves(tol, competitor, competitor_name, gap)
     detail = "tolerance: the loss's rounding estimate plus the closed form's"
     return [
         Check("stationary: max |dL/dθ|", bool(ratio.max() <= 1), abs(g), 0.0, g_tol,
@@ -148,11 +150,12 @@ def lanczos_check(point: MeasuredPoint, expected: list[float], steps: int = 80) 
 
     Independent of the dense Hessian: the smallest and largest Ritz values must each equal some
     eigenvalue of the closed-form spectrum (0 included when a null space is predicted), within
-    the closed form's rounding plus their own residual ‖Hy - θy‖ plus the dense spectrum's error estimate.  Each
-    is matched to the nearest predicted eigenvalue rather than to the predicted extreme: Lanczos
-    stops once its Krylov space is invariant to working precision, and two eigenvalues closer than
-    that (π0π1 and π0π1|1-p-q| at tiny p, q in float32) are one cluster to it.  A Ritz value that
-    is no predicted eigenvalue (a curvature the theory does not have) fails.
+    the closed form's rounding, the products' rounding D ε ‖H‖ in the run's dtype, their own residual
+    ‖Hy - θy‖ and the dense spectrum's error estimate.  Each is matched to the nearest predicted
+    eigenvalue rather than to the predicted extreme: Lanczos stops once its Krylov space is invariant
+    to working precision, and two eigenvalues closer than that (π0π1 and π0π1|1-p-q| at tiny p, q in
+    float32) are one cluster to it.  A Ritz value that is no predicted eigenvalue (a curvature the
+    theory does not have) fails.
     """
     from numerics.curvature import hessian_vector_product, lanczos
 
@@ -160,7 +163,9 @@ def lanczos_check(point: MeasuredPoint, expected: list[float], steps: int = 80) 
     predicted = [*expected, 0.0] if len(expected) < D else list(expected)
     ritz = lanczos(hessian_vector_product(loss_of(point.config), point.params), D, steps=steps,
                    seed=point.config.seed, dtype=point.theta.dtype, device=point.theta.device)
-    expected_error = closed_form_rounding(predicted, point.config.source.k)
+    # each Hessian-vector product rounds in the run's dtype like a row of the dense Hessian: D ε ‖H‖
+    products = D * torch.finfo(point.theta.dtype).eps * max(abs(v) for v in predicted)
+    expected_error = closed_form_rounding(predicted, point.config.source.k) + products
     found = [ritz.values[0].item(), ritz.values[-1].item()]
     target = [min(predicted, key=lambda v, f=f: abs(v - f)) for f in found]
     tol = [expected_error + ritz.residuals[i].item() + point.spectrum.hessian_error for i in (0, -1)]

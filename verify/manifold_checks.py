@@ -131,12 +131,14 @@ def escape_vector(point: MeasuredPoint, curvature: ManifoldCurvature) -> Tensor:
 
 
 def dense_checks(point: MeasuredPoint, curvature: ManifoldCurvature, unigram_loss: float,
-                 entropy_rate: float) -> list[Check]:
+                 entropy_rate: float, gap: float | None) -> list[Check]:
     """Claim MANIFOLD at one point against the exact loss (N ≤ 12): stationary at H(π), the dense
     Hessian equal to the block with nothing outside it, the same nonzero spectrum and null space
     D - (d+1) (untied D - (2d+1)), flat along M_π, and the predicted class seen by the loss itself:
-    descent along the escape direction for a saddle, no nearby descent for a local minimum."""
-    checks = [*C.stationary_checks(point, unigram_loss, "H(pi)", entropy_rate, "H_rate"),
+    descent along the escape direction for a saddle, no nearby descent for a local minimum.  ``gap``:
+    H(π) - H_rate without cancellation (None for an i.i.d. source), which the loss check must resolve."""
+    checks = [*C.stationary_checks(point, unigram_loss, "H(pi)", None if gap is None else entropy_rate, "H_rate",
+                                   gap),
               formula_block_check(point, curvature, "M_π block = dense Hessian"),
               *C.flatness_check(point, point.config.seed)]
     if curvature.reason.startswith(KINK):
