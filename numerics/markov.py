@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import functools
 import math
+import re
+import sys
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -36,6 +38,24 @@ def check_probability(name: str, value: object) -> float:
     value = float(value)
     if not math.isfinite(value) or not 0.0 < value < 1.0:
         raise InvalidInputError(f"{name} must lie strictly between 0 and 1, got {value!r}")
+    return value
+
+
+def parse_number(text: str) -> float:
+    """``float(text)`` (ValueError for what is not a number), refusing a value that is not the one written.
+
+    InvalidInputError for a nonzero literal that rounds to 0 (``1e-400``: its mantissa has a nonzero
+    digit) and for one that lands among the subnormals (below 2.2e-308, where float64 keeps fewer than
+    53 bits): either would silently stand for another input, e.g. a transition probability 0.  NaN and
+    ±inf pass through for the range checks to name.
+    """
+    value = float(text)
+    if value == 0.0 and re.search(r"[1-9]", re.split(r"[eE]", text.strip())[0]):
+        raise InvalidInputError(f"{text.strip()} underflows to 0 in float64 (the smallest normal number is "
+                                f"{sys.float_info.min:.1e})")
+    if 0.0 < abs(value) < sys.float_info.min:
+        raise InvalidInputError(f"{text.strip()} is subnormal in float64 (nonzero, below {sys.float_info.min:.1e}: "
+                                "digits are lost)")
     return value
 
 
@@ -186,6 +206,11 @@ def check_transition(matrix: object) -> np.ndarray:
         raise InvalidInputError(f"transition matrix must be square with k >= 2 states, got shape {P.shape}")
     if not np.isfinite(P).all() or (P < 0).any() or (P > 1).any():
         raise InvalidInputError("transition matrix entries must be finite numbers in [0, 1]")
+    subnormal = (P != 0) & (np.abs(P) < sys.float_info.min)  # the definition of a subnormal
+    if subnormal.any():
+        i, j = map(int, np.argwhere(subnormal)[0])
+        raise InvalidInputError(f"transition matrix entry [{i}, {j}] = {P[i, j]!r} is subnormal (nonzero, below "
+                                f"{sys.float_info.min:.1e}): write 0 or a normal float64")
     worst = np.abs(P.sum(axis=1) - 1).max()
     if worst > 1e-12:
         row = int(np.abs(P.sum(axis=1) - 1).argmax())
@@ -208,9 +233,13 @@ def check_transition(matrix: object) -> np.ndarray:
 
 
 def parse_transition(text: str) -> np.ndarray:
-    """A transition matrix from ``"r1;r2;...;rk"``, rows separated by ';' and entries by ','."""
+    """A transition matrix from ``"r1;r2;...;rk"``, rows separated by ';' and entries by ','.
+
+    Each entry must keep the value written (``parse_number``): ``1e-400`` would become a 0 transition."""
     try:
-        rows = [[float(entry) for entry in row.split(",")] for row in text.strip().strip(";").split(";")]
+        rows = [[parse_number(entry) for entry in row.split(",")] for row in text.strip().strip(";").split(";")]
+    except InvalidInputError as err:  # before ValueError, its base class
+        raise InvalidInputError(f"--transition: an entry {err}") from None
     except ValueError:
         raise InvalidInputError(f"--transition: rows are ';'-separated lists of ','-separated numbers, got {text!r}"
                                 ) from None

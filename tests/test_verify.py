@@ -80,7 +80,8 @@ def test_cuda_path(capsys):
 
 @pytest.mark.parametrize("argv", [
     ["--p", "0"], ["--p", "1"], ["--q", "nan"], ["--q", "inf"], ["--p", "abc"], ["--d", "0"],
-    ["--seq-len", "0"], ["--seq-len", "40"], ["--bogus"], ["--p", "1e-200"], ["--q", "1e-12", "--dtype", "float32"],
+    ["--seq-len", "0"], ["--seq-len", "40"], ["--bogus"], ["--p", "1e-200", "--q", "0.5"],
+    ["--q", "1e-12", "--p", "0.5", "--dtype", "float32"],
     ["--d", "16", "--seq-len", "16"],  # the dense Hessian would need ~2 TB: refused before it starts
 ] + ([] if torch.cuda.is_available() else [["--device", "cuda"]]))
 def test_bad_input_exits_2_with_one_line(argv, capsys):

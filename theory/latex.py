@@ -691,21 +691,22 @@ def main(argv: list[str] | None = None) -> int:
                                             "(give with --q; default: symbolic only)")
     ap.add_argument("--q", type=float, help="P(x_{n+1}=0 | x_n=1), with --p")
     ap.add_argument("--pdf", action="store_true", help="also compile FILE with pdflatex (twice, beside FILE) "
-                                                       "into the PDF; exit 2 if pdflatex is not installed")
+                                                       "into the PDF; without pdflatex FILE is still written, "
+                                                       "then exit 2")
     try:
         args = ap.parse_args(argv)
         if (args.p is None) != (args.q is None):
             raise InvalidInputError("give both --p and --q, or neither")
         if args.p is not None:
             check_probability("p", args.p), check_probability("q", args.q)
-        if args.pdf and shutil.which("pdflatex") is None:
-            raise InvalidInputError("--pdf needs pdflatex on PATH (TeX Live or MiKTeX); without --pdf the .tex "
-                                    "is written and compiles with any LaTeX")
         check_writable(args.out)
         write_document(args.out, p=args.p, q=args.q)
     except (InvalidInputError, OSError) as err:
         return bad_input(err)
     print(f"wrote {args.out}")
+    if args.pdf and shutil.which("pdflatex") is None:  # the .tex is the work; only its compilation is missing
+        return bad_input(InvalidInputError(f"the PDF was not made: --pdf needs pdflatex on PATH (TeX Live or "
+                                           f"MiKTeX); {args.out} is written and compiles with any LaTeX"))
     if args.pdf:
         try:
             print(f"wrote {compile_pdf(Path(args.out).resolve())}")

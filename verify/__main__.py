@@ -17,13 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 
 from numerics.markov import InvalidInputError
 from paper_refs import claims
 from verify import theorem_global_min, theorem_local_min, theorem_manifold, theorem_saddle
 from verify.analysis import analyse_bigram, analyse_unigram
-from verify.cli import check_writable, config_from, exit_now, parser, show_stages, stage
-from verify.report import Check, Report, combined_exit_code
+from verify.cli import check_duration, check_writable, config_from, exit_now, parser, show_stages, stage
+from verify.report import Check, Report, combined_exit_code, fmt
 
 THEOREMS = [
     (theorem_local_min, analyse_unigram),
@@ -34,6 +35,8 @@ THEOREMS = [
 
 
 SYMBOLIC = "symbolic identities"
+#: Longest line of the text output (a terminal's width); --json keeps every value whole.
+LINE_WIDTH = 120
 
 
 def symbolic_report() -> Report:
@@ -105,6 +108,40 @@ def claim_status(reports: list[Report]) -> list[dict]:
     return table
 
 
+def _wrapped(text: str, first: str, indent: str, width: int = LINE_WIDTH) -> list[str]:
+    """``text`` after ``first`` in lines of at most ``width`` characters, continued under ``indent``; nothing
+    is cut (hyphenated names such as k-state stay whole)."""
+    return textwrap.wrap(text, width, initial_indent=first, subsequent_indent=indent, break_on_hyphens=False)
+
+
+def runs_text(reports: list[Report]) -> str:
+    """One row per run (theorem, inputs, prediction, checks passed, verdict), then a line for each check
+    that did not pass, its measurement as the text report shows it (a long list by its ends)."""
+    lines = [f"{'theorem':<22} {'inputs':<34} {'prediction':<16} {'checks':>7} {'verdict':<13}"]
+    for r in reports:
+        inputs = "all p, q in (0, 1); tied, untied" if r.theorem == SYMBOLIC else " ".join(
+            f"{k}={r.inputs[k]}" for k in ("p", "q", "tying") if k in r.inputs)
+        passed = sum(c.passed is True for c in r.checks)
+        lines.append(f"{r.theorem:<22} {inputs:<34} {r.prediction[:16]:<16} {passed:>3}/{len(r.checks):<3} {r.verdict}")
+        for c in r.checks:
+            if c.passed is not True:
+                result = "FAIL" if c.passed is False else "undecided"
+                lines += _wrapped(f"{c.name} (measured {fmt(c.measured)})", f"    {result}: ", " " * 8)
+    return "\n".join(lines)
+
+
+def claims_text(status: list[dict]) -> str:
+    """The --list table: each claim, its number of checks, its status and where in the paper, the last two
+    wrapped under the status column (a claim proven by many identities lists them all, over several lines)."""
+    column = max(len(row["id"]) for row in status)
+    indent = " " * (column + 9)
+    lines = [f"{'claim':<{column}} {'checks':>6}  status (where in the paper)"]
+    for row in status:
+        lines += _wrapped(row["status"], f"{row['id']:<{column}} {row['checks']:>6}  ", indent)
+        lines += _wrapped(f"({row['where']})", indent, indent)
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = parser(__doc__, {"p": None, "q": None, "tying": None}, prog="python -m verify")
     ap.add_argument("--list", action="store_true", help="print the paper's claims with their status")
@@ -116,11 +153,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.transition is not None or args.chain is not None or args.embedding == "onehot":
             raise InvalidInputError("python -m verify runs the binary scalar model; for a k-state chain use a theorem "
                                     "command, e.g. python -m verify.theorem_local_min --chain sticky5")
-        given = {k: v for k, v in vars(args).items() if k in ("p", "q", "tying") and v is not None}
         if args.latex:
             check_writable(args.latex)
-        configs = [config_from(argparse.Namespace(**(vars(args) | {k: module.DEFAULTS[k] for k in ("p", "q", "tying")}
-                                                     | given))) for module, _ in THEOREMS]  # d, N, ...: shared flags
+        # each theorem's own (p, q) and tying unless given (--p and --q together: config_from refuses one alone);
+        # d, N, ...: the shared flags
+        configs = [config_from(argparse.Namespace(**(vars(args) | {
+            "default_pair": (module.DEFAULTS["p"], module.DEFAULTS["q"]),
+            "tying": module.DEFAULTS["tying"] if args.tying is None else args.tying}))) for module, _ in THEOREMS]
+        check_duration(configs[0], 0, args.scan_manifold, theorems=len(configs))
         show_stages(enabled=not args.json)
         with stage("symbolic identities (all of them)"):
             reports = [symbolic_report()]
@@ -130,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.latex:
             from theory.latex import write_document
 
-            write_document(args.latex, p=given.get("p"), q=given.get("q"))
+            write_document(args.latex, p=args.p, q=args.q)
     except (InvalidInputError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -138,18 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({"reports": [r.to_dict() for r in reports], "claims": status}, indent=2))
     else:
-        print(f"{'theorem':<22} {'inputs':<34} {'prediction':<16} {'checks':>7} {'verdict':<13}")
-        for r in reports:
-            inputs = " ".join(f"{k}={r.inputs[k]}" for k in ("p", "q", "tying") if k in r.inputs)
-            passed = sum(c.passed is True for c in r.checks)
-            print(f"{r.theorem:<22} {inputs:<34} {r.prediction[:16]:<16} {passed:>3}/{len(r.checks):<3} {r.verdict}")
-            for c in r.checks:
-                if c.passed is not True:
-                    print(f"    {'FAIL' if c.passed is False else 'undecided'}: {c.name} (measured {c.measured})")
+        print(runs_text(reports))
         if args.list:
-            print(f"\n{'claim':<19} {'checks':>6}  status (where in the paper)")
-            for row in status:
-                print(f"{row['id']:<19} {row['checks']:>6}  {row['status']}\n{'':<27}({row['where']})")
+            print("\n" + claims_text(status))
     return combined_exit_code(reports)
 
 

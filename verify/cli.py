@@ -12,7 +12,6 @@ import contextlib
 import functools
 import json
 import logging
-import math
 import os
 import sys
 import time
@@ -30,6 +29,7 @@ from numerics.markov import (
     check_positive_int,
     check_probability,
     num_prefixes,
+    parse_number,
     parse_transition,
     preset,
 )
@@ -37,6 +37,16 @@ from verify.report import Report, combined_exit_code
 
 #: Largest N whose exact loss and dense full-space Hessian the theorem commands compute.
 DENSE_MAX_SEQ_LEN = 16
+#: A run (--sweep points, --scan-manifold points) estimated to take longer than this is refused.
+MAX_HOURS = 24.0
+#: Seconds of one theorem run at d = 4, N = 8 (the defaults), the cost of a --sweep point: measured
+#: 0.31 s (0.22-0.31 s over runs; local_min and global_min, 2 CPU cores), the floor at any size.
+POINT_SECONDS = 0.3
+#: Above the defaults a point grows as (D × the exact enumeration's size)^POINT_GROWTH, fitted to the
+#: points measured on 2 CPU cores: 0.31 s at d=4, N=8; 59 s at d=4, N=12; 81 s at d=8, N=10.
+POINT_GROWTH = 1.74
+#: Seconds to classify one --scan-manifold point (a forward pass, O(N² d²)): 63 a second measured at N=8.
+SCAN_POINT_SECONDS = 0.016
 
 
 @dataclass(frozen=True)
@@ -125,10 +135,25 @@ class Parser(argparse.ArgumentParser):
 
 
 def _number(text: str) -> float:
+    """A float flag's value as written (``parse_number``: 1e-400 is refused, not read as 0)."""
     try:
-        return float(text)
+        return parse_number(text)
+    except InvalidInputError as err:  # before ValueError, its base class
+        raise argparse.ArgumentTypeError(str(err)) from None
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def binary_pair(p: float | None, q: float | None, default: tuple[float, float]) -> tuple[float, float]:
+    """(--p, --q) as given, or ``default`` when neither is.  A given value outside (0, 1) is named first;
+    one without the other is bad input: it would silently pair with the other's default, a chain the user
+    never named."""
+    for name, value in (("p", p), ("q", q)):
+        if value is not None:
+            check_probability(name, value)
+    if (p is None) != (q is None):
+        raise InvalidInputError("give both --p and --q, or neither")
+    return default if p is None else (p, q)
 
 
 def parser(description: str, defaults: dict, *, prog: str | None = None, sweep: bool = True) -> argparse.ArgumentParser:
@@ -137,12 +162,17 @@ def parser(description: str, defaults: dict, *, prog: str | None = None, sweep: 
     ``prog`` is how the usage line names the command (``python -m verify.theorem_local_min``).
     """
     ap = Parser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--p", type=_number, default=defaults.get("p", 0.5), help="P(x_{n+1}=1 | x_n=0), in (0, 1)")
-    ap.add_argument("--q", type=_number, default=defaults.get("q", 0.8), help="P(x_{n+1}=0 | x_n=1), in (0, 1)")
+    p, q = defaults.get("p", 0.5), defaults.get("q", 0.8)
+    pair = "each theorem's own" if p is None else f"--p {p} --q {q}"
+    ap.add_argument("--p", type=_number, help=f"P(x_{{n+1}}=1 | x_n=0), in (0, 1); give --p and --q together "
+                                              f"(default: {pair})")
+    ap.add_argument("--q", type=_number, help="P(x_{n+1}=0 | x_n=1), in (0, 1); with --p")
+    ap.set_defaults(default_pair=(p, q))
     chain = ap.add_mutually_exclusive_group()
     chain.add_argument("--transition", metavar="ROWS",
                        help="a k-state chain instead of (p, q): rows separated by ';', entries by ',', e.g. "
-                            "'0.05,0.5,0.45;0.6,0.05,0.35;0.5,0.45,0.05' (the one-hot model of the released code)")
+                            "'0.05,0.5,0.45;0.6,0.05,0.35;0.5,0.45,0.05' (the one-hot model of the released code); "
+                            "a 2-state chain is the binary one (p = P[0,1], q = P[1,0]) and takes --p's range")
     chain.add_argument("--chain", metavar="NAME",
                        help="a named k-state chain: sticky5 (the paper's 5-state chain), switching3, rotating3, "
                             "uniform3, or dirichlet-K-SEED")
@@ -169,7 +199,10 @@ def parser(description: str, defaults: dict, *, prog: str | None = None, sweep: 
                         help="also classify K random points of the unigram manifold M_π (all weights random)")
         ap.add_argument("--sweep", type=int, default=0, metavar="K",
                         help="run K random (p, q) instead of one (cycling: uniform in (0.02, 0.98)^2, p = q, "
-                             "|p+q-1| = 10^-1 .. 10^-10) and print a summary table")
+                             "|p+q-1| = 10^-1 .. 10^-10) and print a summary table; refused when the estimate "
+                             f"(--sweep and --scan-manifold) passes {MAX_HOURS:g} h: {POINT_SECONDS} s a point at "
+                             f"d=4, N=8, growing as (D·2^N)^{POINT_GROWTH}, D parameters (measured on 2 CPU cores), "
+                             f"{SCAN_POINT_SECONDS} s a scanned point")
     return ap
 
 
@@ -193,13 +226,18 @@ def given_flags(argv: list[str] | None, flags: tuple[str, ...]) -> list[str]:
 
 
 def chain_from(args: argparse.Namespace) -> FiniteChain | None:
-    """The k-state chain of --transition / --chain / --embedding onehot, or None for the scalar model."""
+    """The k-state chain of --transition / --chain / --embedding onehot, or None for the scalar model.
+
+    A chain given twice (--p/--q and --transition/--chain) is bad input; --p without --q too."""
+    if (args.p is not None or args.q is not None) and (args.transition is not None or args.chain is not None):
+        raise InvalidInputError("give the chain either as --p/--q or as --transition/--chain, not both")
+    pair = binary_pair(args.p, args.q, args.default_pair)
     if args.transition is not None:
         chain = FiniteChain(parse_transition(args.transition), name="custom")
     elif args.chain is not None:
         chain = preset(args.chain)
     elif args.embedding == "onehot":
-        chain = FiniteChain.binary(check_probability("p", args.p), check_probability("q", args.q))
+        chain = FiniteChain.binary(*(check_probability(name, v) for name, v in zip("pq", pair)))
     else:
         return None
     if args.embedding == "scalar":
@@ -236,20 +274,61 @@ def config_from(args: argparse.Namespace, *, max_seq_len: int = DENSE_MAX_SEQ_LE
     device = resolve_device(args.device)
     if chain is not None:
         transition = tuple(map(tuple, chain.transition.tolist()))
-        p, q = (transition[0][1], transition[1][0]) if k == 2 else (None, None)
+        # a 2-state chain is the binary (p, q): refused where --p, --q would be, with the same words
+        p, q = (check_binary(transition[0][1], transition[1][0], args.dtype, ("p = P[0,1]", "q = P[1,0]"))
+                if k == 2 else (None, None))
         return Config(p, q, args.tying, d, seq_len, device, args.dtype, args.seed, transition, chain.name)
-    p, q = check_probability("p", args.p), check_probability("q", args.q)
-    if not math.isfinite(p + q):
-        raise InvalidInputError("p and q must be finite")
-    floor = torch.finfo(getattr(torch, args.dtype)).tiny ** 0.25
-    if min(p, q, 1 - p, 1 - q) < floor:
-        raise InvalidInputError(f"p, q, 1-p and 1-q must be at least {floor:.1e} in {args.dtype}: below that the "
-                                "curvature π0π1 ~ min(p, q) underflows when squared (got "
-                                f"p={p:g}, q={q:g})")
+    p, q = check_binary(*binary_pair(args.p, args.q, args.default_pair), args.dtype)
     return Config(p, q, args.tying, d, seq_len, device, args.dtype, args.seed)
 
 
+def check_binary(p: object, q: object, dtype: str, names: tuple[str, str] = ("p", "q")) -> tuple[float, float]:
+    """(p, q) of a binary chain as the theorem commands accept it, or InvalidInputError: both in (0, 1),
+    and p, q, 1-p, 1-q at least tiny^(1/4) of ``dtype``.  ``names``: how the messages call p and q."""
+    p, q = check_probability(names[0], p), check_probability(names[1], q)
+    floor = torch.finfo(getattr(torch, dtype)).tiny ** 0.25
+    if min(p, q, 1 - p, 1 - q) < floor:
+        raise InvalidInputError(f"p, q, 1-p and 1-q must be at least {floor:.1e} in {dtype}: below that the "
+                                "curvature π0π1 ~ min(p, q) underflows when squared (got "
+                                f"p={p:g}, q={q:g})")
+    return p, q
+
+
 Analysis = Callable[[Config, str, int], Report]
+
+
+def _dense_work(d: int, seq_len: int, tying: bool) -> int:
+    """D × the numbers of the exact enumeration: what the dense Hessian backpropagates."""
+    from numerics.population import enumeration_bytes
+    from numerics.transformer import init_params
+
+    params = init_params(d, seq_len, tying=tying, std=0.0)
+    return sum(v.numel() for v in params.values()) * enumeration_bytes(params, "exact")
+
+
+def point_seconds(config: Config) -> float:
+    """Estimated seconds of one theorem run at ``config`` (one --sweep point): ``POINT_SECONDS`` at the
+    defaults, times (work / work at the defaults)^``POINT_GROWTH`` above them on the CPU.  On a GPU only
+    the floor is claimed (the per-point overhead of closed forms and checks)."""
+    if config.device != "cpu":
+        return POINT_SECONDS
+    ratio = _dense_work(config.d, config.seq_len, config.tying) / _dense_work(4, 8, True)
+    return POINT_SECONDS * max(1.0, ratio) ** POINT_GROWTH
+
+
+def check_duration(config: Config, sweep: int, scan: int, *, theorems: int = 1) -> None:
+    """Refuse (InvalidInputError) ``theorems`` runs at ``config`` per --sweep point (at least one), each with
+    ``scan`` scanned points of M_π, when the estimate (``point_seconds``, ``SCAN_POINT_SECONDS``) passes
+    ``MAX_HOURS``: such a run cannot finish, and the user learns it now rather than after hours of silence."""
+    runs = theorems * max(1, sweep)
+    each = point_seconds(config) + scan * SCAN_POINT_SECONDS
+    hours = runs * each / 3600
+    if hours > MAX_HOURS:
+        asked = [f"--{flag} {value}" for flag, value in (("sweep", sweep), ("scan-manifold", scan)) if value]
+        raise InvalidInputError(f"{' '.join(asked) or 'this run'} would take about {hours:,.3g} h ({runs:,} "
+                                f"run{'s' * (runs > 1)} of about {each:.2g} s, estimated from runs measured on 2 CPU "
+                                f"cores), more than the {MAX_HOURS:g} h limit; lower "
+                                f"{' or '.join(a.split()[0] for a in asked) or '--d or --seq-len'}")
 
 
 def sweep_configs(config: Config, count: int) -> list[Config]:
@@ -268,6 +347,12 @@ def sweep_configs(config: Config, count: int) -> list[Config]:
             p = 0.1 + 0.8 * a
             draws.append((p, 1 - p + (1 if c < 0.5 else -1) * 10 ** (-1 - 9 * b)))
     return [replace(config, p=p, q=q) for p, q in draws]
+
+
+def sweep_progress(as_json: bool, stream) -> bool:
+    """Whether a sweep draws its progress bar on ``stream`` (stderr): always for the text report; with
+    --json only on a terminal, so that merged streams (2>&1) still parse as JSON."""
+    return not as_json or stream.isatty()
 
 
 def sweep_table(reports: list[Report]) -> str:
@@ -319,18 +404,18 @@ def main(description: str, defaults: dict, analyse: Analysis, theorem: str, argv
     try:
         args = parser(description, defaults, prog=f"python -m verify.{theorem}").parse_args(argv)
         config = config_from(args)
-        if config.onehot and given_flags(argv, ("--p", "--q")) and args.embedding != "onehot":
-            raise InvalidInputError("give the chain either as --p/--q or as --transition/--chain, not both")
         if args.latex:
             check_writable(args.latex)
         if args.sweep < 0 or args.scan_manifold < 0:
             raise InvalidInputError("--sweep and --scan-manifold take a count >= 0")
         if config.onehot and (args.sweep or args.scan_manifold):
             raise InvalidInputError("--sweep and --scan-manifold are for the binary scalar model (--p, --q)")
+        check_duration(config, args.sweep, args.scan_manifold)
         configs = sweep_configs(config, args.sweep) if args.sweep else [config]
         show_stages(enabled=not (args.sweep or args.json))
+        bar = len(configs) > 1 and sweep_progress(args.json, sys.stderr)
         reports = [analyse(c, theorem, args.scan_manifold)
-                   for c in tqdm(configs, desc=theorem, disable=len(configs) < 2 or args.json, leave=False)]
+                   for c in tqdm(configs, desc=theorem, disable=not bar, leave=False, file=sys.stderr)]
         write_latex(args, config)
     except (InvalidInputError, OSError) as err:
         return bad_input(err)

@@ -85,6 +85,7 @@ import torch
 from numerics.canonical_flow import Tangency, random_tangencies
 from numerics.escape import EscapeRun, track_escape
 from numerics.markov import InvalidInputError, MarkovChain, SecondOrderChain, check_positive_int, preset
+from numerics.population import memory_budget_bytes
 from numerics.train import (
     DEFAULT_LR,
     Source,
@@ -199,6 +200,18 @@ OWN_SCHEDULES = {"escape": ESCAPE_SCHEDULES,
 ONEHOT_TYING_SEEDS = 6
 #: The first positions, whose excess loss over the kernel the init experiment reports apart from the rest.
 HEAD_POSITIONS = 4
+#: A run estimated to take longer than this is refused (hours).
+MAX_HOURS = 24.0
+#: Cost of a training step (batch 16, d = 8, float64), measured on 2 busy CPU cores at N = 32 .. 2048: drawing
+#: the batch, a Python loop over positions on the CPU whatever the device (4.9e-5 s a position), ...
+SAMPLE_SECONDS = 4.9e-5
+#: ... and, on the CPU (one thread), attention forward and backward per layer with its share of the
+#: evaluations: 3.5e-7 N² s (N = 2048: 1.37 s a step without evaluations; N = 1024: 0.58 s).
+ATTENTION_SECONDS = 3.5e-7
+#: Sequences whose N × N attention scores and weights are alive at once: evaluation holds both for its
+#: 64 test sequences (1.0 kB N² measured at N = 1024 and 2048 in float64), the init experiment's
+#: loss by position for 256; training holds about 3 per sequence of the batch and layer.
+EXCESS_SEQUENCES = 256
 #: The embedding measurement of the init experiment: random points, d, N, and its exactness bound (nats).
 EMBEDDING_POINTS, EMBEDDING_D, EMBEDDING_SEQ_LEN = 4, 4, 8
 
@@ -400,7 +413,8 @@ def position_summary(runs: list[Run]) -> dict[str, dict[str, float]]:
     """
     out: dict[str, dict[str, list[float]]] = {}
     for run in runs:
-        excess = excess_by_position(run.result.params, run.setting.source, run.result.config)
+        excess = excess_by_position(run.result.params, run.setting.source, run.result.config,
+                                    sequences=EXCESS_SEQUENCES)
         references = reference_entropies(run.setting.source)
         unigram_excess = references["unigram"] - references["bigram"]
         mine = out.setdefault(run.setting.variant, {"head": [], "bulk": [], "trapped": []})
@@ -511,7 +525,12 @@ def _parser() -> Parser:
                     help="seeds per setting (default: 3, or 2 with --quick; escape: 8, or 3; init: 4, or 2)")
     ap.add_argument("--steps", type=int, help="training steps (default: 800, or 600 with --quick; init: 800, or 400)")
     ap.add_argument("--seq-len", type=int,
-                    help="sequence length N (default: 256, or 128 with --quick; init: 64)")
+                    help="sequence length N (default: 256, or 128 with --quick; init: 64).  Refused when the N × N "
+                         "attention scores of the sequences held at once (64 evaluated; init: 256) pass the memory "
+                         "budget (half the RAM, or 80%% of free GPU memory: N <= ~3500 in float64 with 24 GB of "
+                         f"RAM), or when the run's estimate passes {MAX_HOURS:g} h: a step costs "
+                         f"{SAMPLE_SECONDS:g} N s to sample plus, on the CPU, {ATTENTION_SECONDS:g} N² s a layer "
+                         "(measured on 2 CPU cores; N = 1024: 0.58 s)")
     ap.add_argument("--optimizer", choices=list(DEFAULT_LR),
                     help="adamw (the paper's, with its schedule) or sgd (plain, lr 1, constant); "
                          "default: adamw, and both for escape")
@@ -542,6 +561,43 @@ def _sizes(args: argparse.Namespace, name: str) -> tuple[TrainConfig, int]:
         optimizer=args.optimizer or "adamw", layer_norm=args.layer_norm,
         device=resolve_device(args.device), dtype=getattr(torch, args.dtype))
     return base, check_positive_int("seeds", _given(args.seeds, schedule["seeds"]))
+
+
+def peak_sequences(config: TrainConfig, experiment: str) -> int:
+    """How many N × N attention matrices a run of ``experiment`` holds at its peak (``EXCESS_SEQUENCES``)."""
+    return max(2 * config.eval_sequences, 3 * config.batch * config.layers,
+               2 * EXCESS_SEQUENCES if experiment == "init" else 0)
+
+
+def step_seconds(config: TrainConfig) -> float:
+    """Estimated seconds of one training step: sampling everywhere, attention counted on the CPU only (on a
+    GPU the estimate is a lower bound)."""
+    attention = ATTENTION_SECONDS * config.layers * config.seq_len**2 if config.device == "cpu" else 0.0
+    return SAMPLE_SECONDS * (config.seq_len + 1) + attention
+
+
+def check_feasible(plan: list[tuple[str, TrainConfig, int]]) -> None:
+    """Refuse (InvalidInputError) a plan of (experiment, run configuration, runs) that cannot finish: one
+    whose attention matrices pass the memory budget, or whose estimated time passes ``MAX_HOURS``.
+    Decided before any training, so that a run too large says so at once instead of hanging."""
+    for experiment, config, _ in plan:
+        itemsize = torch.tensor([], dtype=config.dtype).element_size()
+        need = peak_sequences(config, experiment) * itemsize * config.seq_len**2
+        budget = memory_budget_bytes(torch.device(config.device))
+        if need > budget:
+            largest = math.isqrt(budget // (peak_sequences(config, experiment) * itemsize))
+            raise InvalidInputError(
+                f"--seq-len {config.seq_len}: {experiment} holds about {need / 2**30:,.3g} GiB of N × N attention "
+                f"matrices ({peak_sequences(config, experiment)} of them in {str(config.dtype)[6:]}), more than the "
+                f"memory budget of {budget / 2**30:.1f} GiB; use --seq-len <= {largest}")
+    steps = sum(runs * config.steps for _, config, runs in plan)
+    hours = sum(runs * config.steps * step_seconds(config) for _, config, runs in plan) / 3600
+    if hours > MAX_HOURS:
+        cpu = all(config.device == "cpu" for _, config, _ in plan)
+        raise InvalidInputError(
+            f"{steps:,} training steps at N = {plan[0][1].seq_len} would take {'about' if cpu else 'at least'} "
+            f"{hours:,.3g} h (estimated from steps measured on 2 CPU cores), more than the {MAX_HOURS:g} h limit: "
+            "lower --steps, --seeds or --seq-len")
 
 
 def _settings_json(base: TrainConfig, dtype: str) -> dict:
@@ -582,6 +638,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = {name: EXPERIMENTS[name]() for name in names if name in EXPERIMENTS}
         if args.embedding == "onehot":
             settings["tying"] = _tying(("scalar", "onehot"))
+        check_feasible(_plan(args, sizes, settings))
         folders = prepare_output(Path(args.out), names)
     except InvalidInputError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -591,6 +648,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with cpu_threads(sizes[names[0]][0].device):
         return _train_and_report(args, names, sizes, settings, folders)
+
+
+def _plan(args: argparse.Namespace, sizes: dict[str, tuple[TrainConfig, int]],
+          settings: dict[str, list[Setting]]) -> list[tuple[str, TrainConfig, int]]:
+    """(experiment, run configuration, runs) of everything ``main`` will train: each setting's seeds, or the
+    escape study's seeds per optimiser."""
+    if "escape" in sizes:
+        base, seeds = sizes["escape"]
+        return [("escape", base, seeds * (1 if args.optimizer else len(DEFAULT_LR)))]
+    return [(name, replace(sizes[name][0], **setting.overrides), sizes[name][1])
+            for name, mine in settings.items() for setting in mine]
 
 
 def _train_and_report(args: argparse.Namespace, names: list[str], sizes: dict[str, tuple[TrainConfig, int]],

@@ -92,22 +92,22 @@ class Report:
             f"{self.theorem}  (claims: {', '.join(self.claims)})",
             "inputs: " + ", ".join(f"{k}={_shown(v)}" for k, v in self.inputs.items() if v is not None),
             f"prediction of the theory: {self.prediction}",
-            f"closed form: loss = {_fmt(self.closed_form['loss'])}, nonzero Hessian eigenvalues = "
-            f"{_fmt(self.closed_form['hessian_eigenvalues'])}",
+            f"closed form: loss = {fmt(self.closed_form['loss'])}, nonzero Hessian eigenvalues = "
+            f"{fmt(self.closed_form['hessian_eigenvalues'])}",
             "",
             f"  {'check':<{NAME_WIDTH}} {'result':<9} {'test':<21} {'measured (m)':>14} {'expected (e)':>14} "
             f"{'tol':>9}",
         ]
         for c in self.checks:
             result = {True: "pass", False: "FAIL", None: "undecided"}[c.passed]
-            measured, expected = _fmt(c.measured), _fmt(c.expected)
+            measured, expected = fmt(c.measured), fmt(c.expected)
             # a long name or list value gets its own line rather than pushing the columns apart
             name = c.name if len(c.name) <= NAME_WIDTH else c.name + "\n  " + " " * NAME_WIDTH
             row = f"  {name:<{NAME_WIDTH}} {result:<9} {c.comparison:<21} "
             if max(len(measured), len(expected)) <= 14:
-                lines.append(row + f"{measured:>14} {expected:>14} {_fmt(c.tolerance):>9}")
+                lines.append(row + f"{measured:>14} {expected:>14} {fmt(c.tolerance):>9}")
             else:
-                lines += [row + f"{'':>14} {'':>14} {_fmt(c.tolerance):>9}",
+                lines += [row + f"{'':>14} {'':>14} {fmt(c.tolerance):>9}",
                           f"      m = {measured}", f"      e = {expected}"]
             if c.detail:
                 lines.append(f"      {c.detail}")
@@ -116,13 +116,13 @@ class Report:
         return "\n".join(lines)
 
 
-def _fmt(value: Any) -> str:
+def fmt(value: Any) -> str:
     """A number in 6 significant digits; a list of more than six values by its ends and length."""
     if isinstance(value, float):
         return f"{value:.6g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.3e}"
     if isinstance(value, list):
         shown = value if len(value) <= 6 else [*value[:3], "…", *value[-2:]]
-        return "[" + ", ".join(_fmt(v) for v in shown) + "]" + ("" if shown is value else f" ({len(value)} values)")
+        return "[" + ", ".join(fmt(v) for v in shown) + "]" + ("" if shown is value else f" ({len(value)} values)")
     return "-" if value is None else str(value)
 
 

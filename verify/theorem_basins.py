@@ -54,8 +54,8 @@ from numerics.dynamics import (
     predicted_basin,
     slope,
 )
-from numerics.markov import InvalidInputError, MarkovChain, check_probability
-from verify.cli import Parser, _number, bad_input, check_writable, exit_now, show_stages, stage
+from numerics.markov import InvalidInputError, MarkovChain
+from verify.cli import Parser, _number, bad_input, binary_pair, check_writable, exit_now, show_stages, stage
 from verify.figures import save_figure
 from verify.report import Check, Report
 
@@ -77,8 +77,9 @@ MODE_NAMES = {"profiled": "profiled flow (b = b*)", "joint": "joint flow from b 
 def _parser() -> argparse.ArgumentParser:
     ap = Parser(prog=f"python -m verify.{THEOREM}", description=__doc__,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--p", type=_number, default=0.5, help="P(x_{n+1}=1 | x_n=0), in (0, 1) (default: %(default)s)")
-    ap.add_argument("--q", type=_number, default=0.8, help="P(x_{n+1}=0 | x_n=1), in (0, 1) (default: %(default)s)")
+    ap.add_argument("--p", type=_number, help="P(x_{n+1}=1 | x_n=0), in (0, 1); give --p and --q together "
+                                              "(default: --p 0.5 --q 0.8)")
+    ap.add_argument("--q", type=_number, help="P(x_{n+1}=0 | x_n=1), in (0, 1); with --p")
     ap.add_argument("--grid", type=int, default=12, metavar="K",
                     help=f"K × K starts, cell centres of [-extent, extent]^2, 2 <= K <= {MAX_GRID} "
                          "(default: %(default)s)")
@@ -101,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _validated(args: argparse.Namespace):
     """The chain and the integration settings; anything out of range raises InvalidInputError (exit 2)."""
-    chain = MarkovChain(check_probability("p", args.p), check_probability("q", args.q))
+    chain = MarkovChain(*binary_pair(args.p, args.q, (0.5, 0.8)))
     if not 2 <= args.grid <= MAX_GRID:
         raise InvalidInputError(f"--grid {args.grid}: K must be in [2, {MAX_GRID}] (K^2 flows are integrated)")
     if not (math.isfinite(args.extent) and 0 < args.extent <= MAX_EXTENT):
