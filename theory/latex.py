@@ -29,6 +29,7 @@ from theory import landscape as T
 from theory import manifold as M
 from theory import multistate as MS
 from theory import reduced as R
+from theory.cli import Parser, bad_input, check_writable
 from theory.markov import canonical, entropy_rate, kernel, p, q, stationary, unigram_loss
 
 
@@ -683,8 +684,6 @@ def compile_pdf(tex: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from verify.cli import Parser, bad_input, check_writable
-
     ap = Parser(prog="python -m theory.latex", description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, metavar="FILE", help="the .tex file to write")
     ap.add_argument("--p", type=float, help="P(x_{n+1}=1 | x_n=0) for a section of values at these inputs "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import importlib
 import json
 import logging
 import os
@@ -17,8 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -33,7 +33,9 @@ from numerics.markov import (
     parse_transition,
     preset,
 )
-from verify.report import Report, combined_exit_code
+from theory.cli import Parser, bad_input, check_writable
+from verify.report import Check, Report, combined_exit_code
+from verify.runner import RESULTS_FILE, RunResult, add_runner_flags, run_with_args
 
 #: Largest N whose exact loss and dense full-space Hessian the theorem commands compute.
 DENSE_MAX_SEQ_LEN = 16
@@ -127,13 +129,6 @@ def show_stages(enabled: bool = True) -> None:
     log.setLevel(logging.INFO if enabled else logging.WARNING)
 
 
-class Parser(argparse.ArgumentParser):
-    """argparse with usage errors raised as InvalidInputError (one stderr line, exit 2)."""
-
-    def error(self, message: str):  # one line, exit 2
-        raise InvalidInputError(message)
-
-
 def _number(text: str) -> float:
     """A float flag's value as written (``parse_number``: 1e-400 is refused, not read as 0)."""
     try:
@@ -204,19 +199,6 @@ def parser(description: str, defaults: dict, *, prog: str | None = None, sweep: 
                              f"d=4, N=8, growing as (D·2^N)^{POINT_GROWTH}, D parameters (measured on 2 CPU cores), "
                              f"{SCAN_POINT_SECONDS} s a scanned point")
     return ap
-
-
-def check_writable(path: str) -> None:
-    """An output file must be creatable before any computation starts: its folder exists and is
-    writable, and the file itself, if present, is a writable file."""
-    target = Path(path)
-    folder = target.parent if str(target.parent) else Path(".")
-    if target.is_dir():
-        raise InvalidInputError(f"{path} is a folder, not a file")
-    if not folder.is_dir():
-        raise InvalidInputError(f"cannot write {path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
-        raise InvalidInputError(f"cannot write {path}: permission denied")
 
 
 def given_flags(argv: list[str] | None, flags: tuple[str, ...]) -> list[str]:
@@ -382,12 +364,6 @@ def exit_now(code: int) -> None:
             with contextlib.suppress(BrokenPipeError, ValueError):
                 stream.flush()
     os._exit(code)
-
-
-def bad_input(err: Exception) -> int:
-    """One line on stderr, exit code 2."""
-    print(f"error: {err}", file=sys.stderr)
-    return 2
 
 
 def write_latex(args: argparse.Namespace, config: Config) -> None:
