@@ -171,3 +171,14 @@ def test_no_point_of_the_manifold_is_ever_contradicted(scale, dtype, tying, seed
     report = analyse_manifold(config, "property", params, samples=100, seed=seed)
     assert report.verdict != "contradicted", [(c.name, c.measured, c.tolerance) for c in report.checks
                                               if c.passed is False]
+
+
+def test_a_row_that_sums_to_one_only_within_1e_12_is_refused():
+    """A row of 1 + 5e-13 was accepted (tolerance 1e-12) and every check then failed: the closed forms
+    assume stochastic rows.  Rows are accepted within the rounding of their decimal entries, 4kε."""
+    from numerics.markov import InvalidInputError, parse_transition
+
+    with pytest.raises(InvalidInputError, match="sums to"):
+        FiniteChain(parse_transition("0.5,0.5000000000005;0.3,0.7"))
+    third = "0.3333333333333333"
+    assert FiniteChain(parse_transition(f"0.1,0.2,0.7;{third},{third},{third};0.25,0.25,0.5")).k == 3
