@@ -48,6 +48,7 @@ from numerics.manifold import manifold_curvature, project_to_manifold, sequence_
 from numerics.markov import MarkovChain
 from numerics.population import population_loss
 from numerics.transformer import Params, init_params
+from verify.cli import binary_pair
 
 RATIO_TARGET = 100.0
 LONG_TARGET_S = 1.0
@@ -296,17 +297,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true",
                     help="fewer repeats of the in-process timings (parts 1-3); part 4 runs each command once anyway")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table and targets")
-    ap.add_argument("--p", type=float, default=0.5,
-                    help="switching probability P(0→1) of parts 1-3, in (0, 1) (default 0.5; part 4 runs the "
-                         "command's defaults)")
-    ap.add_argument("--q", type=float, default=0.8, help="switching probability P(1→0) of parts 1-3, in (0, 1) "
-                                                         "(default 0.8)")
+    ap.add_argument("--p", type=float,
+                    help="switching probability P(0→1) of parts 1-3, in (0, 1), given with --q (default 0.5; "
+                         "part 4 runs the command's defaults)")
+    ap.add_argument("--q", type=float, help="switching probability P(1→0) of parts 1-3, in (0, 1), given with --p "
+                                            "(default 0.8)")
     ap.add_argument("--std", type=positive_float, default=1.0,
                     help="scale of every random weight of parts 1-3, > 0 (default 1)")
     ap.add_argument("--seed", type=count, default=0, help="seed of the random points of parts 1-3, >= 0 (default 0)")
     add_threads(ap, default=1)
     args = ap.parse_args(argv)
-    chain = MarkovChain(args.p, args.q)  # bad p, q: InvalidInputError, one line and exit 2
+    chain = MarkovChain(*binary_pair(args.p, args.q, (0.5, 0.8)))  # bad or lone p, q: one line and exit 2
     threads = set_threads(args.threads)
     dense_repeats, formula_repeats, long_repeats = (3, 7, 3) if args.quick else (5, 21, 7)
     config = {"p": chain.p, "q": chain.q, "std": args.std, "seed": args.seed, "quick": args.quick,

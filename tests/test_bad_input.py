@@ -254,6 +254,13 @@ def test_the_hang_of_the_issue_is_an_error_line_from_the_real_entry_point(tmp_pa
     assert done.stderr.startswith("error: --seq-len 100000000") and done.stderr.count("\n") == 1
 
 
+def test_a_lone_p_is_refused_by_the_manifold_benchmark_too():
+    """Review: benchmarks/manifold.py let --p silently pair with the default --q."""
+    done = subprocess.run([sys.executable, "benchmarks/manifold.py", "--p", "0.3"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr == "error: give both --p and --q, or neither\n"
+
+
 # --- theory.latex --pdf without pdflatex ------------------------------------------------------------------
 
 def test_pdf_flag_without_pdflatex_writes_the_tex_then_exits_2(tmp_path, capsys, monkeypatch):
