@@ -159,28 +159,40 @@ def analyse_unigram(config: Config, theorem: str, scan: int = 0) -> Report:
     report = Report(theorem, unigram_claims(config, prediction), config.inputs(), prediction,
                     {"loss": chain.unigram_loss(), "hessian_eigenvalues": expected}, numeric, checks)
     if scan:
-        numeric["manifold_scan"] = scan_manifold(config, chain, scan)
-        found = numeric["manifold_scan"]
-        report.notes.append(f"scan of M_π with all weights random: {found['local_minima']} of {found['points']} "
-                            "points are local minima (the rest saddles or undecided)")
+        numeric["manifold_scan"] = scan_manifold(config, scan)
+        report.notes.append(scan_note(numeric["manifold_scan"]))
     return report
 
 
-def scan_manifold(config: Config, chain: MarkovChain, count: int) -> dict:
-    """Claim MANIFOLD, empirically: ``count`` random points of M_π with every weight random
-    (W_O, W_1, W_2 too), each classified by the exact (e, b) block of ``numerics.manifold``."""
-    from tqdm import tqdm
+def scan_point(config: Config, index: int) -> dict:
+    """Point ``index`` of the scan of M_π at ``config`` (claim MANIFOLD, empirically): a random point with every
+    weight random (W_O, W_1, W_2 too; seed config.seed + 100 + index), classified by the exact (e, b) block of
+    ``numerics.manifold``: its class and the block's smallest eigenvalue.  A task of the theorem commands'
+    --scan-manifold (``verify.cli.sweep_task``)."""
+    params = M.manifold_point(config, config.source, pos_std=0.7, weight_std=0.7, seed=config.seed + 100 + index,
+                              all_weights=True)
+    params = {k: v.to(config.device, config.torch_dtype) for k, v in params.items()}
+    found = manifold_curvature(params, config.p, config.q, tying=config.tying)
+    return {"class": found.classification, "min_eigenvalue": found.eigenvalues[0].item()}
 
-    classes = []
-    for i in tqdm(range(count), desc="scanning M_π", disable=count < 3, leave=False):
-        params = M.manifold_point(config, chain, pos_std=0.7, weight_std=0.7, seed=config.seed + 100 + i,
-                                  all_weights=True)
-        params = {k: v.to(config.device, config.torch_dtype) for k, v in params.items()}
-        found = manifold_curvature(params, config.p, config.q, tying=config.tying)
-        classes.append({"class": found.classification, "min_eigenvalue": found.eigenvalues[0].item()})
+
+def scan_summary(classes: list[dict]) -> dict:
+    """The scan of M_π from its points (``scan_point``'s records, in order): how many are local minima."""
     minima = sum(c["class"] == "local minimum" for c in classes)
-    return {"points": count, "local_minima": minima, "fraction_minima": minima / count if count else None,
-            "classes": classes}
+    return {"points": len(classes), "local_minima": minima,
+            "fraction_minima": minima / len(classes) if classes else None, "classes": classes}
+
+
+def scan_note(summary: dict) -> str:
+    """The report's note on a scan of M_π (``scan_summary``)."""
+    return (f"scan of M_π with all weights random: {summary['local_minima']} of {summary['points']} points are "
+            "local minima (the rest saddles or undecided)")
+
+
+def scan_manifold(config: Config, count: int) -> dict:
+    """``scan_summary`` of the first ``count`` points of the scan, computed here, one after another (for
+    ``python -m verify --scan-manifold``; the theorem commands run each point as a task)."""
+    return scan_summary([scan_point(config, i) for i in range(count)])
 
 
 def analyse_bigram(config: Config, theorem: str, scan: int = 0) -> Report:

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import torch
 
@@ -337,16 +338,138 @@ def sweep_progress(as_json: bool, stream) -> bool:
     return not as_json or stream.isatty()
 
 
-def sweep_table(reports: list[Report]) -> str:
+def sweep_table(configs: list[Config], outcomes: list[Report | str]) -> str:
+    """One row per (p, q) of ``configs``: its report's prediction, checks passed and verdict, or (a str) the
+    error of a task that failed; then the count of each verdict."""
     lines = [f"{'p':>8} {'q':>8} {'p+q-1':>9} {'tying':>6}  {'prediction':<16} {'checks':>7}  verdict"]
-    for r in reports:
-        i = r.inputs
-        passed = sum(c.passed is True for c in r.checks)
-        lines.append(f"{i['p']:>8.4f} {i['q']:>8.4f} {i['p'] + i['q'] - 1:>9.1e} {i['tying']!s:>6}  "
-                     f"{r.prediction[:16]:<16} {passed:>3}/{len(r.checks):<3}  {r.verdict}")
-    verdicts = [r.verdict for r in reports]
-    lines.append(", ".join(f"{v}: {verdicts.count(v)}" for v in ("confirmed", "inconclusive", "contradicted")))
+    for config, outcome in zip(configs, outcomes):
+        row = f"{config.p:>8.4f} {config.q:>8.4f} {config.p + config.q - 1:>9.1e} {config.tying!s:>6}  "
+        if isinstance(outcome, str):
+            lines.append(row + f"task failed: {outcome}")
+            continue
+        passed = sum(c.passed is True for c in outcome.checks)
+        lines.append(row + f"{outcome.prediction[:16]:<16} {passed:>3}/{len(outcome.checks):<3}  {outcome.verdict}")
+    verdicts = ["failed" if isinstance(o, str) else o.verdict for o in outcomes]
+    shown = ("confirmed", "inconclusive", "contradicted") + (("failed",) if "failed" in verdicts else ())
+    lines.append(", ".join(f"{v}: {verdicts.count(v)}" for v in shown))
     return "\n".join(lines)
+
+
+# --- runs of many tasks (--sweep, --scan-manifold) through verify/runner.py --------------------------------
+
+#: the flags of a run of many tasks, refused on a single run
+RUNNER_FLAGS = ("--out", "--workers", "--scheduler", "--resume")
+
+
+def config_json(config: Config) -> dict:
+    """``config`` as a task's JSON-ready config; ``config_of`` reads it back."""
+    return asdict(config)
+
+
+def config_of(data: dict) -> Config:
+    """The Config of ``config_json``'s dict, also after a JSON round trip (a transition's rows as lists)."""
+    rows = data.get("transition")
+    return Config(**(data | {"transition": None if rows is None else tuple(map(tuple, rows))}))
+
+
+def sweep_tasks(analyse: Analysis, theorem: str, configs: list[Config], scan: int) -> list[dict]:
+    """The tasks of a theorem command's run of many (``sweep_task``): for each config its report, followed by
+    the ``scan`` points of its scan of M_π."""
+    name = f"{analyse.__module__}.{analyse.__qualname__}"
+    return [task for config in configs for task in (
+        {"analysis": name, "theorem": theorem, "config": config_json(config)},
+        *({"scan": i, "config": config_json(config)} for i in range(scan)))]
+
+
+def sweep_task(task: dict) -> dict:
+    """One task of ``sweep_tasks``: ``Report.to_dict`` of the analysis named by ``task["analysis"]`` (module.function,
+    run without a scan) at its config, or (``scan`` set) that point of the config's scan of M_π
+    (``verify.analysis.scan_point``).  Pure: the config holds every input, the seed included."""
+    config = config_of(task["config"])
+    if "scan" in task:
+        from verify.analysis import scan_point
+
+        return scan_point(config, task["scan"])
+    module, _, name = task["analysis"].rpartition(".")
+    return getattr(importlib.import_module(module), name)(config, task["theorem"], 0).to_dict()
+
+
+def sweep_outcomes(result: RunResult, points: int, scan: int) -> list[dict | str]:
+    """Per config of ``sweep_tasks``: its report's record with its scan's summary in numeric.manifold_scan
+    (and a note), or the error of the first of its tasks that failed."""
+    from verify.analysis import scan_note, scan_summary
+
+    outcomes: list[dict | str] = []
+    for first in range(0, points * (1 + scan), 1 + scan):
+        group = result.entries[first:first + 1 + scan]
+        errors = [e["error"] for e in group if e["status"] != "ok"]
+        record = group[0].get("record")
+        if errors:
+            outcomes.append(errors[0])
+        elif scan:
+            summary = scan_summary([e["record"] for e in group[1:]])
+            outcomes.append(record | {"numeric": record["numeric"] | {"manifold_scan": summary},
+                                      "notes": [*record["notes"], scan_note(summary)]})
+        else:
+            outcomes.append(record)
+    return outcomes
+
+
+def report_from_record(record: dict) -> Report:
+    """The Report whose ``to_dict`` is ``record`` (its numbers that were not finite come back as None)."""
+    fields = {k: record[k] for k in ("theorem", "claims", "inputs", "prediction", "closed_form", "numeric", "notes")}
+    return Report(**fields, checks=[Check(**c) for c in record["checks"]])
+
+
+def check_folder(path: str, flag: str = "--out") -> Path:
+    """An output folder must be usable before any computation starts: a writable folder, or a new one (made
+    when written to) whose nearest existing parent is a writable folder."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise InvalidInputError(f"{flag} {path} is a file, not a folder")
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise InvalidInputError(f"cannot make folder {path}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InvalidInputError(f"cannot write {path}: permission denied")
+    return folder
+
+
+def add_output_flags(ap: argparse.ArgumentParser) -> None:
+    """--out FOLDER and the runner's flags (--workers, --scheduler, --resume) of the theorem commands."""
+    ap.add_argument("--out", metavar="FOLDER",
+                    help=f"with --sweep or --scan-manifold: write each task (a (p, q) run, a scanned point) to "
+                         f"FOLDER/{RESULTS_FILE} as it finishes (the folder is made if missing); the table or JSON is "
+                         "printed as without it, and without it nothing is written")
+    add_runner_flags(ap)
+
+
+def sweep_folder(args: argparse.Namespace, many: bool) -> Path | None:
+    """The checked --out folder (None without --out).  The runner's flags on a single run, and --resume
+    without --out, are bad input."""
+    given = [flag for flag, value in zip(RUNNER_FLAGS, (args.out, args.workers, args.scheduler, args.resume))
+             if value is not None and value is not False]
+    if given and not many:
+        raise InvalidInputError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for runs of many tasks "
+                                "(--sweep K, --scan-manifold K); this is a single run")
+    if args.resume and args.out is None:
+        raise InvalidInputError(f"--resume needs --out FOLDER, the folder of the earlier run's {RESULTS_FILE}")
+    return None if args.out is None else check_folder(args.out)
+
+
+def print_runs(args: argparse.Namespace, configs: list[Config], result: RunResult) -> int:
+    """Print a run of many tasks from its records (the table or JSON list of --sweep, the one report of
+    --scan-manifold) and return its exit code: 1 when a task failed, else ``combined_exit_code``."""
+    outcomes = sweep_outcomes(result, len(configs), args.scan_manifold)
+    reports = [o if isinstance(o, str) else report_from_record(o) for o in outcomes]
+    if args.json:
+        records = [{"inputs": c.inputs(), "error": o} if isinstance(o, str) else o for c, o in zip(configs, outcomes)]
+        print(json.dumps(records if args.sweep else records[0], indent=2))
+    elif args.sweep:
+        print(sweep_table(configs, reports))
+    else:
+        print(f"task failed: {reports[0]}" if isinstance(reports[0], str) else reports[0].to_text())
+    return 1 if result.failed else combined_exit_code(reports)
 
 
 def exit_now(code: int) -> None:
@@ -374,11 +497,15 @@ def write_latex(args: argparse.Namespace, config: Config) -> None:
 
 
 def main(description: str, defaults: dict, analyse: Analysis, theorem: str, argv: list[str] | None = None) -> int:
-    """Parse, run, print; return the exit code (bad input: one stderr line and 2)."""
-    from tqdm import tqdm
+    """Parse, run, print; return the exit code (bad input: one stderr line and 2).
 
+    A single run happens in this process; --sweep and --scan-manifold run their tasks (``sweep_tasks``)
+    through verify/runner.py.
+    """
     try:
-        args = parser(description, defaults, prog=f"python -m verify.{theorem}").parse_args(argv)
+        ap = parser(description, defaults, prog=f"python -m verify.{theorem}")
+        add_output_flags(ap)
+        args = ap.parse_args(argv)
         config = config_from(args)
         if args.latex:
             check_writable(args.latex)
@@ -387,16 +514,21 @@ def main(description: str, defaults: dict, analyse: Analysis, theorem: str, argv
         if config.onehot and (args.sweep or args.scan_manifold):
             raise InvalidInputError("--sweep and --scan-manifold are for the binary scalar model (--p, --q)")
         check_duration(config, args.sweep, args.scan_manifold)
-        configs = sweep_configs(config, args.sweep) if args.sweep else [config]
+        many = bool(args.sweep or args.scan_manifold)
+        out = sweep_folder(args, many)
         show_stages(enabled=not (args.sweep or args.json))
-        bar = len(configs) > 1 and sweep_progress(args.json, sys.stderr)
-        reports = [analyse(c, theorem, args.scan_manifold)
-                   for c in tqdm(configs, desc=theorem, disable=not bar, leave=False, file=sys.stderr)]
+        if many:
+            configs = sweep_configs(config, args.sweep) if args.sweep else [config]
+            result = run_with_args(sweep_task, sweep_tasks(analyse, theorem, configs, args.scan_manifold), args,
+                                   out=out, progress=sweep_progress(args.json, sys.stderr))
+            if result.interrupted:  # the runner said how to resume
+                return result.exit_code
+        else:
+            report = analyse(config, theorem, 0)
         write_latex(args, config)
     except (InvalidInputError, OSError) as err:
         return bad_input(err)
-    if args.sweep:
-        print(json.dumps([json.loads(r.to_json()) for r in reports], indent=2) if args.json else sweep_table(reports))
-    else:
-        print(reports[0].to_json() if args.json else reports[0].to_text())
-    return combined_exit_code(reports)
+    if many:
+        return print_runs(args, configs, result)
+    print(report.to_json() if args.json else report.to_text())
+    return report.exit_code
