@@ -436,3 +436,23 @@ def test_merged_samples_equal_one_pass_over_both():
     assert merged.samples == 18 and merged.switches == 10
     torch.testing.assert_close(merged.mean, whole.mean, rtol=0, atol=1e-14)
     torch.testing.assert_close(merged.stderr, whole.stderr, rtol=1e-13, atol=0)
+
+
+def test_the_class_is_read_from_the_schur_complement_where_the_block_is_ill_conditioned():
+    """Review finding: at weight std 20 the (e, b) block's smallest eigenvalue is ~1e-6 next to 1e15 and
+    within its error bound, while S's are ~1e7: the class is decided by S (Haynsworth: the block's
+    inertia is k's plus S's)."""
+    params = project_to_manifold(init_params(2, 4, std=20, seed=0), 0.3, 0.9, tying=True)
+    found = manifold_curvature(params, 0.3, 0.9, tying=True)
+    assert abs(found.eigenvalues[0].item()) < found.error_bound < found.schur_eigenvalues[0].item() / 4
+    assert found.classification == LOCAL_MINIMUM
+
+
+@pytest.mark.parametrize("tying", [True, False])
+def test_the_schur_class_agrees_with_the_blocks_wherever_both_decide(tying):
+    for seed in range(12):
+        params = project_to_manifold(init_params(3, 6, tying=tying, std=0.8, seed=seed), 0.3, 0.9, tying=tying)
+        found = manifold_curvature(params, 0.3, 0.9, tying=tying)
+        low, bound = found.eigenvalues[0].item(), found.error_bound
+        if abs(low) > bound and found.classification != "undecided":
+            assert found.classification == (LOCAL_MINIMUM if low > 0 else SADDLE_POINT)
