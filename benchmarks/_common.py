@@ -78,9 +78,10 @@ def add_threads(ap: argparse.ArgumentParser, *, default: int | None) -> None:
     """``--threads``: torch's intra-op threads, the same for every side of a comparison."""
     shown = "torch's choice" if default is None else default
     ap.add_argument("--threads", type=positive_int, default=default,
-                    help=f"torch intra-op threads for every timed side (default: {shown}). On a shared machine "
-                         "OpenMP threads spin waiting for each other and many small operations inflate far "
-                         "more than few large ones; one thread is the steady measurement")
+                    help=f"torch intra-op threads, the same for every timed side (default: {shown}). On a shared "
+                         "machine OpenMP threads spin waiting for each other and many small operations slow down "
+                         "far more than few large ones (4-6x for the theorem analyses on 2 busy cores); one "
+                         "thread is the steady choice")
 
 
 def set_threads(threads: int | None) -> int:

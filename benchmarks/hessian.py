@@ -21,6 +21,7 @@ Run:  python benchmarks/hessian.py [--d 4 --seq-len 10 --threads 1]
 
 from __future__ import annotations
 
+import argparse
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -160,7 +161,7 @@ def lanczos_lines(params: Params, repeats: int, steps: int) -> list[str]:
     return lines
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = parser(__doc__, prog="python benchmarks/hessian.py")
     ap.add_argument("--d", type=positive_int, default=4, help="embedding dimension d (default 4)")
     ap.add_argument("--seq-len", type=positive_int, default=10,
@@ -172,7 +173,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--target", type=positive_float, default=RATIO_TARGET,
                     help=f"speed-up the package must reach on both clocks (default {RATIO_TARGET:g}, SPEC §9)")
     add_threads(ap, default=1)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     threads = set_threads(args.threads)
     params = generic_point(args.d, args.seq_len)
     theta, _ = flatten(params)
