@@ -4,13 +4,17 @@ The checks themselves are made to fail by the mutation cases in tests/test_verif
 routes (dense, Monte-Carlo), checkpoints, the atlas, the JSON contract and bad input.
 """
 
+import contextlib
+import io
 import json
 import os
 import re
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
+from distributed import LocalCluster
 
 import numerics.transformer as model
 from numerics.manifold import UNDECIDED, manifold_curvature, project_to_manifold, sampled_block
@@ -20,6 +24,7 @@ from verify import theorem_manifold
 from verify.atlas import atlas
 from verify.cli import Config
 from verify.manifold_checks import PILOT_SAMPLES, monte_carlo_block, sample_size, sampled_class_check
+from verify.runner import RESULTS_FILE, load_results
 
 SMALL = ["--d", "2", "--seq-len", "4"]
 CONTRACT = {"theorem", "inputs", "prediction", "verdict", "closed_form", "numeric", "checks"}
@@ -118,24 +123,98 @@ def test_bad_input_exits_2_before_any_work(argv, capsys):
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write into a read-only folder")
-def test_unwritable_atlas_output_is_refused_before_computing(tmp_path, capsys):
+@pytest.mark.parametrize("out", ["atlas", "atlas/"], ids=["old prefix", "folder"])
+def test_unwritable_atlas_output_is_refused_before_computing(out, tmp_path, capsys):
     folder = tmp_path / "ro"
     folder.mkdir()
     folder.chmod(0o500)
-    code, _, err = run(["--atlas", "--out", str(folder / "atlas")], capsys)
+    code, _, err = run(["--atlas", "--out", str(folder / out)], capsys)
     assert code == 2 and "permission denied" in err
 
 
-def test_atlas_writes_its_files_and_recovers_theta_pi_near_zero_weights(tmp_path, capsys):
-    prefix = tmp_path / "atlas"
-    code = theorem_manifold.run([*SMALL, "--atlas", "--atlas-points", "2", "--out", str(prefix)])
-    out = capsys.readouterr().out
-    assert code == 0 and "fraction of local minima" in out
-    data = json.loads(prefix.with_suffix(".json").read_text())
-    assert prefix.with_suffix(".png").stat().st_size > 0 and prefix.with_suffix(".pdf").stat().st_size > 0
+ATLAS = [*SMALL, "--atlas", "--atlas-points", "1"]
+
+
+@pytest.fixture(scope="module")
+def atlas_in_process(tmp_path_factory):
+    """A 9 × 7 atlas with 1 point per cell at d = 2, N = 4, in this process: (its folder, the JSON printed)."""
+    folder = tmp_path_factory.mktemp("atlas")
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        assert theorem_manifold.run([*ATLAS, "--workers", "1", "--out", str(folder), "--json"]) == 0
+    return folder, json.loads(out.getvalue())
+
+
+def test_atlas_writes_its_folder_and_recovers_theta_pi_near_zero_weights(atlas_in_process):
+    folder, printed = atlas_in_process
+    assert sorted(f.name for f in folder.iterdir()) == ["atlas.json", "atlas.pdf", "atlas.png", RESULTS_FILE]
+    data = json.loads((folder / "atlas.json").read_text())
+    assert data == printed and (folder / "atlas.png").stat().st_size > 0 and (folder / "atlas.pdf").stat().st_size > 0
+    assert len(load_results(folder)) == len(data["p_plus_q"]) * len(data["weight_scale"]) == 63  # a task per cell
     # at weight scale 0.02 every point is near θ_π: a local minimum iff p + q > 1 (claim LOCAL-MIN/SADDLE)
     near_theta_pi = data["fraction_minima"][data["weight_scale"].index(0.02)]
     assert near_theta_pi == [1.0 if s > 1 else 0.0 for s in data["p_plus_q"]]
+    config = Config(0.5, 0.8, True, 2, 4, "cpu", "float64", 0)
+    assert data == atlas(config, 1)  # the library function, cell after cell here
+
+
+@pytest.fixture(scope="module")
+def cluster() -> str:
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as local:
+        yield local.scheduler_address
+
+
+@pytest.mark.parametrize("runner", [["--workers", "2"], "dask"], ids=["2 workers", "LocalCluster"])
+def test_atlas_records_are_the_same_on_one_worker_two_and_a_dask_cluster(runner, atlas_in_process, cluster,
+                                                                          tmp_path, capsys):
+    folder, printed = atlas_in_process
+    flags = ["--scheduler", cluster] if runner == "dask" else runner
+    code, data, _ = run([*ATLAS, *flags, "--out", str(tmp_path)], capsys)
+    assert code == 0 and data == printed
+    records = {k: e["record"] for k, e in load_results(tmp_path).items()}
+    assert records == {k: e["record"] for k, e in load_results(folder).items()}
+
+
+def test_atlas_resumes_from_its_results(atlas_in_process, tmp_path, capsys):
+    folder, printed = atlas_in_process
+    lines = (folder / RESULTS_FILE).read_text().splitlines()
+    (tmp_path / RESULTS_FILE).write_text("\n".join(lines[:50]) + "\n")  # as if stopped after 50 of 63 cells
+    assert theorem_manifold.run([*ATLAS, "--out", str(tmp_path), "--resume", "--workers", "1"]) == 0
+    assert "running 13 tasks in this process (50 already recorded in" in capsys.readouterr().err
+    assert json.loads((tmp_path / "atlas.json").read_text()) == printed
+
+
+def test_atlas_default_folder_and_the_deprecated_prefix(atlas_in_process, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert theorem_manifold.run([*ATLAS, "--workers", "2"]) == 0
+    err = capsys.readouterr().err
+    assert (tmp_path / "manifold_atlas" / "atlas.json").exists() and "note:" not in err
+    assert theorem_manifold.run([*ATLAS, "--out", "old", "--workers", "2"]) == 0
+    captured = capsys.readouterr()
+    note = [line for line in captured.err.splitlines() if line.startswith("note:")]
+    assert len(note) == 1 and "deprecated" in note[0] and "read as a file prefix" in note[0]
+    assert captured.out.splitlines()[-1] == "wrote old.json, old.png, old.pdf"
+    assert json.loads(Path("old.json").read_text()) == atlas_in_process[1]
+    assert not Path("old").exists()
+    assert theorem_manifold.run([*ATLAS, "--out", "new/", "--workers", "2"]) == 0
+    assert "note:" not in capsys.readouterr().err and Path("new", RESULTS_FILE).exists()
+
+
+def test_a_failed_atlas_cell_is_counted_and_no_atlas_is_written(tmp_path, capsys, monkeypatch):
+    import verify.atlas
+
+    def broken(params, p, q, **kwargs):
+        if p > 0.8:
+            raise FloatingPointError("cell broke")
+        return manifold_curvature(params, p, q, **kwargs)
+
+    monkeypatch.setattr(verify.atlas, "manifold_curvature", broken)
+    assert theorem_manifold.run([*ATLAS, "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "the atlas was not written: 14 of 63 cells failed" in err  # p + q = 1.9 and 1.7, every σ
+    assert not (tmp_path / "atlas.json").exists()
+    failed = [e for e in load_results(tmp_path).values() if e["status"] == "failed"]
+    assert len(failed) == 14 and failed[0]["error"] == "FloatingPointError: cell broke"
 
 
 def test_atlas_is_reproducible_and_untied_points_are_saddles():
@@ -143,6 +222,21 @@ def test_atlas_is_reproducible_and_untied_points_are_saddles():
     first = atlas(config, 3, sums=(0.5, 1.5), scales=(0.1, 1.0))
     assert first == atlas(config, 3, sums=(0.5, 1.5), scales=(0.1, 1.0))
     assert first["fraction_saddles"] == [[1.0, 1.0], [1.0, 1.0]]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--workers", "2"], "--workers is for runs of many tasks (--atlas)"),
+    (["--out", "x"], "--out is for runs of many tasks (--atlas)"),
+    (["--atlas", "--resume", "--out", "PREFIX"], "--resume needs --out FOLDER"),
+    (["--atlas", "--out", "FILE.json"], "is a file, not a folder"),
+    (["--atlas", "--workers", "0"], "--workers must be a whole number >= 1"),
+])
+def test_bad_atlas_flags_are_one_line_and_exit_2(argv, message, tmp_path, capsys):
+    (tmp_path / "FILE.json").write_text("")
+    argv = [str(tmp_path / a) if a in ("PREFIX", "FILE.json") else a for a in argv]
+    code, report, err = run([*SMALL, *argv], capsys)
+    assert code == 2 and report is None and err.count("\n") == 1 and message in err
+    assert sorted(tmp_path.iterdir()) == [tmp_path / "FILE.json"]
 
 
 # --- the Monte-Carlo route (N > 12) ---

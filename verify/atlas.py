@@ -8,47 +8,63 @@ closed-form normal block (``numerics.manifold.manifold_curvature``).  At σ → 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from numerics.manifold import LOCAL_MINIMUM, SADDLE_POINT, manifold_curvature
-from numerics.markov import MarkovChain
-from verify.cli import Config
+from verify.cli import Config, config_json, config_of
 from verify.figures import save_figure
 from verify.manifold_checks import manifold_point
 
 SUMS = tuple(round(0.3 + 0.2 * i, 2) for i in range(9))  # p + q from 0.3 to 1.9
 SCALES = (0.02, 0.1, 0.3, 0.6, 1.0, 1.5, 2.0)
+KINDS = ("minima", "saddles", "undecided")
 
 
-def atlas(config: Config, points: int, *, sums: Iterable[float] = SUMS, scales: Iterable[float] = SCALES,
-          progress: Callable[[Iterable], Iterable] = iter) -> dict:
-    """Fractions of local minima, saddles and undecided points of M_π per (p + q, σ) cell.
-
-    ``config`` gives d, N, tying, device and the seed; p = q = (p + q)/2.  Every point is seeded
-    (config.seed, cell, index), so the atlas is reproducible.  Returns JSON-ready data, rows by σ.
-    """
+def atlas_tasks(config: Config, points: int, *, sums: Sequence[float] = SUMS,
+                scales: Sequence[float] = SCALES) -> list[dict]:
+    """One task of ``atlas_cell`` per (σ, p + q) cell, rows by σ: ``config`` at p = q = (p + q)/2 (d, N, tying,
+    device and the seed from it), the cell's σ, its index and ``points``."""
     sums, scales = list(sums), list(scales)
-    cells = [(i, j) for i in range(len(scales)) for j in range(len(sums))]
-    counts = {name: [[0] * len(sums) for _ in scales] for name in ("minima", "saddles", "undecided")}
-    for i, j in progress(cells):
-        p = sums[j] / 2
-        chain = MarkovChain(p, p)
-        cell = replace(config, p=p, q=p)
-        for k in range(points):
-            seed = config.seed + 1000 * (i * len(sums) + j) + k
-            params = manifold_point(cell, chain, pos_std=scales[i], weight_std=scales[i], seed=seed,
-                                    all_weights=True)
-            found = manifold_curvature({name: v.to(config.device) for name, v in params.items()}, p, p,
-                                       tying=config.tying).classification
-            kind = {LOCAL_MINIMUM: "minima", SADDLE_POINT: "saddles"}.get(found, "undecided")
-            counts[kind][i][j] += 1
+    return [{"config": config_json(replace(config, p=s / 2, q=s / 2)), "scale": scale, "cell": i * len(sums) + j,
+             "points": points} for i, scale in enumerate(scales) for j, s in enumerate(sums)]
+
+
+def atlas_cell(task: dict) -> dict:
+    """How many of the cell's random points of M_π (pos and every weight of the block ~ N(0, σ²); point k
+    seeded config.seed + 1000 cell + k, so the atlas is reproducible) the closed-form normal block classifies
+    as local minima, saddles and undecided."""
+    config, scale = config_of(task["config"]), task["scale"]
+    counts = dict.fromkeys(KINDS, 0)
+    for k in range(task["points"]):
+        params = manifold_point(config, config.source, pos_std=scale, weight_std=scale,
+                                seed=config.seed + 1000 * task["cell"] + k, all_weights=True)
+        found = manifold_curvature({name: v.to(config.device) for name, v in params.items()}, config.p, config.q,
+                                   tying=config.tying).classification
+        counts[{LOCAL_MINIMUM: "minima", SADDLE_POINT: "saddles"}.get(found, "undecided")] += 1
+    return counts
+
+
+def atlas_data(config: Config, points: int, counts: list[dict], *, sums: Sequence[float] = SUMS,
+               scales: Sequence[float] = SCALES) -> dict:
+    """The atlas from the records of ``atlas_tasks(config, points, sums=sums, scales=scales)`` (``atlas_cell``'s
+    counts, in task order): the fractions of local minima, saddles and undecided points per cell, rows by σ, as
+    JSON-ready data."""
+    sums, scales = list(sums), list(scales)
     return {"p_plus_q": sums, "weight_scale": scales, "points_per_cell": points,
             "d": config.d, "seq_len": config.seq_len, "tying": config.tying, "seed": config.seed,
-            **{f"fraction_{name}": [[c / points for c in row] for row in grid] for name, grid in counts.items()}}
+            **{f"fraction_{name}": [[counts[i * len(sums) + j][name] / points for j in range(len(sums))]
+                                    for i in range(len(scales))] for name in KINDS}}
+
+
+def atlas(config: Config, points: int, *, sums: Sequence[float] = SUMS, scales: Sequence[float] = SCALES) -> dict:
+    """The atlas computed here, cell after cell (``python -m verify.theorem_manifold --atlas`` runs each cell as a
+    task of verify/runner.py): ``atlas_data`` of ``atlas_cell`` over ``atlas_tasks``."""
+    counts = [atlas_cell(task) for task in atlas_tasks(config, points, sums=sums, scales=scales)]
+    return atlas_data(config, points, counts, sums=sums, scales=scales)
 
 
 def plot_atlas(data: dict, prefix: Path) -> list[Path]:

@@ -359,6 +359,7 @@ def sweep_table(configs: list[Config], outcomes: list[Report | str]) -> str:
 
 #: the flags of a run of many tasks, refused on a single run
 RUNNER_FLAGS = ("--out", "--workers", "--scheduler", "--resume")
+RESUME_WITHOUT_OUT = f"--resume needs --out FOLDER, the folder of the earlier run's {RESULTS_FILE}"
 
 
 def config_json(config: Config) -> dict:
@@ -444,17 +445,14 @@ def add_output_flags(ap: argparse.ArgumentParser) -> None:
     add_runner_flags(ap)
 
 
-def sweep_folder(args: argparse.Namespace, many: bool) -> Path | None:
-    """The checked --out folder (None without --out).  The runner's flags on a single run, and --resume
-    without --out, are bad input."""
+def check_runner_flags(args: argparse.Namespace, many: bool, needs: str) -> None:
+    """``RUNNER_FLAGS`` belong to a run of many tasks (``many``; ``needs`` says which flags make one): on a
+    single run they are bad input."""
     given = [flag for flag, value in zip(RUNNER_FLAGS, (args.out, args.workers, args.scheduler, args.resume))
              if value is not None and value is not False]
     if given and not many:
         raise InvalidInputError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for runs of many tasks "
-                                "(--sweep K, --scan-manifold K); this is a single run")
-    if args.resume and args.out is None:
-        raise InvalidInputError(f"--resume needs --out FOLDER, the folder of the earlier run's {RESULTS_FILE}")
-    return None if args.out is None else check_folder(args.out)
+                                f"({needs}); this is a single run")
 
 
 def print_runs(args: argparse.Namespace, configs: list[Config], result: RunResult) -> int:
@@ -515,7 +513,10 @@ def main(description: str, defaults: dict, analyse: Analysis, theorem: str, argv
             raise InvalidInputError("--sweep and --scan-manifold are for the binary scalar model (--p, --q)")
         check_duration(config, args.sweep, args.scan_manifold)
         many = bool(args.sweep or args.scan_manifold)
-        out = sweep_folder(args, many)
+        check_runner_flags(args, many, "--sweep K, --scan-manifold K")
+        if args.resume and args.out is None:
+            raise InvalidInputError(RESUME_WITHOUT_OUT)
+        out = None if args.out is None else check_folder(args.out)
         show_stages(enabled=not (args.sweep or args.json))
         if many:
             configs = sweep_configs(config, args.sweep) if args.sweep else [config]

@@ -13,7 +13,8 @@ spectrum, null space D - (d+1), flatness along M_π, descent along the escape di
 saddle, no nearby descent at a local minimum).  N > 12: an unbiased Monte-Carlo mean of
 per-sequence Hessians of the normal block (agreement within 4 standard errors), over as many
 sequences as the class check needs by a pilot's spread, within a budget, or --samples K.
---atlas instead maps the fraction of local minima over p + q and the weight scale.
+--atlas instead maps the fraction of local minima over p + q and the weight scale, each cell a task of
+verify/runner.py (--workers, --scheduler, --resume), into the folder --out.
 
 Exit code 0: every check agrees with the closed form; 1: some check disagrees; 2: bad input;
 3: inconclusive (e.g. an eigenvalue of the block within its error bound of 0).
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -33,18 +35,23 @@ from numerics.markov import InvalidInputError, MarkovChain
 from numerics.transformer import Params, init_params, num_layers
 from verify.analysis import DENSE_MANIFOLD_SEQ_LEN, analyse_manifold
 from verify.cli import (
+    RESUME_WITHOUT_OUT,
     Config,
     bad_input,
+    check_folder,
+    check_runner_flags,
     check_writable,
     config_from,
     exit_now,
     given_flags,
     parser,
     show_stages,
+    sweep_progress,
     write_latex,
 )
 from verify.manifold_checks import PILOT_SAMPLES, manifold_point, memory_cap
 from verify.report import Report
+from verify.runner import RESULTS_FILE, add_runner_flags, run_with_args
 
 THEOREM = "theorem_manifold"
 DEFAULTS = {"p": 0.5, "q": 0.8, "tying": True, "d": 4, "seq_len": 8,
@@ -54,6 +61,10 @@ MAX_SEQ_LEN = 4096
 MIN_SAMPLES = 30
 MAX_STD = 100.0  # beyond, the forward pass overflows long before any curvature is meaningful
 DEFAULT_STD = 0.8
+#: where --atlas writes without --out
+ATLAS_FOLDER = "manifold_atlas"
+#: the atlas's files in its folder, without their suffixes .json, .png, .pdf
+ATLAS_NAME = "atlas"
 #: flags whose value a checkpoint fixes
 FROM_CHECKPOINT = ("--d", "--seq-len", "--tying", "--no-tying", "--weight-std", "--pos-std")
 
@@ -76,8 +87,13 @@ def _parser() -> argparse.ArgumentParser:
                     help="map the fraction of local minima over p + q (p = q) × weight scale instead")
     ap.add_argument("--atlas-points", type=int, default=16, metavar="K",
                     help="random points per atlas cell (default: %(default)s)")
-    ap.add_argument("--out", default="manifold_atlas", metavar="PREFIX",
-                    help="atlas output: PREFIX.json, .png, .pdf (default: %(default)s)")
+    ap.add_argument("--out", metavar="FOLDER",
+                    help=f"the atlas's folder: FOLDER/{ATLAS_NAME}.json, .png, .pdf and FOLDER/{RESULTS_FILE} (each "
+                         f"cell as it finishes; made if missing; default: {ATLAS_FOLDER}).  Deprecated, until the next "
+                         "release: an --out that is not an existing folder, does not end in '/', has no suffix and "
+                         "whose parent folder exists is the old file prefix (PREFIX.json, .png, .pdf, no "
+                         f"{RESULTS_FILE}, so no --resume), with a note on stderr")
+    add_runner_flags(ap)
     return ap
 
 
@@ -159,16 +175,49 @@ def _monte_carlo_inputs(config: Config, samples: int | None) -> Config:
     return config
 
 
+def old_prefix(out: str) -> bool:
+    """Is --out the deprecated file prefix of the atlas: not an existing folder, not ending in '/', without a
+    suffix, in an existing folder (the rule --help states)?"""
+    path = Path(out)
+    return not (out.endswith(("/", os.sep)) or path.is_dir() or path.suffix) and path.parent.is_dir()
+
+
+def _atlas_output(args: argparse.Namespace) -> tuple[Path, Path | None]:
+    """(the atlas files' path without suffix, the folder of results.jsonl or None), checked writable: --out as a
+    folder, or (deprecated, with a note on stderr) as the old file prefix."""
+    if args.out is not None and old_prefix(args.out):
+        if args.resume:
+            raise InvalidInputError(f"{RESUME_WITHOUT_OUT}; --out {args.out} is read as the deprecated file prefix "
+                                    f"(give --out {args.out}/ for the folder)")
+        files = [Path(args.out).with_suffix(suffix) for suffix in (".json", ".png", ".pdf")]
+        for file in files:
+            check_writable(str(file))
+        print(f"note: --out {args.out} is read as a file prefix ({', '.join(map(str, files))}); this reading is "
+              f"deprecated and ends with the next release, when --out is always a folder (FOLDER/{ATLAS_NAME}.json, "
+              f".png, .pdf, {RESULTS_FILE}): give an existing folder or end the name with /", file=sys.stderr)
+        return Path(args.out), None
+    folder = check_folder(args.out or ATLAS_FOLDER)
+    if folder.is_dir():
+        for suffix in (".json", ".png", ".pdf"):
+            check_writable(str((folder / ATLAS_NAME).with_suffix(suffix)))
+    return folder / ATLAS_NAME, folder
+
+
 def _run_atlas(config: Config, args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    """The atlas's cells as tasks of verify/runner.py; its files and table built from their records."""
+    from verify.atlas import atlas_cell, atlas_data, atlas_tasks, plot_atlas
 
-    from verify.atlas import atlas, plot_atlas
-
-    prefix = Path(args.out)
-    for suffix in (".json", ".png", ".pdf"):
-        check_writable(str(prefix.with_suffix(suffix)))
-    data = atlas(config, args.atlas_points,
-                 progress=lambda cells: tqdm(cells, desc="atlas of M_π", unit="cell", file=sys.stderr))
+    prefix, folder = _atlas_output(args)
+    tasks = atlas_tasks(config, args.atlas_points)
+    result = run_with_args(atlas_cell, tasks, args, out=folder, progress=sweep_progress(args.json, sys.stderr))
+    if result.interrupted:  # the runner said how to resume
+        return result.exit_code
+    if result.failed:
+        print(f"the atlas was not written: {result.failed} of {len(tasks)} cells failed"
+              + (f" (errors in {result.results_file}; --resume runs them again)" if folder else ""), file=sys.stderr)
+        return 1
+    data = atlas_data(config, args.atlas_points, result.records)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
     prefix.with_suffix(".json").write_text(json.dumps(data, indent=2))
     files = [prefix.with_suffix(".json"), *plot_atlas(data, prefix)]
     if args.json:
@@ -179,7 +228,7 @@ def _run_atlas(config: Config, args: argparse.Namespace) -> int:
         print(f"{'σ':>6} " + " ".join(f"{s:>5g}" for s in data["p_plus_q"]))
         for scale, row in zip(data["weight_scale"], data["fraction_minima"]):
             print(f"{scale:>6g} " + " ".join(f"{v:>5.2f}" for v in row))
-        print("wrote " + ", ".join(str(f) for f in files))
+        print("wrote " + ", ".join(str(f) for f in files + ([result.results_file] if folder else [])))
     return 0
 
 
@@ -197,6 +246,7 @@ def run(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         config, params = _config(args, argv)
+        check_runner_flags(args, args.atlas, "--atlas")
         if args.latex:
             check_writable(args.latex)
         if args.atlas:
