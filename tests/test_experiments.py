@@ -1,10 +1,8 @@
 """The escape study: the M_π curvature along a run (numerics.escape) and the experiments CLI around it."""
 
-import io
 import json
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -26,7 +24,7 @@ from numerics.escape import (
 from numerics.manifold import LOCAL_MINIMUM, SADDLE_POINT, UNDECIDED, manifold_curvature, project_to_manifold
 from numerics.markov import InvalidInputError, MarkovChain
 from numerics.stationary_points import theta_pi, theta_star
-from numerics.train import TrainConfig, TrainResult, train
+from numerics.train import TrainConfig, train
 from numerics.transformer import attention, attention_mask, block, feed_forward, init_params, keys_values
 from verify import experiments
 
@@ -175,23 +173,12 @@ def test_track_escape_refuses_models_the_formula_does_not_cover():
             track_escape(source, config, 0.01)
 
 
-def test_plain_progress_prints_about_every_tenth_without_a_terminal():
-    stream = io.StringIO()
-    with experiments.PlainProgress(200, stream, seconds=1e9) as bar:
-        for _ in range(200):
-            bar.update()
-    lines = stream.getvalue().splitlines()
-    assert len(lines) == 10 and all(line.startswith("training: ") for line in lines)
-    assert lines[0].startswith("training: 20/200 steps (10%)") and "200/200" in lines[-1]
-    assert isinstance(experiments.progress_bar(5), experiments.PlainProgress)  # pytest's stderr is no TTY
-
-
 def test_escape_cli_writes_table_json_plot_and_parameters(tmp_path, capsys):
     code = experiments.main(["escape", "--seeds", "1", "--steps", "6", "--seq-len", "6", "--out", str(tmp_path),
                              "--json"])
     captured = capsys.readouterr()
     summary = json.loads(captured.out)
-    assert "training: " in captured.err  # progress lines on a non-terminal stderr
+    assert "tasks: 2/2 done" in captured.err  # the runner's progress lines on a non-terminal stderr
     assert set(summary["optimizers"]) == {"adamw", "sgd"} and summary["settings"]["dtype"] == "float64"
     assert summary["settings"]["lr"] == {"adamw": 2e-3, "sgd": 1.0} and summary["band"] == pytest.approx(0.01)
     decided = []
@@ -204,7 +191,9 @@ def test_escape_cli_writes_table_json_plot_and_parameters(tmp_path, capsys):
             decided.append(row["last_plateau"]["matches"])
     assert code == (0 if all(decided) else 1)
     folder = tmp_path / "escape"
-    assert {p.name for p in folder.iterdir()} == {"summary.json", "params.pt", "escape.png", "escape.pdf"}
+    assert {p.name for p in folder.iterdir()} == {"summary.json", "params.pt", "escape.png", "escape.pdf",
+                                                  "results.jsonl", "checkpoints"}
+    assert len(list((folder / "checkpoints").iterdir())) == 2  # one file per run, named by its task key
     saved = torch.load(folder / "params.pt")
     assert set(saved) == {"adamw", "sgd"} and "end" in saved["sgd"][0]
     text = experiments.escape_table(summary["optimizers"])
@@ -255,7 +244,8 @@ def test_init_cli_writes_table_json_plot_and_the_embedding_measurement(tmp_path,
     assert len(embedding) == experiments.EMBEDDING_POINTS and experiments.embedding_exact(embedding)
     assert all(0.1 < row["normal_fraction"] <= 1 and row["normal_blocks"]["W_O"] > 0 for row in embedding)
     assert code == (0 if all(row["agrees"] is not False for row in summary["rows"]) else 1)
-    assert {p.name for p in (tmp_path / "init").iterdir()} == {"summary.json", "curves.png", "curves.pdf"}
+    assert {p.name for p in (tmp_path / "init").iterdir()} == {"summary.json", "curves.png", "curves.pdf",
+                                                              "results.jsonl"}
     text = experiments.init_text(summary)
     assert "within the label tolerance): rank-one" in text and "The family is not invariant" in text
 
@@ -300,13 +290,11 @@ def test_training_runs_on_one_cpu_thread_and_restores_the_count():
 def test_trapped_means_predicting_the_stationary_law_beyond_the_first_positions():
     """θ_π (the unigram predictor) counts as trapped, θ_* (the kernel) does not; both at N = 12."""
     chain, config = MarkovChain(P, Q), TrainConfig(d=3, seq_len=12)
-    setting = experiments.Setting("init", "panel", "v", chain)
-    runs = []
-    for point in (theta_pi(chain, 3, 12), theta_star(chain, 3, 12)):
-        result = TrainResult(config)
-        result.params = point
-        runs.append(experiments.Run(replace(setting, variant=f"v{len(runs)}"), 0, result, "unigram"))
-    unigram, kernel = experiments.position_summary(runs).values()
+    unigram, kernel = (experiments.run_positions(point, chain, config)
+                       for point in (theta_pi(chain, 3, 12), theta_star(chain, 3, 12)))
     assert unigram["trapped"] == 1.0 and kernel["trapped"] == 0.0
     assert kernel["head"] == pytest.approx(0.0, abs=1e-12) and kernel["bulk"] == pytest.approx(0.0, abs=1e-12)
     assert unigram["bulk"] == pytest.approx(chain.mutual_information(), abs=0.01)
+    rows = [{"variant": "v", "runs": [{"positions": unigram}, {"positions": kernel}]}]
+    assert experiments.position_summary(rows) == {"v": {part: (unigram[part] + kernel[part]) / 2
+                                                        for part in ("head", "bulk", "trapped")}}

@@ -174,7 +174,8 @@ def test_experiments_cli_writes_summary_plots_and_json(tmp_path, capsys):
         assert row["agrees"] is (row["labels"].get(row["expected"], 0) > 0.5)
         assert len(row["runs"][0]["test_loss"]) == len(row["runs"][0]["steps"])
     assert code == (0 if all(row["agrees"] for row in summary["rows"]) else 1)
-    assert {p.name for p in (tmp_path / "tying").iterdir()} == {"summary.json", "curves.png", "curves.pdf"}
+    assert {p.name for p in (tmp_path / "tying").iterdir()} == {"summary.json", "curves.png", "curves.pdf",
+                                                               "results.jsonl"}
     # the dtype as the flag spells it (was "torch.float64"), the optimiser and its resolved rate
     assert summary["settings"]["dtype"] == "float64"
     assert (summary["settings"]["optimizer"], summary["settings"]["lr"]) == ("adamw", DEFAULT_LR["adamw"])

@@ -1,6 +1,7 @@
 """Reproduce the paper's training experiments: where does gradient training end? (claims TRAIN-*)
 
     python -m verify.experiments NAME [--quick] [--seeds K] [--optimizer adamw|sgd] [--json] [--out DIR]
+                                      [--workers N | --scheduler ADDRESS] [--resume] [--report-only]
 
 NAME is one of
   tying         1 layer, tied vs untied, on p=0.5, q=0.8 (p+q > 1) and p=0.2, q=0.3 (p+q < 1)
@@ -45,6 +46,16 @@ section gives, at 4 random points (d = 4, N = 8, random W_Q, W_K, W_V), |L(φ(e,
 more than the rounding of the two losses.  With several experiments (all), --json prints
 {"experiments": {NAME: summary}}.
 
+Runs (``verify.runner``): every training run, and the init experiment's embedding measurement, is one
+task, a pure function of a small JSON config (its seed included), run on --workers local processes (default:
+one per core; 1: in this process) or on a Dask cluster (--scheduler ADDRESS, or local:N), one torch thread
+each, so the numbers are the same every way.  Each finished run is appended at once to
+--out/NAME/results.jsonl (NAME as given: "all" keeps its runs in --out/all); the tables, plots and JSON are
+built from those records alone, so after Ctrl-C or a kill --resume runs only the missing runs and gives
+the outputs an uninterrupted run gives, and --report-only builds them from whatever is recorded (rows
+cover the recorded seeds; exit 1 while runs are missing).  A run that raises is recorded as failed; the
+others go on and the exit code is 1.  Ctrl-C keeps the finished runs (exit 130).
+
 multi-state: 6 settings × 3 seeds at N = 64, 1000 steps (--quick: N = 32, 300 steps, 2 seeds; too few
 for sticky5 and rotating3 to reach the bigram loss, a smoke test).  The
 "expected" column there is the k-state theory's prediction (θ_π a local minimum: unigram; a saddle:
@@ -62,7 +73,10 @@ test sequences; the band is the unigram tolerance of ``label`` without standard 
 label, the step where the projection first became a saddle, the escape step, and which block
 of the lag Jacobian (attention to earlier symbols, or the symbol's own path: feed-forward and
 self-attention) contributes most negatively to λ_min(S).  Exit code 0 when the last-plateau
-prediction matches the outcome in every run where it is decided, 1 otherwise.
+prediction matches the outcome in every run where it is decided, 1 otherwise.  Each run writes θ
+(before projection) at its plateau, last plateau point and end to --out/escape/checkpoints/KEY.pt as it
+finishes (KEY: its task key in results.jsonl; on a Dask cluster the workers must see the output folder);
+the report gathers them into params.pt.
 """
 
 from __future__ import annotations
@@ -72,9 +86,8 @@ import json
 import math
 import sys
 import tempfile
-import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from itertools import pairwise
@@ -83,8 +96,15 @@ from pathlib import Path
 import torch
 
 from numerics.canonical_flow import Tangency, random_tangencies
-from numerics.escape import EscapeRun, track_escape
-from numerics.markov import InvalidInputError, MarkovChain, SecondOrderChain, check_positive_int, preset
+from numerics.escape import track_escape
+from numerics.markov import (
+    FiniteChain,
+    InvalidInputError,
+    MarkovChain,
+    SecondOrderChain,
+    check_positive_int,
+    preset,
+)
 from numerics.population import memory_budget_bytes
 from numerics.train import (
     DEFAULT_LR,
@@ -95,8 +115,19 @@ from numerics.train import (
     reference_entropies,
     train,
 )
+from numerics.transformer import Params
 from verify.cli import Parser, exit_now, resolve_device
 from verify.figures import curves_figure, save_figure
+from verify.runner import (
+    RESULTS_FILE,
+    RunResult,
+    add_runner_flags,
+    default_workers,
+    importable,
+    load_results,
+    run_with_args,
+    task_key,
+)
 
 FIRST_ABOVE = MarkovChain(0.5, 0.8)  # p + q > 1
 FIRST_BELOW = MarkovChain(0.2, 0.3)  # p + q < 1
@@ -235,52 +266,195 @@ def label(result: TrainResult, references: dict[str, float]) -> str:
     return name if abs(gap) <= tolerance(references, stderr) else "other"
 
 
-@dataclass
-class Run:
-    setting: Setting
-    seed: int
-    result: TrainResult
-    label: str
+# --- tasks: each a pure function of a small JSON config, run by verify.runner ---------------------------------
+
+def source_json(source: Source) -> dict:
+    """A source as JSON; ``source_from_json`` reads it back to a source with the same numbers."""
+    if isinstance(source, MarkovChain):
+        return {"p": source.p, "q": source.q}
+    if isinstance(source, SecondOrderChain):
+        return {"table": [list(row) for row in source.table]}
+    return {"transition": source.transition.tolist(), "name": source.name}
 
 
-def run_setting(setting: Setting, base: TrainConfig, seeds: int, progress=None) -> list[Run]:
-    """Train ``seeds`` models of one setting (seeds 0..K-1) and label each."""
-    references = reference_entropies(setting.source)
-    runs = []
-    for seed in range(seeds):
-        result = train(setting.source, replace(base, seed=seed, **setting.overrides), progress=progress)
-        runs.append(Run(setting, seed, result, label(result, references)))
-    return runs
+def source_from_json(spec: dict) -> Source:
+    if "transition" in spec:
+        return FiniteChain(spec["transition"], name=spec["name"])
+    if "table" in spec:
+        return SecondOrderChain(tuple(tuple(row) for row in spec["table"]))
+    return MarkovChain(spec["p"], spec["q"])
 
 
-def summarise(runs: list[Run]) -> list[dict]:
-    """One row per setting: labels over seeds, mean final loss, references, agreement with the paper."""
+def train_config_json(config: TrainConfig) -> dict:
+    """A run configuration as JSON: the dtype as the flag spells it ("float64"), the betas a list."""
+    return asdict(config) | {"dtype": str(config.dtype).removeprefix("torch."), "betas": list(config.betas)}
+
+
+def train_config_from_json(spec: dict) -> TrainConfig:
+    return TrainConfig(**spec | {"dtype": getattr(torch, spec["dtype"]), "betas": tuple(spec["betas"])})
+
+
+def run_positions(params: Params, source: Source, config: TrainConfig) -> dict[str, float]:
+    """The loss above the kernel (``excess_by_position``, nats per position) at the first ``HEAD_POSITIONS``
+    positions ("head") and at the rest ("bulk"), and whether the run is trapped at H(π) (1.0 or 0.0): bulk
+    excess within ``tolerance`` of the unigram predictor's, H(π) - H_rate.
+
+    The bulk, not the average loss, decides "trapped": a run that predicts the kernel beyond the first
+    few positions but not at them (the rank-one runs, whose attention averages few symbols there)
+    can have an average loss near H(π) at small N without predicting the stationary law.
+    """
+    excess = excess_by_position(params, source, config, sequences=EXCESS_SEQUENCES)
+    references = reference_entropies(source)
+    bulk = excess[HEAD_POSITIONS:].mean().item()
+    trapped = abs(bulk - (references["unigram"] - references["bigram"])) <= tolerance(references, 0.0)
+    return {"head": excess[:HEAD_POSITIONS].mean().item(), "bulk": bulk, "trapped": float(trapped)}
+
+
+def train_task(config: dict) -> dict:
+    """One training run (config: "source", "train", "positions"): the summary's row of the run, i.e. its seed,
+    label, final test loss with standard error, gaps to the references, exact and add-1 losses and test-loss
+    curve; with "positions" also ``run_positions`` (the init experiment)."""
+    source, run = source_from_json(config["source"]), train_config_from_json(config["train"])
+    result = train(source, run)
+    record = {"seed": run.seed, "label": label(result, reference_entropies(source)), "final_loss": result.final_loss,
+              "final_stderr": result.final_stderr, "gap": result.gap, "exact_loss": result.exact_loss,
+              "add_beta_loss": result.add_beta_loss, "steps": result.steps, "test_loss": result.test_loss}
+    if config["positions"]:
+        record["positions"] = run_positions(result.params, source, run)
+    return record
+
+
+def escape_task(config: dict) -> dict:
+    """One run of the escape study (config: "source", "train", "band", "checkpoints"): its seed, label and
+    ``EscapeRun.as_dict``.  θ at its key points goes to CHECKPOINTS/KEY.pt (``checkpoint_path``), not into
+    the record."""
+    source, run = source_from_json(config["source"]), train_config_from_json(config["train"])
+    tracked = track_escape(source, run, config["band"])
+    path = checkpoint_path(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".part")  # renamed when complete: a killed task leaves no truncated file
+    torch.save(tracked.params, partial)
+    partial.replace(path)
+    return {"seed": run.seed, "label": label(tracked.result, reference_entropies(source))} | tracked.as_dict()
+
+
+def embedding_task(config: dict) -> list[dict]:
+    """The init experiment's embedding measurement (config: "source", "points", "d", "seq_len"): ``embedding_rows``
+    at random points."""
+    return embedding_rows(random_tangencies(source_from_json(config["source"]), config["points"], config["d"],
+                                            config["seq_len"]))
+
+
+TASKS = {"train": train_task, "escape": escape_task, "embedding": embedding_task}
+
+
+def experiment_task(config: dict) -> object:
+    """The runner's task: ``TASKS[config["task"]]`` of the config (one sweep mixes kinds: init trains and
+    measures the embedding)."""
+    return TASKS[config["task"]](config)
+
+
+def key_of(config: dict) -> str:
+    """The task key of ``config`` in results.jsonl (``importable``: the same when run as ``python -m``)."""
+    return task_key(importable(experiment_task), config)
+
+
+def checkpoint_path(config: dict) -> Path:
+    return Path(config["checkpoints"]) / f"{key_of(config)}.pt"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One task of a command: its experiment, the setting it trains (None: init's embedding measurement and
+    the escape study's runs) and its config."""
+
+    experiment: str
+    setting: Setting | None
+    config: dict
+
+
+def training_jobs(settings: dict[str, list[Setting]], sizes: dict[str, tuple[TrainConfig, int]]) -> list[Job]:
+    """Seeds 0..K-1 of every setting (K: the experiment's seeds), and init's embedding measurement."""
+    jobs = []
+    for name, mine in settings.items():
+        base, seeds = sizes[name]
+        jobs += [Job(name, setting, {"task": "train", "source": source_json(setting.source),
+                                     "train": train_config_json(replace(base, seed=seed, **setting.overrides)),
+                                     "positions": name == "init"})
+                 for setting in mine for seed in range(seeds)]
+        if name == "init":
+            jobs.append(Job(name, None, {"task": "embedding", "source": source_json(FIRST_ABOVE),
+                                         "points": EMBEDDING_POINTS, "d": EMBEDDING_D, "seq_len": EMBEDDING_SEQ_LEN}))
+    return jobs
+
+
+def escape_jobs(optimizers: list[str], base: TrainConfig, seeds: int, folder: Path) -> list[Job]:
+    """``seeds`` tied one-layer runs on ``ESCAPE_SOURCE`` per optimiser; the band β of the escape step is the
+    unigram tolerance of ``label`` without standard errors.  Checkpoints under ``folder``/checkpoints
+    (absolute, so that workers elsewhere write to the same place)."""
+    common = {"task": "escape", "source": source_json(ESCAPE_SOURCE), "band": escape_band(),
+              "checkpoints": str(folder.resolve() / "checkpoints")}
+    return [Job("escape", None, common | {"train": train_config_json(replace(base, optimizer=name, seed=seed,
+                                                                            tying=True))})
+            for name in optimizers for seed in range(seeds)]
+
+
+def escape_band() -> float:
+    return tolerance(reference_entropies(ESCAPE_SOURCE), 0.0)
+
+
+def job_seconds(job: Job) -> float:
+    """The estimated cost of a job (``step_seconds``; 0 for the embedding measurement)."""
+    if "train" not in job.config:
+        return 0.0
+    config = train_config_from_json(job.config["train"])
+    return config.steps * step_seconds(config)
+
+
+def run_jobs(jobs: list[Job], args: argparse.Namespace, out: Path) -> RunResult:
+    """Run the jobs' tasks with the runner flags of ``args``, results in ``out``/results.jsonl; the entries in
+    job order.  Submitted longest first, so that a long run does not start last with the other workers idle."""
+    order = sorted(range(len(jobs)), key=lambda i: -job_seconds(jobs[i]))
+    result = run_with_args(experiment_task, [jobs[i].config for i in order], args, out=out)
+    entries: list[dict | None] = [None] * len(jobs)
+    for position, i in enumerate(order):
+        entries[i] = result.entries[position]
+    return replace(result, entries=entries)
+
+
+def recorded_entries(jobs: list[Job], out: Path) -> list[dict | None]:
+    """The jobs' entries as recorded in ``out``/results.jsonl (None where a job has none)."""
+    recorded = load_results(out)
+    return [recorded.get(key_of(job.config)) for job in jobs]
+
+
+def summarise(settings: list[Setting], runs: list[tuple[Setting, dict]]) -> list[dict]:
+    """One row per setting with recorded runs (``train_task`` records, in seed order): labels over seeds, mean
+    final loss, references, agreement with the paper."""
     rows = []
-    for setting in {id(r.setting): r.setting for r in runs}.values():
-        mine = [r for r in runs if r.setting is setting]
-        labels = Counter(r.label for r in mine)
+    for setting in settings:
+        mine = sorted((record for s, record in runs if s is setting), key=lambda record: record["seed"])
+        if not mine:
+            continue
+        labels = Counter(r["label"] for r in mine)
         majority, count = labels.most_common(1)[0]
         rows.append({
             "experiment": setting.experiment, "claim": setting.claim, "panel": setting.panel,
             "variant": setting.variant, "seeds": len(mine),
             "labels": {k: v / len(mine) for k, v in labels.items()},
-            "final_loss": sum(r.result.final_loss for r in mine) / len(mine),
-            "add_beta_loss": sum(r.result.add_beta_loss for r in mine) / len(mine),
+            "final_loss": sum(r["final_loss"] for r in mine) / len(mine),
+            "add_beta_loss": sum(r["add_beta_loss"] for r in mine) / len(mine),
             "references": reference_entropies(setting.source),
             "expected": setting.expected,
             "agrees": None if setting.expected is None else (majority == setting.expected and count * 2 > len(mine)),
-            "runs": [{"seed": r.seed, "label": r.label, "final_loss": r.result.final_loss,
-                      "final_stderr": r.result.final_stderr, "gap": r.result.gap,
-                      "exact_loss": r.result.exact_loss, "add_beta_loss": r.result.add_beta_loss,
-                      "seconds": r.result.seconds, "steps": r.result.steps, "test_loss": r.result.test_loss}
-                     for r in mine],
+            "runs": mine,
         })
     return rows
 
 
 def table(rows: list[dict]) -> str:
     """The summary as text: one line per setting."""
-    width = max(18, *(len(row["variant"]) for row in rows))
+    width = max([18, *(len(row["variant"]) for row in rows)])
     head = (f"{'setting':<{width}} {'seeds':>5}  {'labels':<24} {'final':>7} {'add-1':>7}  "
             f"{'references (nats)':<34} {'paper':<8} agrees")
     lines, panel = [], None
@@ -296,30 +470,20 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines[1:])
 
 
-def run_escape(optimizers: list[str], base: TrainConfig, seeds: int, progress=None) -> dict[str, list[EscapeRun]]:
-    """Track ``seeds`` tied one-layer runs on ``ESCAPE_SOURCE`` per optimiser (``numerics.escape``).
-
-    The band β of the escape step is the unigram tolerance of ``label`` without standard errors.
-    """
-    band = tolerance(reference_entropies(ESCAPE_SOURCE), 0.0)
-    return {name: [track_escape(ESCAPE_SOURCE, replace(base, optimizer=name, seed=seed, tying=True), band,
-                                progress=progress) for seed in range(seeds)]
-            for name in optimizers}
-
-
-def escape_rows(runs: dict[str, list[EscapeRun]]) -> dict[str, dict]:
-    """Per optimiser: its learning rate, one row per seed (``EscapeRun.as_dict`` plus seed and label), match rates."""
-    references = reference_entropies(ESCAPE_SOURCE)
-    out = {}
-    for name, mine in runs.items():
-        rows = [{"seed": run.result.config.seed, "label": label(run.result, references)} | run.as_dict()
-                for run in mine]
+def escape_rows(runs: list[tuple[Job, dict]]) -> dict[str, dict]:
+    """Per optimiser with recorded runs (``escape_task`` records; rows in seed order): its learning rate, the
+    runs, and how often the prediction at each plateau point matches the outcome."""
+    summary = {}
+    for name in dict.fromkeys(job.config["train"]["optimizer"] for job, _ in runs):
+        mine = [(job, record) for job, record in runs if job.config["train"]["optimizer"] == name]
+        rows = sorted((record for _, record in mine), key=lambda record: record["seed"])
         rates = {}
         for where in ("first_plateau", "plateau", "last_plateau"):
             decided = [row[where]["matches"] for row in rows if row[where] and row[where]["matches"] is not None]
             rates[where] = {"matches": sum(decided), "decided": len(decided), "runs": len(rows)}
-        out[name] = {"lr": mine[0].result.config.learning_rate, "runs": rows, "match": rates}
-    return out
+        summary[name] = {"lr": train_config_from_json(mine[0][0].config["train"]).learning_rate, "runs": rows,
+                         "match": rates}
+    return summary
 
 
 def _cell(value, fmt: str = "", missing: str = "-") -> str:
@@ -402,26 +566,11 @@ def escape_plot(summary: dict[str, dict], path: Path) -> list[Path]:
     return save_figure(fig, path)
 
 
-def position_summary(runs: list[Run]) -> dict[str, dict[str, float]]:
-    """Per setting: the loss above the kernel (``excess_by_position``, nats per position) at the first
-    ``HEAD_POSITIONS`` positions ("head") and at the rest ("bulk"), averaged over seeds, and the fraction
-    of seeds trapped at H(π): bulk excess within ``tolerance`` of the unigram predictor's, H(π) - H_rate.
-
-    The bulk, not the average loss, decides "trapped": a run that predicts the kernel beyond the first
-    few positions but not at them (the rank-one runs, whose attention averages few symbols there)
-    can have an average loss near H(π) at small N without predicting the stationary law.
-    """
-    out: dict[str, dict[str, list[float]]] = {}
-    for run in runs:
-        excess = excess_by_position(run.result.params, run.setting.source, run.result.config,
-                                    sequences=EXCESS_SEQUENCES)
-        references = reference_entropies(run.setting.source)
-        unigram_excess = references["unigram"] - references["bigram"]
-        mine = out.setdefault(run.setting.variant, {"head": [], "bulk": [], "trapped": []})
-        mine["head"].append(excess[:HEAD_POSITIONS].mean().item())
-        mine["bulk"].append(excess[HEAD_POSITIONS:].mean().item())
-        mine["trapped"].append(float(abs(mine["bulk"][-1] - unigram_excess) <= tolerance(references, 0.0)))
-    return {variant: {k: sum(v) / len(v) for k, v in parts.items()} for variant, parts in out.items()}
+def position_summary(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Per setting (summary row): ``run_positions``'s head and bulk excess and trapped fraction, averaged over
+    its seeds."""
+    return {row["variant"]: {part: sum(run["positions"][part] for run in row["runs"]) / len(row["runs"])
+                             for part in ("head", "bulk", "trapped")} for row in rows}
 
 
 def embedding_rows(tangencies: list[Tangency]) -> list[dict]:
@@ -447,9 +596,11 @@ def init_text(summary: dict) -> str:
              f"trapped at H(pi) (beyond position {HEAD_POSITIONS} the loss above the kernel is the unigram's, "
              f"H(pi) - H_rate, within the label tolerance): {trapped}", "",
              f"canonical model embedded in the full model (d={EMBEDDING_D}, N={EMBEDDING_SEQ_LEN}, random W_Q, W_K, "
-             "W_V, alpha, v): the full gradient g at phi(e, w, b) and its part g_perp normal to the family",
-             f"{'e':>6} {'w':>7} {'b':>7}  {'|L - L_can|':>11} {'|g|':>8} {'|g_perp|/|g|':>12}  "
-             f"{'|g_perp| in W_O':>15} {'e':>7} {'pos':>7}"]
+             "W_V, alpha, v): the full gradient g at phi(e, w, b) and its part g_perp normal to the family"]
+    if summary["embedding"] is None:
+        return "\n".join([*lines, "not recorded (the measurement failed or has not run)"])
+    lines.append(f"{'e':>6} {'w':>7} {'b':>7}  {'|L - L_can|':>11} {'|g|':>8} {'|g_perp|/|g|':>12}  "
+                 f"{'|g_perp| in W_O':>15} {'e':>7} {'pos':>7}")
     for row in summary["embedding"]:
         blocks = row["normal_blocks"]
         lines.append(f"{row['e']:>6.3f} {row['w']:>7.3f} {row['b']:>7.3f}  {row['loss_gap']:>11.1e} "
@@ -462,41 +613,6 @@ def init_text(summary: dict) -> str:
                else "tangent to the full gradient at some point measured")
     lines.append(f"largest |g_perp| in any other parameter: {rest:.1e}.  The family is {verdict}.")
     return "\n".join(lines)
-
-
-class PlainProgress:
-    """Progress for a non-terminal stderr: a plain line every ``fraction`` of the work or ``seconds``."""
-
-    def __init__(self, total: int, stream=None, *, fraction: float = 0.1, seconds: float = 30.0) -> None:
-        self.total, self.stream = total, stream if stream is not None else sys.stderr
-        self.every, self.seconds = max(1, math.ceil(fraction * total)), seconds
-        self.done, self.start = 0, time.monotonic()
-        self.last_count, self.last_time = 0, self.start
-
-    def update(self, n: int = 1) -> None:
-        self.done += n
-        now = time.monotonic()
-        if self.done - self.last_count >= self.every or now - self.last_time >= self.seconds or self.done == self.total:
-            self.last_count, self.last_time = self.done, now
-            elapsed = now - self.start
-            left = elapsed * (self.total - self.done) / self.done
-            print(f"training: {self.done}/{self.total} steps ({self.done / self.total:.0%}), "
-                  f"{elapsed:.0f} s elapsed, about {left:.0f} s left", file=self.stream, flush=True)
-
-    def __enter__(self) -> PlainProgress:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None
-
-
-def progress_bar(total: int):
-    """A tqdm bar on a terminal, else ``PlainProgress`` lines (so logs of background runs show progress)."""
-    if sys.stderr.isatty():
-        from tqdm import tqdm
-
-        return tqdm(total=total, desc="training", unit="step")
-    return PlainProgress(total)
 
 
 def prepare_output(out: Path, names: list[str]) -> list[Path]:
@@ -540,8 +656,14 @@ def _parser() -> Parser:
                          "theory's scalar one, 6 seeds each by default (default: %(default)s)")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     ap.add_argument("--dtype", choices=["float64", "float32"], default="float64")
-    ap.add_argument("--out", default="runs", help="output folder (default: %(default)s)")
+    ap.add_argument("--out", default="runs",
+                    help=f"output folder: tables, plots and JSON in OUT/NAME per experiment, the runs' records in "
+                         f"OUT/NAME/{RESULTS_FILE} for the NAME given (default: %(default)s)")
     ap.add_argument("--json", action="store_true", help="print the summary as JSON instead of the table")
+    ap.add_argument("--report-only", action="store_true",
+                    help=f"train nothing: build the tables, plots and JSON from the runs of these flags recorded in "
+                         f"OUT/NAME/{RESULTS_FILE} so far (exit 1 while some are missing)")
+    add_runner_flags(ap)
     return ap
 
 
@@ -576,20 +698,23 @@ def step_seconds(config: TrainConfig) -> float:
     return SAMPLE_SECONDS * (config.seq_len + 1) + attention
 
 
-def check_feasible(plan: list[tuple[str, TrainConfig, int]]) -> None:
+def check_feasible(plan: list[tuple[str, TrainConfig, int]], at_once: int = 1) -> None:
     """Refuse (InvalidInputError) a plan of (experiment, run configuration, runs) that cannot finish: one
-    whose attention matrices pass the memory budget, or whose estimated time passes ``MAX_HOURS``.
-    Decided before any training, so that a run too large says so at once instead of hanging."""
+    whose attention matrices, for ``at_once`` runs at the same time (local workers), pass the memory budget,
+    or whose estimated time (one core) passes ``MAX_HOURS``.  Decided before any training, so that a run
+    too large says so at once instead of hanging."""
     for experiment, config, _ in plan:
         itemsize = torch.tensor([], dtype=config.dtype).element_size()
-        need = peak_sequences(config, experiment) * itemsize * config.seq_len**2
+        matrices = peak_sequences(config, experiment) * at_once
+        need = matrices * itemsize * config.seq_len**2
         budget = memory_budget_bytes(torch.device(config.device))
         if need > budget:
-            largest = math.isqrt(budget // (peak_sequences(config, experiment) * itemsize))
+            largest = math.isqrt(budget // (matrices * itemsize))
+            runs = f" for {at_once} runs at once (--workers)" if at_once > 1 else ""
             raise InvalidInputError(
                 f"--seq-len {config.seq_len}: {experiment} holds about {need / 2**30:,.3g} GiB of N × N attention "
-                f"matrices ({peak_sequences(config, experiment)} of them in {str(config.dtype)[6:]}), more than the "
-                f"memory budget of {budget / 2**30:.1f} GiB; use --seq-len <= {largest}")
+                f"matrices ({peak_sequences(config, experiment)} of them in {str(config.dtype)[6:]}{runs}), more "
+                f"than the memory budget of {budget / 2**30:.1f} GiB; use --seq-len <= {largest}")
     steps = sum(runs * config.steps for _, config, runs in plan)
     hours = sum(runs * config.steps * step_seconds(config) for _, config, runs in plan) / 3600
     if hours > MAX_HOURS:
@@ -600,11 +725,11 @@ def check_feasible(plan: list[tuple[str, TrainConfig, int]]) -> None:
             "lower --steps, --seeds or --seq-len")
 
 
-def _settings_json(base: TrainConfig, dtype: str) -> dict:
-    """The run settings as JSON: the dtype as the flag spells it, the learning rate resolved."""
-    settings = asdict(base)
+def _settings_json(base: TrainConfig) -> dict:
+    """The run settings as JSON (``train_config_json`` without the seed), the learning rate resolved."""
+    settings = train_config_json(base)
     del settings["seed"]
-    return settings | {"dtype": dtype, "lr": base.learning_rate}
+    return settings | {"lr": base.learning_rate}
 
 
 @contextmanager
@@ -638,16 +763,62 @@ def main(argv: list[str] | None = None) -> int:
         settings = {name: EXPERIMENTS[name]() for name in names if name in EXPERIMENTS}
         if args.embedding == "onehot":
             settings["tying"] = _tying(("scalar", "onehot"))
-        check_feasible(_plan(args, sizes, settings))
-        folders = prepare_output(Path(args.out), names)
+        plan = _plan(args, sizes, settings)
+        check_feasible(plan, _at_once(args, sum(runs for _, _, runs in plan)))
+        every = list(dict.fromkeys([*names, args.name]))  # "all" keeps its runs' records in a folder of its own
+        folders = dict(zip(every, prepare_output(Path(args.out), every)))
     except InvalidInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except OSError as err:
         print(f"error: cannot write to --out {args.out}: {err.strerror or err}", file=sys.stderr)
         return 2
-    with cpu_threads(sizes[names[0]][0].device):
-        return _train_and_report(args, names, sizes, settings, folders)
+    if escape:
+        jobs = escape_jobs([args.optimizer] if args.optimizer else list(DEFAULT_LR), *sizes["escape"],
+                           folders["escape"])
+    else:
+        jobs = training_jobs(settings, sizes)
+    try:
+        entries = _entries(jobs, args, folders[args.name])
+    except InvalidInputError as err:  # a --scheduler that cannot be reached, bad --workers, nothing recorded
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if entries is None:
+        return 130
+    records = [e["record"] if e is not None and e["status"] == "ok" else None for e in entries]
+    if escape:
+        code = report_escape(args, *sizes["escape"], folders["escape"], jobs, records)
+    else:
+        code = report_experiments(args, names, sizes, settings, folders, jobs, records)
+    missing = sum(record is None for record in records)
+    if missing and args.report_only:
+        print(f"{missing} of {len(jobs)} runs have no record in {folders[args.name] / RESULTS_FILE} (failed or not "
+              "run yet): the tables cover the others; the same command with --resume runs them", file=sys.stderr)
+    return 1 if missing else code
+
+
+def _at_once(args: argparse.Namespace, runs: int) -> int:
+    """How many runs train at the same time on this machine: --workers (default one per core), at most the
+    runs; 1 with --scheduler (the cluster's machines) or --report-only."""
+    if args.scheduler or args.report_only:
+        return 1
+    return min(args.workers or default_workers(), runs)
+
+
+def _entries(jobs: list[Job], args: argparse.Namespace, out: Path) -> list[dict | None] | None:
+    """The jobs' results-file entries: run now (``run_jobs``), or read back with --report-only; None when
+    the run was interrupted (the runner has said how to resume)."""
+    if args.report_only:
+        entries = recorded_entries(jobs, out)
+        if all(entry is None for entry in entries):
+            raise InvalidInputError(f"--report-only: no run of these flags is recorded in {out / RESULTS_FILE}")
+        return entries
+    result = run_jobs(jobs, args, out)
+    if result.interrupted:
+        print("the same command with --report-only builds the tables from the runs recorded so far",
+              file=sys.stderr)
+        return None
+    return result.entries
 
 
 def _plan(args: argparse.Namespace, sizes: dict[str, tuple[TrainConfig, int]],
@@ -661,36 +832,40 @@ def _plan(args: argparse.Namespace, sizes: dict[str, tuple[TrainConfig, int]],
             for name, mine in settings.items() for setting in mine]
 
 
-def _train_and_report(args: argparse.Namespace, names: list[str], sizes: dict[str, tuple[TrainConfig, int]],
-                      settings: dict[str, list[Setting]], folders: list[Path]) -> int:
-    """Train every setting of ``names``, write the summaries and plots, print the table; the exit code."""
-    if names == ["escape"]:
-        return _main_escape(args, *sizes["escape"], folders[0])
-    with progress_bar(sum(len(settings[n]) * sizes[n][1] * sizes[n][0].steps for n in names)) as bar:
-        counted = _counting(bar)
-        runs = {name: [run for s in settings[name] for run in run_setting(s, *sizes[name], counted)] for name in names}
-    rows = {name: summarise(mine) for name, mine in runs.items()}
+def report_experiments(args: argparse.Namespace, names: list[str], sizes: dict[str, tuple[TrainConfig, int]],
+                       settings: dict[str, list[Setting]], folders: dict[str, Path], jobs: list[Job],
+                       records: list[dict | None]) -> int:
+    """Write the summaries and plots of the training experiments from their jobs' records (None: not recorded)
+    and print the table; exit code 0 when every setting agrees with the paper and the embedding is exact."""
     summaries, files, texts, exact = {}, [], [], True
-    for name, folder in zip(names, folders):
+    every_row = []
+    for name in names:
         base, seeds = sizes[name]
-        summary = summaries[name] = {"settings": _settings_json(base, args.dtype), "seeds": seeds, "rows": rows[name]}
+        mine = [(job, record) for job, record in zip(jobs, records) if job.experiment == name]
+        rows = summarise(settings[name], [(job.setting, record) for job, record in mine
+                                          if job.setting is not None and record is not None])
+        missing = sum(record is None for _, record in mine)
+        summary = summaries[name] = {"settings": _settings_json(base), "seeds": seeds, "missing": missing,
+                                     "rows": rows}
         texts.append(f"settings{f' ({name})' * (len(names) > 1)}: N={base.seq_len}, {base.steps} steps, "
                      f"batch {base.batch}, d={base.d}, {seeds} seeds, layer norm {'on' if base.layer_norm else 'off'}, "
-                     f"{base.optimizer}, {base.device}/{args.dtype}")
+                     f"{base.optimizer}, {base.device}/{args.dtype}"
+                     + (f"; {missing} of {len(mine)} runs not recorded, rows cover the others" if missing else ""))
         if name == "tying" and args.embedding == "onehot":
             summary["trapped"] = {f"{row['panel']}, {row['variant']}": row["labels"].get("unigram", 0.0)
-                                  for row in rows[name]}
+                                  for row in rows}
             texts.insert(0, "fraction trapped at H(pi) (label unigram), scalar vs one-hot model:\n" + "\n".join(
                 f"  {setting}: {fraction:.0%}" for setting, fraction in summary["trapped"].items()))
         if name == "init":
-            summary["positions"] = position_summary(runs[name])
-            summary["embedding"] = embedding_rows(random_tangencies(FIRST_ABOVE, EMBEDDING_POINTS, EMBEDDING_D,
-                                                                    EMBEDDING_SEQ_LEN))
-            exact = embedding_exact(summary["embedding"])
+            summary["positions"] = position_summary(rows)
+            summary["embedding"] = next((record for job, record in mine if job.setting is None), None)
+            exact = summary["embedding"] is not None and embedding_exact(summary["embedding"])
             texts.insert(0, init_text(summary))
-        (folder / "summary.json").write_text(json.dumps(summary, indent=2))
-        files += [folder / "summary.json", *save_figure(curves_figure(rows[name]), folder / "curves")]
-    every_row = [row for name in names for row in rows[name]]
+        (folders[name] / "summary.json").write_text(json.dumps(summary, indent=2))
+        files.append(folders[name] / "summary.json")
+        if rows:
+            files += save_figure(curves_figure(rows), folders[name] / "curves")
+        every_row += rows
     _emit(args.json, summaries[names[0]] if len(names) == 1 else {"experiments": summaries},
           "\n\n".join([table(every_row), *texts]) +
           "\n'add-1' is the add-1 (Laplace) kernel estimate from the same samples", files)
@@ -706,36 +881,45 @@ def _emit(as_json: bool, summary: dict, text: str, files: list[Path]) -> None:
         print("wrote " + ", ".join(str(f) for f in files))
 
 
-def _counting(bar) -> Callable[[Iterable[int]], Iterator[int]]:
-    """Wrap a run's step iterator so that every step advances ``bar``."""
-    def counted(steps: Iterable[int]) -> Iterator[int]:
-        for step in steps:
-            yield step
-            bar.update(1)
+def gather_checkpoints(runs: list[tuple[Job, dict]]) -> tuple[dict[str, dict[int, dict[str, Params]]], int]:
+    """optimizer -> seed -> the run's parameters at its key points, read from the checkpoint files of the
+    recorded ``runs``; and how many of those files are not there (written on a machine that does not share
+    the output folder)."""
+    params: dict[str, dict[int, dict[str, Params]]] = {}
+    absent = 0
+    for job, record in runs:
+        path = checkpoint_path(job.config)
+        if path.exists():
+            params.setdefault(job.config["train"]["optimizer"], {})[record["seed"]] = torch.load(path)
+        else:
+            absent += 1
+    return params, absent
 
-    return counted
 
-
-def _main_escape(args: argparse.Namespace, base: TrainConfig, seeds: int, folder: Path) -> int:
-    """The escape study: train, summarise, write JSON, plot and parameters, print the table."""
-    optimizers = [args.optimizer] if args.optimizer else list(DEFAULT_LR)
-    with progress_bar(len(optimizers) * seeds * base.steps) as bar:
-        counted = _counting(bar)
-        runs = run_escape(optimizers, base, seeds, counted)
+def report_escape(args: argparse.Namespace, base: TrainConfig, seeds: int, folder: Path, jobs: list[Job],
+                  records: list[dict | None]) -> int:
+    """The escape study from its jobs' records (None: not recorded): summary JSON, plot and parameters, the
+    table; exit code 0 when every decided last-plateau prediction matches the outcome."""
+    runs = [(job, record) for job, record in zip(jobs, records) if record is not None]
     by_optimizer = escape_rows(runs)
-    summary = {"settings": _settings_json(base, args.dtype) | {"lr": {k: v["lr"] for k, v in by_optimizer.items()},
-                                                             "p": ESCAPE_SOURCE.p, "q": ESCAPE_SOURCE.q},
-               "seeds": seeds, "band": tolerance(reference_entropies(ESCAPE_SOURCE), 0.0),
+    summary = {"settings": _settings_json(base) | {"lr": {k: v["lr"] for k, v in by_optimizer.items()},
+                                                   "p": ESCAPE_SOURCE.p, "q": ESCAPE_SOURCE.q},
+               "seeds": seeds, "missing": len(jobs) - len(runs), "band": escape_band(),
                "references": reference_entropies(ESCAPE_SOURCE), "optimizers": by_optimizer}
     (folder / "summary.json").write_text(json.dumps(summary, indent=2))
     # θ before projection at the plateau, the last plateau point and the end, for follow-up analysis
-    torch.save({name: {run.result.config.seed: run.params for run in mine} for name, mine in runs.items()},
-               folder / "params.pt")
+    params, absent = gather_checkpoints(runs)
+    torch.save(params, folder / "params.pt")
+    if absent:
+        print(f"note: {absent} of {len(runs)} recorded runs have no checkpoint in {folder / 'checkpoints'} "
+              "(written where the output folder is not shared?): params.pt leaves them out", file=sys.stderr)
     files = [folder / "summary.json", folder / "params.pt", *escape_plot(by_optimizer, folder / "escape")]
     _emit(args.json, summary, escape_table(by_optimizer) + (
         f"\n\nsettings: tied, 1 layer, p={ESCAPE_SOURCE.p}, q={ESCAPE_SOURCE.q}, N={base.seq_len}, "
         f"{base.steps} steps, batch {base.batch}, d={base.d}, {seeds} seeds, {base.device}/{args.dtype}; "
-        f"band {summary['band']:g} nats.\n"
+        f"band {summary['band']:g} nats"
+        + (f"; {summary['missing']} of {len(jobs)} runs not recorded, rows cover the others" if summary["missing"]
+           else "") + ".\n"
         "plateau: the evaluation closest to the unigram test loss before the escape; last: the last one "
         "within the band before the escape (or the end); escape: the first evaluation more than the band "
         "below it;\ncross: the first evaluation whose projection onto M_π is a saddle; driver: the block "
