@@ -4,15 +4,19 @@ the portrait, p + q = 1, a corrupted model, and bad input."""
 import contextlib
 import io
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 import sympy as sp
+from distributed import LocalCluster
 
 from numerics import dynamics as D
 from paper_refs import claims
 from theory import canonical as C
 from verify import theorem_basins
 from verify.figures import save_figure
+from verify.runner import RESULTS_FILE, load_results
 
 SMALL = ["--grid", "6", "--starts", "6"]
 TINY = ["--grid", "4", "--starts", "4"]
@@ -63,13 +67,18 @@ def test_text_report_and_phase_portrait(tmp_path, capsys, monkeypatch):
         return save_figure(fig, path, **kwargs)
 
     monkeypatch.setattr(theorem_basins, "save_figure", keep)
-    prefix = tmp_path / "portrait"
-    assert theorem_basins.run([*TINY, "--plot", str(prefix)]) == 0
+    assert theorem_basins.run([*TINY, "--out", str(tmp_path)]) == 0
     captured = capsys.readouterr()
     assert "verdict: CONFIRMED" in captured.out and "Gaussian starts" in captured.out
     assert "done: profiled flow" in captured.err  # stage lines on stderr
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["portrait.pdf", "portrait.png", RESULTS_FILE, "summary.json"]
     for suffix in (".png", ".pdf"):
-        assert (prefix.with_suffix(suffix)).stat().st_size > 10_000
+        assert (tmp_path / "portrait").with_suffix(suffix).stat().st_size > 10_000
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["verdict"] == "confirmed" and summary["numeric"]["plot"] == [
+        str(tmp_path / "portrait.png"), str(tmp_path / "portrait.pdf")]
+    assert captured.out.splitlines()[-1] == "wrote " + ", ".join(
+        [*summary["numeric"]["plot"], str(tmp_path / "summary.json"), str(tmp_path / RESULTS_FILE)])
     # the saddle's legend names its coordinates in the axes' order, and they are where its marker is drawn
     (ax,) = drawn[0].axes
     (text,) = [t.get_text() for t in ax.get_legend().get_texts() if t.get_text().startswith("saddle")]
@@ -133,6 +142,12 @@ def test_the_mutations_cover_every_check(small_run):
     (["--horizon", "0"], "--horizon"),
     (["--rtol", "0.5"], "--rtol"),
     (["--plot", "/no/such/folder/portrait"], "does not exist"),
+    (["--out", "/dev/null"], "is a file, not a folder"),
+    (["--out", "x", "--plot", "y"], "not both"),
+    (["--resume"], "--resume needs --out FOLDER"),
+    (["--resume", "--plot", "y"], "--resume needs --out FOLDER"),
+    (["--workers", "0"], "--workers must be a whole number >= 1"),
+    (["--workers", "2", "--scheduler", "local:2"], "not both"),
     (["--unknown"], "unrecognized arguments"),
 ])
 def test_bad_input_is_one_line_and_exit_two(argv, message, capsys):
@@ -147,3 +162,88 @@ def test_help_explains_the_command(capsys):
         theorem_basins.run(["--help"])
     out = capsys.readouterr().out
     assert stop.value.code == 0 and "separatrix" in out and "--band" in out and "Exit code" in out
+
+
+# --- the flows as tasks of verify/runner.py ---
+
+GRID = ["--grid", "3", "--starts", "3"]
+
+
+def printed(argv) -> dict:
+    """The JSON report of ``theorem_basins.run(argv)`` (exit 0), its run time and files left out."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        assert theorem_basins.run([*argv, "--json"]) == 0
+    return without_run(json.loads(out.getvalue()))
+
+
+def without_run(report: dict) -> dict:
+    """``report`` without what differs between runs of the same inputs: the run time and the files written."""
+    return report | {"numeric": {k: v for k, v in report["numeric"].items() if k not in ("runtime_s", "plot")}}
+
+
+@pytest.fixture(scope="module")
+def one_worker(tmp_path_factory) -> tuple[Path, dict]:
+    """A 3 × 3 grid and 3 Gaussian starts in this process: (the --out folder, the report)."""
+    folder = tmp_path_factory.mktemp("basins")
+    return folder, printed([*GRID, "--workers", "1", "--out", str(folder)])
+
+
+@pytest.fixture(scope="module")
+def cluster() -> str:
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as local:
+        yield local.scheduler_address
+
+
+def records(folder: Path) -> dict:
+    return {key: entry["record"] for key, entry in load_results(folder).items()}
+
+
+@pytest.mark.parametrize("runner", [["--workers", "2"], "dask"], ids=["2 workers", "LocalCluster"])
+def test_the_same_records_on_one_worker_two_and_a_dask_cluster(runner, one_worker, cluster, tmp_path):
+    folder, report = one_worker
+    flags = ["--scheduler", cluster] if runner == "dask" else runner
+    other = printed([*GRID, *flags, "--out", str(tmp_path)])
+    assert other == report and report["verdict"] == "confirmed"
+    assert records(tmp_path) == records(folder) and len(records(folder)) == 2 + 4  # a batch per flow, 4 (p, q)
+
+
+def test_a_task_per_batch_gives_the_numbers_of_one_integration(one_worker):
+    _, report = one_worker
+    e, w = D.grid(3, 3.0)
+    flow = D.integrate(D.CanonicalModel(theorem_basins.MarkovChain(0.5, 0.8)),
+                       np.column_stack([e, w, np.zeros_like(e)]), "profiled")
+    assert report["numeric"]["profiled"]["labels"] == flow.counts
+    assert report["numeric"]["profiled"]["max_energy_drift"] == float(np.nanmax(flow.energy_drift))
+
+
+def test_resume_runs_only_what_is_not_recorded(one_worker, tmp_path, capsys):
+    folder, report = one_worker
+    lines = (folder / RESULTS_FILE).read_text().splitlines()
+    (tmp_path / RESULTS_FILE).write_text("\n".join(lines[:4]) + "\n")
+    assert theorem_basins.run([*GRID, "--out", str(tmp_path), "--resume", "--workers", "1"]) == 0
+    assert "running 2 tasks in this process (4 already recorded in" in capsys.readouterr().err
+    assert without_run(json.loads((tmp_path / "summary.json").read_text())) == report
+    assert records(tmp_path) == records(folder)
+
+
+def test_failed_tasks_are_recorded_counted_and_exit_1(tmp_path, capsys, monkeypatch):
+    def broken(p, q, *args):
+        raise ArithmeticError(f"({p}, {q}) broke")
+
+    monkeypatch.setattr(theorem_basins, "gaussian_row", broken)
+    assert theorem_basins.run([*GRID, "--out", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and "no report: 4 of 6 tasks failed" in captured.err
+    errors = sorted(e.get("error", "ok") for e in load_results(tmp_path).values())
+    assert errors[:4] == [f"ArithmeticError: ({p}, {q}) broke" for p, q in sorted(theorem_basins.GAUSS_PAIRS)]
+    assert not (tmp_path / "summary.json").exists()
+
+
+def test_the_deprecated_plot_flag_still_draws_with_a_note(tmp_path, capsys):
+    prefix = tmp_path / "old"
+    assert theorem_basins.run([*GRID, "--plot", str(prefix)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.splitlines()[0].startswith("note: --plot FILE is deprecated")
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["old.pdf", "old.png"]
+    assert captured.out.splitlines()[-1] == f"wrote {prefix}.png, {prefix}.pdf"

@@ -20,7 +20,10 @@ are its level sets.  The joint flow from b = 0 is measured only: E is not conser
 leaves the energy's basins where b has far to travel (chains with p far from q).  It also checks the
 energy along the flows, and runs the Gaussian start of the paper: --starts draws of (e, w, b) ~ N(0, 0.1²)
 at (p, q) = (0.5, 0.8), (0.9, 0.9), (0.2, 0.3), (0.1, 0.1), where the claim is that all end at H(π) when
-p + q > 1 and at H_rate when p + q < 1.  --plot FILE draws the phase portrait (FILE.png and FILE.pdf).
+p + q > 1 and at H_rate when p + q < 1.  Each batch of 256 grid starts under each flow and the Gaussian starts at
+each (p, q) are tasks of verify/runner.py (--workers, --scheduler, --resume); --out FOLDER keeps them in
+FOLDER/results.jsonl as they finish and writes the phase portrait (portrait.png, .pdf) and the report
+(summary.json) there.
 
 Exit code 0: every check agrees with the theory; 1: some check disagrees; 2: bad input; 3: inconclusive
 (e.g. p + q = 1, where H(π) = H_rate and no endpoint can be told apart, or flows that did not settle).
@@ -33,19 +36,19 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from pathlib import Path
 
 import numpy as np
 
 from numerics.dynamics import (
     GLOBAL,
+    MODES,
     SADDLE_W,
     SEPARATRIX,
     UNDECIDED,
     UNIGRAM,
     CanonicalModel,
+    FlowResult,
     Integration,
     energy,
     gaussian_starts,
@@ -55,9 +58,22 @@ from numerics.dynamics import (
     slope,
 )
 from numerics.markov import InvalidInputError, MarkovChain
-from verify.cli import Parser, _number, bad_input, binary_pair, check_writable, exit_now, show_stages, stage
+from verify.cli import (
+    RESUME_WITHOUT_OUT,
+    Parser,
+    _number,
+    bad_input,
+    binary_pair,
+    check_folder,
+    check_writable,
+    exit_now,
+    show_stages,
+    stage,
+    sweep_progress,
+)
 from verify.figures import save_figure
 from verify.report import Check, Report
+from verify.runner import RESULTS_FILE, add_runner_flags, run_with_args
 
 THEOREM = "theorem_basins"
 CLAIMS = ["L2G-ENERGY", "L2G-BASINS", "L2G-GAUSS-INIT"]
@@ -72,6 +88,11 @@ MAX_GRID = 200
 MAX_EXTENT = 4.0  # beyond, (1 + 2w|w|)e² passes 709 and e^{κe²} in b* overflows
 MAX_STARTS = 20_000
 MODE_NAMES = {"profiled": "profiled flow (b = b*)", "joint": "joint flow from b = 0"}
+#: the files --out FOLDER holds besides results.jsonl: the portrait (.png, .pdf) and the report
+PORTRAIT, SUMMARY = "portrait", "summary.json"
+#: where the portrait's trajectories start, in units of extent/3 (then the nearest grid start)
+TRAJECTORY_STARTS = ((2.5, -2.5), (2.6, -1.1), (1.4, -0.3), (2.4, 1.6), (-2.4, -1.8), (-0.9, -2.6), (-2.1, 0.4),
+                     (-0.6, 2.5), (0.9, -1.9), (-1.6, -0.6))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -96,7 +117,13 @@ def _parser() -> argparse.ArgumentParser:
                     help="relative tolerance per component, in [1e-12, 1e-4] (default: %(default)s; atol = rtol/100)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the Gaussian starts (default: %(default)s)")
     ap.add_argument("--json", action="store_true", help="print one JSON object (nothing on stderr)")
-    ap.add_argument("--plot", metavar="FILE", help="write the phase portrait to FILE.png and FILE.pdf")
+    ap.add_argument("--out", metavar="FOLDER",
+                    help=f"write the phase portrait ({PORTRAIT}.png, {PORTRAIT}.pdf), the report ({SUMMARY}, as --json "
+                         f"prints it) and each task as it finishes ({RESULTS_FILE}) to FOLDER (made if missing)")
+    ap.add_argument("--plot", metavar="FILE",
+                    help="deprecated, until the next release (use --out FOLDER): the phase portrait to FILE.png and "
+                         "FILE.pdf")
+    add_runner_flags(ap)
     return ap
 
 
@@ -174,22 +201,78 @@ def _agreement_check(name: str, summary: dict, band: float) -> Check:
     return Check(name, passed, measured, 1.0, AGREEMENT_TOL, detail, comparison="m >= e - tol")
 
 
-def gaussian_study(count: int, seed: int, integration, progress: Callable[[int], object]) -> list[dict]:
-    """The paper's Gaussian start at each of ``GAUSS_PAIRS``: joint flow from (e, w, b) ~ N(0, 0.1²)."""
-    rows = []
+def gaussian_row(p: float, q: float, count: int, seed: int, integration: Integration) -> dict:
+    """The paper's Gaussian start at (p, q): the joint flow from ``count`` draws of (e, w, b) ~ N(0, 0.1²) (seeded by
+    ``seed``, the same draws at every (p, q)), and where it ends."""
     starts = gaussian_starts(count, GAUSS_STD, seed)
-    for p, q in GAUSS_PAIRS:
-        chain = MarkovChain(p, q)
-        flow = integrate(CanonicalModel(chain), starts, "joint", integration, progress=progress)
-        claimed = UNIGRAM if p + q > 1 else GLOBAL
-        rows.append({"p": p, "q": q, "claimed": claimed, "fraction_unigram": float(np.mean(flow.labels == UNIGRAM)),
-                     "fraction_global": float(np.mean(flow.labels == GLOBAL)),
-                     "fraction_undecided": float(np.mean(flow.labels == "undecided")),
-                     "fraction_claimed": float(np.mean(flow.labels == claimed)),
-                     "energy_prediction_agreement": float(np.mean(
-                         flow.labels == predicted_basin(chain, starts[:, 0], starts[:, 1]))),
-                     "max_joint_residual": _nanmax(flow.joint_residual), "solver_failures": flow.failures})
-    return rows
+    chain = MarkovChain(p, q)
+    flow = integrate(CanonicalModel(chain), starts, "joint", integration)
+    claimed = UNIGRAM if p + q > 1 else GLOBAL
+    return {"p": p, "q": q, "claimed": claimed, "fraction_unigram": float(np.mean(flow.labels == UNIGRAM)),
+            "fraction_global": float(np.mean(flow.labels == GLOBAL)),
+            "fraction_undecided": float(np.mean(flow.labels == "undecided")),
+            "fraction_claimed": float(np.mean(flow.labels == claimed)),
+            "energy_prediction_agreement": float(np.mean(
+                flow.labels == predicted_basin(chain, starts[:, 0], starts[:, 1]))),
+            "max_joint_residual": _nanmax(flow.joint_residual), "solver_failures": flow.failures}
+
+
+# --- the flows as tasks of verify/runner.py ---------------------------------------------------------------
+
+def flow_tasks(chain: MarkovChain, args: argparse.Namespace, integration: Integration) -> list[dict]:
+    """The tasks of ``flow_task``: each batch of ``integration.batch`` consecutive starts of the K × K grid (one
+    system for the solver, as ``integrate`` makes them) under each flow, then the Gaussian starts at each of
+    ``GAUSS_PAIRS``.  (A task per row of the grid, 12 starts, made the default run 4 times as long: 13 s against
+    3 s on 2 busy cores.)"""
+    common = {"integration": integration.as_dict()}
+    batches = [{"flow": mode, "p": chain.p, "q": chain.q, "grid": args.grid, "extent": args.extent, "first": first,
+                "count": min(integration.batch, args.grid**2 - first), **common}
+               for mode in MODES for first in range(0, args.grid**2, integration.batch)]
+    return batches + [{"gaussian": args.starts, "p": p, "q": q, "seed": args.seed, **common} for p, q in GAUSS_PAIRS]
+
+
+def traced_starts(e: np.ndarray, w: np.ndarray, extent: float) -> list[int]:
+    """The grid starts (indices into ``e``, ``w``) whose trajectories the phase portrait draws: the nearest to each
+    of ``TRAJECTORY_STARTS``."""
+    return sorted({int(np.argmin((e - a * extent / 3) ** 2 + (w - b * extent / 3) ** 2)) for a, b in TRAJECTORY_STARTS})
+
+
+def flow_task(task: dict) -> dict:
+    """One task of ``flow_tasks``, a pure function of it: ``gaussian_row``, or one batch of grid starts integrated
+    under one flow: every field of its ``FlowResult`` per start, the path only for the ``traced_starts``."""
+    integration = Integration(**task["integration"])
+    if "gaussian" in task:
+        return gaussian_row(task["p"], task["q"], task["gaussian"], task["seed"], integration)
+    e, w = grid(task["grid"], task["extent"])
+    batch = range(task["first"], task["first"] + task["count"])
+    starts = np.column_stack([e[batch], w[batch], np.zeros(len(batch))])
+    flow = integrate(CanonicalModel(MarkovChain(task["p"], task["q"])), starts, task["flow"], integration)
+    arrays = {name: getattr(flow, name).tolist() for name in FLOW_ARRAYS}
+    return arrays | {"failures": flow.failures, "times": flow.times.tolist(),
+                     "paths": {str(i): flow.path[i - batch.start].tolist() for i in traced_starts(e, w, task["extent"])
+                               if i in batch}}
+
+
+#: the per-start fields of a FlowResult that a row's record holds
+FLOW_ARRAYS = ("start", "end", "loss", "grad_norm", "labels", "energy_drift", "joint_residual", "energy_change")
+
+
+def flows_from_records(tasks: list[dict], records: list[dict]) -> dict[str, FlowResult]:
+    """Each flow over the whole grid from its batches' records (``flow_task``), in order; ``path`` holds the
+    traced starts' (e, w) at the sample times and NaN for the others (the portrait draws only those)."""
+    flows = {}
+    for mode in MODES:
+        batches = [record for task, record in zip(tasks, records) if task.get("flow") == mode]
+        fields = {name: np.concatenate([np.asarray(r[name], dtype=object if name == "labels" else float)
+                                        for r in batches]) for name in FLOW_ARRAYS}
+        times = np.asarray(batches[0]["times"])
+        path = np.full((len(fields["start"]), 2, len(times)), np.nan)
+        for r in batches:
+            for i, track in r["paths"].items():
+                path[int(i)] = track
+        flows[mode] = FlowResult(mode, **fields, times=times, path=path,
+                                 failures=[f for r in batches for f in r["failures"]])
+    return flows
 
 
 def _gaussian_check(row: dict) -> Check:
@@ -201,24 +284,14 @@ def _gaussian_check(row: dict) -> Check:
                  comparison="m >= e - tol")
 
 
-def analyse(chain: MarkovChain, args: argparse.Namespace, integration,
-            bar: Callable[[int, str], AbstractContextManager]) -> tuple[Report, dict]:
-    """Integrate, compare, check; returns the report and the flows (for the plot).
-
-    ``bar(total, desc)`` opens a progress bar (a context manager with ``update(count)``) for each stage.
-    """
-    model = CanonicalModel(chain)
+def analyse(chain: MarkovChain, args: argparse.Namespace, integration: Integration, tasks: list[dict],
+            records: list[dict]) -> tuple[Report, dict[str, FlowResult]]:
+    """Compare and check from the records of ``flow_tasks`` (in task order); returns the report and the flows (for
+    the plot)."""
     e, w = grid(args.grid, args.extent)
-    starts = np.column_stack([e, w, np.zeros_like(e)])
-    flows, summaries = {}, {}
-    for mode in ("profiled", "joint"):
-        with stage(f"{MODE_NAMES[mode]}: {len(e)} starts"):
-            with bar(len(e), MODE_NAMES[mode]) as progress:
-                flows[mode] = integrate(model, starts, mode, integration, progress=progress.update)
-            summaries[mode] = basin_summary(chain, flows[mode], args.band)
-    with (stage(f"Gaussian starts: {args.starts} at each of {len(GAUSS_PAIRS)} (p, q)"),
-          bar(args.starts * len(GAUSS_PAIRS), "Gaussian starts") as progress):
-        gaussian = gaussian_study(args.starts, args.seed, integration, progress.update)
+    flows = flows_from_records(tasks, records)
+    summaries = {mode: basin_summary(chain, flows[mode], args.band) for mode in MODES}
+    gaussian = [record for task, record in zip(tasks, records) if "gaussian" in task]
     with np.errstate(invalid="ignore"):
         scale = 1 + float(np.nanmax(np.abs(energy(e, w))))
     allowance = ENERGY_ALLOWANCE * integration.rtol * scale
@@ -282,11 +355,6 @@ def _summary_text(report: Report) -> str:
     return "\n".join(lines)
 
 
-#: where the portrait's trajectories start, in units of extent/3 (then the nearest grid start)
-TRAJECTORY_STARTS = ((2.5, -2.5), (2.6, -1.1), (1.4, -0.3), (2.4, 1.6), (-2.4, -1.8), (-0.9, -2.6), (-2.1, 0.4),
-                     (-0.6, 2.5), (0.9, -1.9), (-1.6, -0.6))
-
-
 def phase_portrait(chain: MarkovChain, flows: dict, extent: float, band: float, path: Path) -> list[Path]:
     """The (w, e) plane as the authors draw it: energy contours, the separatrix E = E_s, the global-minimum locus
     e²κ(w) = α, the line e = 0 (local minima, maxima, the saddle), the energy's basins shaded, the grid's
@@ -346,8 +414,7 @@ def phase_portrait(chain: MarkovChain, flows: dict, extent: float, band: float, 
             ax.scatter(w0[wrong], e0[wrong], marker="x", s=size, color=colour, zorder=4)
             handles.append(plt.Line2D([], [], color=colour, marker="x", ls="",
                                       label=f"{MODE_NAMES[mode]}: endpoint outside the energy's basin"))
-    picked = {int(np.argmin((e0 - a * extent / 3) ** 2 + (w0 - b * extent / 3) ** 2)) for a, b in TRAJECTORY_STARTS}
-    for i in sorted(picked):
+    for i in traced_starts(e0, w0, extent):
         for mode, style in (("profiled", "-"), ("joint", ":")):
             track = flows[mode].path[i]
             ax.plot(np.r_[w0[i], track[1]], np.r_[e0[i], track[0]], ls=style, color="black", lw=1.0, zorder=5)
@@ -365,35 +432,64 @@ def phase_portrait(chain: MarkovChain, flows: dict, extent: float, band: float, 
     return save_figure(fig, path, dpi=130)
 
 
-def run(argv: list[str] | None = None) -> int:
-    from tqdm import tqdm
+def _outputs(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
+    """(the phase portrait's path without suffix, the folder of results.jsonl and summary.json), each None when not
+    asked for, checked writable before any work: --out FOLDER, or the deprecated --plot FILE (a note on stderr)."""
+    if args.plot is not None and args.out is not None:
+        raise InvalidInputError("give --out FOLDER (the portrait goes in it) or the deprecated --plot FILE, not both")
+    if args.resume and args.out is None:
+        raise InvalidInputError(RESUME_WITHOUT_OUT)
+    if args.plot is not None:
+        files = [Path(args.plot).with_suffix(suffix) for suffix in (".png", ".pdf")]
+        for file in files:
+            check_writable(str(file))
+        print(f"note: --plot FILE is deprecated and ends with the next release; --out FOLDER writes {PORTRAIT}.png, "
+              f"{PORTRAIT}.pdf, {SUMMARY} and {RESULTS_FILE} there", file=sys.stderr)
+        return Path(args.plot), None
+    if args.out is None:
+        return None, None
+    folder = check_folder(args.out)
+    if folder.is_dir():
+        for name in (f"{PORTRAIT}.png", f"{PORTRAIT}.pdf", SUMMARY):
+            check_writable(str(folder / name))
+    return folder / PORTRAIT, folder
 
+
+def run(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         chain, integration = _validated(args)
-        if args.plot:
-            for suffix in (".png", ".pdf"):
-                check_writable(str(Path(args.plot).with_suffix(suffix)))
+        portrait, folder = _outputs(args)
         show_stages(enabled=not args.json)
         start = time.perf_counter()
-
-        def bar(total: int, desc: str) -> tqdm:
-            return tqdm(total=total, desc=desc, unit="start", file=sys.stderr, leave=False, disable=args.json)
-
-        report, flows = analyse(chain, args, integration, bar)
-        if args.plot:
+        tasks = flow_tasks(chain, args, integration)
+        with stage(f"{MODE_NAMES['profiled']}, {MODE_NAMES['joint']} ({args.grid ** 2} starts each) and Gaussian "
+                   f"starts ({args.starts} at each of {len(GAUSS_PAIRS)} (p, q)): {len(tasks)} tasks"):
+            result = run_with_args(flow_task, tasks, args, out=folder, progress=sweep_progress(args.json, sys.stderr))
+        if result.interrupted:  # the runner said how to resume
+            return result.exit_code
+        if result.failed:
+            where = f" (errors in {result.results_file}; --resume runs them again)" if folder else ""
+            print(f"no report: {result.failed} of {len(tasks)} tasks failed{where}", file=sys.stderr)
+            return 1
+        report, flows = analyse(chain, args, integration, tasks, result.records)
+        written = []
+        if portrait is not None:
             with stage("phase portrait"):
-                files = phase_portrait(chain, flows, args.extent, args.band, Path(args.plot))
-            report.numeric["plot"] = [str(f) for f in files]
+                written = [str(f) for f in phase_portrait(chain, flows, args.extent, args.band, portrait)]
+            report.numeric["plot"] = written
         report.numeric["runtime_s"] = time.perf_counter() - start
+        if folder is not None:
+            (folder / SUMMARY).write_text(json.dumps(report.to_dict(), indent=2))
+            written += [str(folder / SUMMARY), str(result.results_file)]
     except (InvalidInputError, OSError) as err:
         return bad_input(err)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
         print(_summary_text(report) + report.to_text())
-        if args.plot:
-            print("wrote " + ", ".join(report.numeric["plot"]))
+        if written:
+            print("wrote " + ", ".join(written))
     return report.exit_code
 
 
