@@ -373,13 +373,17 @@ def config_of(data: dict) -> Config:
     return Config(**(data | {"transition": None if rows is None else tuple(map(tuple, rows))}))
 
 
+def theorem_task(analyse: Analysis, theorem: str, config: Config) -> dict:
+    """The task of ``sweep_task`` that runs ``analyse`` (a module-level function) at ``config`` for ``theorem``."""
+    return {"analysis": f"{analyse.__module__}.{analyse.__qualname__}", "theorem": theorem,
+            "config": config_json(config)}
+
+
 def sweep_tasks(analyse: Analysis, theorem: str, configs: list[Config], scan: int) -> list[dict]:
     """The tasks of a theorem command's run of many (``sweep_task``): for each config its report, followed by
     the ``scan`` points of its scan of M_π."""
-    name = f"{analyse.__module__}.{analyse.__qualname__}"
     return [task for config in configs for task in (
-        {"analysis": name, "theorem": theorem, "config": config_json(config)},
-        *({"scan": i, "config": config_json(config)} for i in range(scan)))]
+        theorem_task(analyse, theorem, config), *({"scan": i, "config": config_json(config)} for i in range(scan)))]
 
 
 def sweep_task(task: dict) -> dict:
