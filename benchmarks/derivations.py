@@ -1,6 +1,6 @@
 """Cold time of every symbolic derivation, and the chain rule against direct differentiation.
 
-1. Cold: a fresh interpreter imports SymPy and ``theory.landscape`` and proves every identity
+1. Cold: a fresh interpreter imports SymPy and ``theory.registry`` and proves every identity
    (``identities()``, all ``proven``); median of ``--repeats`` runs.  Reported, no target (SPEC §9
    sets none; about 8 s for 73 identities on 2 idle cores).
 2. Ratio, in this process: the derivatives the identities need (∇L at θ_π and θ_*, ∇²L at
@@ -28,14 +28,14 @@ RATIO_TARGET = 5.0
 COLD = """
 import time
 start = time.perf_counter()
-from theory.landscape import identities
+from theory.registry import identities
 assert all(result.proven for result in identities())
 print(time.perf_counter() - start)
 """
 
 
 def cold_seconds() -> float:
-    """Seconds a fresh interpreter takes to import theory.landscape and prove every identity."""
+    """Seconds a fresh interpreter takes to import theory.registry and prove every identity."""
     out = subprocess.run([sys.executable, "-c", COLD], capture_output=True, text=True, check=True)
     return float(out.stdout)
 
@@ -65,8 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = [cold_seconds() for _ in progress(range(args.repeats), "cold derivations")]
     from theory import landscape as T
     from theory.markov import canonical
+    from theory.registry import identities
 
-    print(f"cold derivation of all {len(T.identities())} identities: median {statistics.median(runs):.2f} s "
+    print(f"cold derivation of all {len(identities())} identities: median {statistics.median(runs):.2f} s "
           f"(runs: {', '.join(f'{r:.2f}' for r in runs)})")
 
     points = [(tying, point(tying)) for tying in (True, False) for point in (T.theta_pi, T.theta_star)]

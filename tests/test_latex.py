@@ -10,9 +10,11 @@ import sympy as sp
 
 from theory import landscape as T
 from theory import latex as X
+from theory import registry
+from theory.calculus import identity
 from theory.markov import p, q
 
-SHOWN = [r for r in T.identities() if r.claim not in X._SECTIONS]
+SHOWN = [r for r in registry.identities() if r.claim not in X._SECTIONS]
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +30,7 @@ def paragraph(text: str, result: T.Result) -> str:
 def test_every_identity_has_a_math_title_and_shows_both_sides_and_the_difference(text):
     identities = text[text.index("\\section{Identities}"):]
     titles = re.findall(r"\\paragraph\{(.*)\} \(claim", identities)
-    assert len(titles) == len(T.identities())
+    assert len(titles) == len(registry.identities())
     for title in titles:  # math mode, not the ASCII names of the CLI
         assert title.startswith("$") and not re.search(r"(?<!\\)(theta|pi|lambda)|pi0|grad ", title), title
     for result in SHOWN:
@@ -86,7 +88,7 @@ def test_positive_forms_flip_only_factors_of_one_sign_on_the_domain():
 def test_an_identity_that_fails_is_shown_failing():
     """The display reports ``Result.proven``; a wrong right side reads NOT proven and ≠ 0."""
     good = T.loss_pi(True)
-    bad = T._identity("broken", good.claim, good.expr, good.expected + p / 100, statement=good.statement)
+    bad = identity("broken", good.claim, good.expr, good.expected + p / 100, statement=good.statement)
     shown = X._identity_paragraph(bad, "broken")
     assert "NOT proven" in shown and "\\neq 0\\quad\\text{(not reduced by SymPy)}" in shown
     assert "(reduced by SymPy)" not in shown

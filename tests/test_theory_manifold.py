@@ -11,6 +11,7 @@ import torch
 
 from theory import landscape as T
 from theory import manifold as M
+from theory import registry
 from theory.latex import _title, document
 from theory.markov import p, q
 
@@ -29,7 +30,7 @@ def test_every_manifold_identity_is_proven(result):
 def test_the_identities_credit_every_manifold_result_once():
     names = [r.name for r in M.results()]
     assert len(set(names)) == len(names)
-    assert [r.name for r in T.identities() if r.claim == M.CLAIM] == names
+    assert [r.name for r in registry.identities() if r.claim == M.CLAIM] == names
 
 
 @pytest.mark.parametrize(("length", "dim"), M.SIZES)

@@ -36,7 +36,7 @@ def test_every_multistate_identity_is_proven(result):
 
 def test_every_multistate_identity_is_registered_under_its_claim_once():
     """``paper_refs/claims.toml`` credits each identity to its own claim (test_verify checks the converse: every
-    registered name is a check of ``python -m verify``, which runs ``theory.landscape.identities``)."""
+    registered name is a check of ``python -m verify``, which runs ``theory.registry.identities``)."""
     names = [r.name for r in MS.results()]
     assert len(set(names)) == len(names)
     registered = {claim["id"]: claim["checks"] for claim in claims()}

@@ -38,7 +38,7 @@ w = ±v with v > 0 (no log of a negative argument ever reaches ``canonical``, wh
 log arguments).  Statements in κ hold for every real κ and so on both sides.
 
 Everything is derived once per process (``functools.cache``); ``results`` returns the ``Result``s, which
-``theory.landscape.identities`` includes.
+``theory.registry.identities`` includes.
 """
 
 from __future__ import annotations
@@ -47,7 +47,19 @@ from functools import cache
 
 import sympy as sp
 
-from theory import landscape as T
+from theory.calculus import (
+    DOMAIN,
+    UNIGRAM_BIAS,
+    K,
+    Result,
+    Statement,
+    Z,
+    alpha,
+    beta,
+    chain_rule,
+    identity,
+    logit_derivatives,
+)
 from theory.markov import canonical, entropy_rate, p, q, stationary, unigram_loss
 from theory.reduced import transition_loss
 
@@ -185,10 +197,10 @@ def _logit_gradient_at_optimum() -> tuple[sp.Matrix, sp.Expr]:
     hold for every D > 0).  ∇F(z) is taken at z_x = log e^{z_x}, so σ(z_x) is rational in u* and D; each
     entry, and ∂L/∂b = Σ_x ∂L/∂z_x, is brought to its normal form A + B√S (``_modulo_root``).
     """
-    dF = T._logit_derivatives()[0]
+    dF = logit_derivatives()[0]
     exps = [sp.expand_power_exp(sp.exp(sp.expand(z.subs(b, optimal_bias()), log=False))).subs(sp.exp(kappa * e**2), D)
             for z in logits()]
-    at_opt = dF.subs({zx: sp.log(x) for zx, x in zip(T.Z, exps)}).applyfunc(_modulo_root)
+    at_opt = dF.subs({zx: sp.log(x) for zx, x in zip(Z, exps)}).applyfunc(_modulo_root)
     grad_b_star = sp.Matrix([sp.diff(optimal_bias(), c) for c in (e, kappa)]).subs(sp.exp(kappa * e**2), D)
     dL_db = _modulo_root(at_opt[0] + at_opt[1])  # ∂z_x/∂b = 1
     return at_opt, dL_db * grad_b_star
@@ -204,56 +216,56 @@ def _energy_gradient(sign: int) -> sp.Matrix:
 
 
 @cache
-def loss_results() -> tuple[T.Result, ...]:
+def loss_results() -> tuple[Result, ...]:
     """Claim L2G: the transition loss of ``logit`` with κ = κ(w) is the authors' log-sigmoid form, on each side."""
     authors = authors_loss()
-    return tuple(T._identity(f"L2G: loss = the authors' log-sigmoid form ({side})", "L2G",
-                             _on_side(loss(slope()) - authors, sign), sp.Integer(0), side,
-                             statement=T.Statement("L", r"L_{\mathrm{authors}}", f"${side}$",
-                                                   sides=(loss(slope()), authors)))
+    return tuple(identity(f"L2G: loss = the authors' log-sigmoid form ({side})", "L2G",
+                          _on_side(loss(slope()) - authors, sign), sp.Integer(0), side,
+                          statement=Statement("L", r"L_{\mathrm{authors}}", f"${side}$",
+                                              sides=(loss(slope()), authors)))
                  for sign, side in SIDES)
 
 
 @cache
-def locus_results() -> tuple[T.Result, ...]:
+def locus_results() -> tuple[Result, ...]:
     """Claim L2G: on e²κ = α with b = β + e²/2 (every real κ, e ≠ 0): ∇L = 0 and L = H_rate.
 
     The logits there are the kernel's, z0 = β = logit P(1|0) and z1 = α + β = logit P(1|1).  κ = α/e² has the
     sign of α, and α > 0 iff (1−p)(1−q) > pq iff p + q < 1: the locus lies in w > −1/√2 iff p + q < 1.
     """
-    locus = {kappa: T.alpha / e**2, b: T.beta + e**2 / 2}
+    locus = {kappa: alpha / e**2, b: beta + e**2 / 2}
     return (
-        T._identity("L2G: grad L = 0 on e^2 kappa = alpha", "L2G",
-                    T._chain_rule(logits(), (e, kappa, b), locus, order=1), sp.zeros(3, 1), "e != 0",
-                    statement=T.Statement(r"\nabla_{(e,\kappa,b)} L", "0", _LOCUS)),
-        T._identity("L2G: L = H_rate on e^2 kappa = alpha", "L2G", loss().subs(locus), entropy_rate(), "e != 0",
-                    statement=T.Statement("L", r"H_{\mathrm{rate}}", _LOCUS)),
+        identity("L2G: grad L = 0 on e^2 kappa = alpha", "L2G",
+                 chain_rule(logits(), (e, kappa, b), locus, order=1), sp.zeros(3, 1), "e != 0",
+                 statement=Statement(r"\nabla_{(e,\kappa,b)} L", "0", _LOCUS)),
+        identity("L2G: L = H_rate on e^2 kappa = alpha", "L2G", loss().subs(locus), entropy_rate(), "e != 0",
+                 statement=Statement("L", r"H_{\mathrm{rate}}", _LOCUS)),
     )
 
 
 @cache
-def line_results() -> tuple[T.Result, ...]:
+def line_results() -> tuple[Result, ...]:
     """Claim L2G: on e = 0 with b = log(p/q) (every real κ): ∇L = 0, L = H(π), ∂²L/∂e² = 2π0π1(p+q−1)κ, H_eb = 0.
 
     So the line is locally minimal in e (b fixed, or profiled: H_eb = 0) iff (p+q−1)κ > 0, i.e.
     (1−p−q)(1+2w|w|) < 0; a local maximum in e on the complementary half-line.
     """
-    line = {e: 0, b: T.UNIGRAM_BIAS}
-    H = T._chain_rule(logits(), (e, b), line, order=2)
+    line = {e: 0, b: UNIGRAM_BIAS}
+    H = chain_rule(logits(), (e, b), line, order=2)
     return (
-        T._identity("L2G: grad L = 0 on e = 0", "L2G", T._chain_rule(logits(), (e, kappa, b), line, order=1),
-                    sp.zeros(3, 1), statement=T.Statement(r"\nabla_{(e,\kappa,b)} L", "0", _LINE)),
-        T._identity("L2G: L = H(pi) on e = 0", "L2G", loss().subs(line), unigram_loss(),
-                    statement=T.Statement("L", r"H(\pi)", _LINE)),
-        T._identity("L2G: d2L/de2 on e = 0", "L2G", H[0, 0], 2 * T.K * (p + q - 1) * kappa,
-                    statement=T.Statement(r"\frac{\partial^2 L}{\partial e^2}", r"2\pi_0\pi_1(p+q-1)\kappa", _LINE)),
-        T._identity("L2G: d2L/de db on e = 0", "L2G", H[0, 1], sp.Integer(0),
-                    statement=T.Statement(r"\frac{\partial^2 L}{\partial e\,\partial b}", "0", _LINE)),
+        identity("L2G: grad L = 0 on e = 0", "L2G", chain_rule(logits(), (e, kappa, b), line, order=1),
+                 sp.zeros(3, 1), statement=Statement(r"\nabla_{(e,\kappa,b)} L", "0", _LINE)),
+        identity("L2G: L = H(pi) on e = 0", "L2G", loss().subs(line), unigram_loss(),
+                 statement=Statement("L", r"H(\pi)", _LINE)),
+        identity("L2G: d2L/de2 on e = 0", "L2G", H[0, 0], 2 * K * (p + q - 1) * kappa,
+                 statement=Statement(r"\frac{\partial^2 L}{\partial e^2}", r"2\pi_0\pi_1(p+q-1)\kappa", _LINE)),
+        identity("L2G: d2L/de db on e = 0", "L2G", H[0, 1], sp.Integer(0),
+                 statement=Statement(r"\frac{\partial^2 L}{\partial e\,\partial b}", "0", _LINE)),
     )
 
 
 @cache
-def saddle_results() -> tuple[T.Result, ...]:
+def saddle_results() -> tuple[Result, ...]:
     """Claim L2G: (e, w) = (0, −1/√2), b = log(p/q) is a degenerate saddle.
 
     κ(−1/√2) = 0, so the Hessian in (e, w, b) is diag(0, 0, π0π1): no negative eigenvalue, and the second
@@ -262,23 +274,23 @@ def saddle_results() -> tuple[T.Result, ...]:
     neighbourhood, so the point is no extremum.  (With b profiled: ∂²L/∂e∂b = ∂²L/∂w∂b = 0 on e = 0, so
     b* − log(p/q) = O(e²) and the profiled loss has the same Hessian and the same third derivative.)
     """
-    line = {e: 0, b: T.UNIGRAM_BIAS}
-    hessian = T._chain_rule(logits(slope()), COORDS, line | {w: SADDLE_W}, order=2)
-    curvature_along_line = T._chain_rule(logits(slope()), COORDS, line, order=2)[0, 0]  # a function of w
+    line = {e: 0, b: UNIGRAM_BIAS}
+    hessian = chain_rule(logits(slope()), COORDS, line | {w: SADDLE_W}, order=2)
+    curvature_along_line = chain_rule(logits(slope()), COORDS, line, order=2)[0, 0]  # a function of w
     third = sp.diff(curvature_along_line, w).subs(w, SADDLE_W)
     return (
-        T._identity("L2G: Hessian in (e, w, b) at (0, -1/sqrt 2, log(p/q)) = diag(0, 0, pi0 pi1)", "L2G",
-                    hessian, sp.diag(0, 0, T.K),
-                    statement=T.Statement(r"\nabla^2_{(e,w,b)} L", r"\mathrm{diag}(0, 0, \pi_0\pi_1)", _SADDLE)),
-        T._identity("L2G: d3L/de2 dw at (0, -1/sqrt 2, log(p/q))", "L2G", third,
-                    4 * sp.sqrt(2) * T.K * (p + q - 1),
-                    statement=T.Statement(r"\frac{\partial^3 L}{\partial e^2\,\partial w}",
-                                          r"4\sqrt2\,\pi_0\pi_1(p+q-1)", _SADDLE)),
+        identity("L2G: Hessian in (e, w, b) at (0, -1/sqrt 2, log(p/q)) = diag(0, 0, pi0 pi1)", "L2G",
+                 hessian, sp.diag(0, 0, K),
+                 statement=Statement(r"\nabla^2_{(e,w,b)} L", r"\mathrm{diag}(0, 0, \pi_0\pi_1)", _SADDLE)),
+        identity("L2G: d3L/de2 dw at (0, -1/sqrt 2, log(p/q))", "L2G", third,
+                 4 * sp.sqrt(2) * K * (p + q - 1),
+                 statement=Statement(r"\frac{\partial^3 L}{\partial e^2\,\partial w}",
+                                     r"4\sqrt2\,\pi_0\pi_1(p+q-1)", _SADDLE)),
     )
 
 
 @cache
-def bias_results() -> tuple[T.Result, ...]:
+def bias_results() -> tuple[Result, ...]:
     """Claim L2G-BIAS: b*(e, w) zeroes ∂L/∂b; its two forms agree; its values on e = 0 and on the locus.
 
     The locus value uses √((p − q)² + 4(1−p)(1−q)) = √((2 − p − q)²) = 2 − p − q on 0 < p, q < 1.
@@ -286,29 +298,29 @@ def bias_results() -> tuple[T.Result, ...]:
     dF_at_opt, _ = _logit_gradient_at_optimum()
     dL_db = dF_at_opt[0] + dF_at_opt[1]
     root = sp.expand_power_exp(sp.exp(optimal_bias() - e**2 / 2)).subs(sp.exp(kappa * e**2), D)
-    at_locus = _perfect_squares(optimal_bias().subs(kappa, T.alpha / e**2))
+    at_locus = _perfect_squares(optimal_bias().subs(kappa, alpha / e**2))
     return (
-        T.Result("L2G: dL/db = 0 at b*(e, w)", "L2G-BIAS", dL_db, _modulo_root(dL_db), sp.Integer(0),
-                 (T.DOMAIN, "D = exp(kappa e^2) > 0, every kappa"),
-                 statement=T.Statement(r"\frac{\partial L}{\partial b}", "0",
-                                       r"at $b = b^*(e, w)$, $D = \exp(\kappa e^2)$")),
-        T.Result("L2G: b* = e^2/2 + log(2p/(sqrt(S) + q - p)), S = (p-q)^2 + 4pq exp(kappa e^2)", "L2G-BIAS",
-                 root - bias_root_rationalised(D), _modulo_root(root - bias_root_rationalised(D)),
-                 sp.Integer(0), (T.DOMAIN, "D = exp(kappa e^2) > 0"),
-                 statement=T.Statement(r"\exp(b^* - e^2/2)", r"\frac{2p}{\sqrt S + q - p}",
-                                       r"$S = (p-q)^2 + 4pqD$, $D = \exp(\kappa e^2)$; reduced modulo $\sqrt S$",
-                                       sides=tuple(side.subs(_radicand(D), S)
-                                                   for side in (root, bias_root_rationalised(D))))),
-        T._identity("L2G: b*(0, w) = log(p/q)", "L2G-BIAS", _perfect_squares(optimal_bias().subs(e, 0)),
-                    T.UNIGRAM_BIAS, statement=T.Statement(r"b^*(0, w)", r"\log(p/q)")),
-        T._identity("L2G: b* = beta + e^2/2 on e^2 kappa = alpha", "L2G-BIAS", at_locus, T.beta + e**2 / 2,
-                    "e != 0", "|p + q - 2| = 2 - p - q",
-                    statement=T.Statement(r"b^*", r"\beta + e^2/2", r"on $e^2\kappa = \alpha$")),
+        Result("L2G: dL/db = 0 at b*(e, w)", "L2G-BIAS", dL_db, _modulo_root(dL_db), sp.Integer(0),
+               (DOMAIN, "D = exp(kappa e^2) > 0, every kappa"),
+               statement=Statement(r"\frac{\partial L}{\partial b}", "0",
+                                   r"at $b = b^*(e, w)$, $D = \exp(\kappa e^2)$")),
+        Result("L2G: b* = e^2/2 + log(2p/(sqrt(S) + q - p)), S = (p-q)^2 + 4pq exp(kappa e^2)", "L2G-BIAS",
+               root - bias_root_rationalised(D), _modulo_root(root - bias_root_rationalised(D)),
+               sp.Integer(0), (DOMAIN, "D = exp(kappa e^2) > 0"),
+               statement=Statement(r"\exp(b^* - e^2/2)", r"\frac{2p}{\sqrt S + q - p}",
+                                   r"$S = (p-q)^2 + 4pqD$, $D = \exp(\kappa e^2)$; reduced modulo $\sqrt S$",
+                                   sides=tuple(side.subs(_radicand(D), S)
+                                               for side in (root, bias_root_rationalised(D))))),
+        identity("L2G: b*(0, w) = log(p/q)", "L2G-BIAS", _perfect_squares(optimal_bias().subs(e, 0)),
+                 UNIGRAM_BIAS, statement=Statement(r"b^*(0, w)", r"\log(p/q)")),
+        identity("L2G: b* = beta + e^2/2 on e^2 kappa = alpha", "L2G-BIAS", at_locus, beta + e**2 / 2,
+                 "e != 0", "|p + q - 2| = 2 - p - q",
+                 statement=Statement(r"b^*", r"\beta + e^2/2", r"on $e^2\kappa = \alpha$")),
     )
 
 
 @cache
-def energy_side_results(sign: int) -> tuple[T.Result, ...]:
+def energy_side_results(sign: int) -> tuple[Result, ...]:
     """Claim L2G-ENERGY on the side w = sign·v: the key lemma, the joint flow, the profiled flow.
 
     * ∇E·∇z_x = −2e² for x = 0, 1;
@@ -328,46 +340,46 @@ def energy_side_results(sign: int) -> tuple[T.Result, ...]:
     profiled = _logit_jacobian(kappa, (e, kappa)).T * dF_at_opt + correction  # ∇_{(e,κ)} L̃ at b*
     profiled = -(grad_E.T * to_w * profiled.subs(on_side))[0]
     return (
-        T._identity(f"L2G: grad E . grad z_x = -2 e^2, x = 0, 1 ({side})", "L2G-ENERGY", lemma,
-                    sp.Matrix([-2 * e**2, -2 * e**2]), side,
-                    statement=T.Statement(r"(\nabla E \cdot \nabla z_0,\ \nabla E \cdot \nabla z_1)",
-                                          r"(-2e^2,\ -2e^2)", f"${side}$")),
-        T._identity(f"L2G: dE/dt + 2 e^2 db/dt = 0 along the joint flow ({side})", "L2G-ENERGY", joint,
-                    sp.Integer(0), side, statement=T.Statement(r"\frac{dE}{dt} + 2e^2 \frac{db}{dt}", "0",
-                                                               f"along the joint flow, ${side}$")),
-        T.Result(f"L2G: dE/dt = 0 along the b-profiled flow ({side})", "L2G-ENERGY", profiled,
-                 _modulo_root(profiled), sp.Integer(0), (T.DOMAIN, side, "D = exp(kappa e^2) > 0"),
-                 statement=T.Statement(r"\frac{dE}{dt}", "0",
-                                       f"along the $b$-profiled flow, ${side}$; reduced modulo $\\sqrt S$")),
+        identity(f"L2G: grad E . grad z_x = -2 e^2, x = 0, 1 ({side})", "L2G-ENERGY", lemma,
+                 sp.Matrix([-2 * e**2, -2 * e**2]), side,
+                 statement=Statement(r"(\nabla E \cdot \nabla z_0,\ \nabla E \cdot \nabla z_1)",
+                                     r"(-2e^2,\ -2e^2)", f"${side}$")),
+        identity(f"L2G: dE/dt + 2 e^2 db/dt = 0 along the joint flow ({side})", "L2G-ENERGY", joint,
+                 sp.Integer(0), side, statement=Statement(r"\frac{dE}{dt} + 2e^2 \frac{db}{dt}", "0",
+                                                          f"along the joint flow, ${side}$")),
+        Result(f"L2G: dE/dt = 0 along the b-profiled flow ({side})", "L2G-ENERGY", profiled,
+               _modulo_root(profiled), sp.Integer(0), (DOMAIN, side, "D = exp(kappa e^2) > 0"),
+               statement=Statement(r"\frac{dE}{dt}", "0",
+                                   f"along the $b$-profiled flow, ${side}$; reduced modulo $\\sqrt S$")),
     )
 
 
 @cache
-def energy_point_results() -> tuple[T.Result, ...]:
+def energy_point_results() -> tuple[Result, ...]:
     """Claim L2G-ENERGY: w = 0 is invariant; E has a saddle at (0, −1/√2) at the level E_s = −(1 + log 2)/2."""
     E = energy()
     at_saddle = {e: 0, w: SADDLE_W}
     derivatives = sp.Matrix([sp.diff(E, c) for c in (e, w)] + [sp.diff(E, e, 2), sp.diff(E, w, 2), sp.diff(E, e, w)])
     return (
-        T._identity("L2G: dL/dw = 0 on w = 0 (the line w = 0 is invariant)", "L2G-ENERGY",
-                    T._chain_rule(logits(slope()), COORDS, {w: 0}, order=1)[1], sp.Integer(0),
-                    statement=T.Statement(r"\frac{\partial L}{\partial w}", "0", "on $w = 0$")),
-        T._identity("L2G: E(0, -1/sqrt 2) = -(1 + log 2)/2", "L2G-ENERGY", E.subs(at_saddle), SEPARATRIX,
-                    statement=T.Statement(r"E(0, -1/\sqrt2)", r"-(1 + \log 2)/2")),
-        T._identity("L2G: grad E = 0, Hess E = diag(2, -4) at (0, -1/sqrt 2)", "L2G-ENERGY",
-                    derivatives.subs(at_saddle), sp.Matrix([0, 0, 2, -4, 0]),
-                    statement=T.Statement(r"(\partial_e E, \partial_w E, \partial_e^2 E, \partial_w^2 E, "
-                                          r"\partial_e \partial_w E)", "(0, 0, 2, -4, 0)", r"at $(0, -1/\sqrt2)$")),
+        identity("L2G: dL/dw = 0 on w = 0 (the line w = 0 is invariant)", "L2G-ENERGY",
+                 chain_rule(logits(slope()), COORDS, {w: 0}, order=1)[1], sp.Integer(0),
+                 statement=Statement(r"\frac{\partial L}{\partial w}", "0", "on $w = 0$")),
+        identity("L2G: E(0, -1/sqrt 2) = -(1 + log 2)/2", "L2G-ENERGY", E.subs(at_saddle), SEPARATRIX,
+                 statement=Statement(r"E(0, -1/\sqrt2)", r"-(1 + \log 2)/2")),
+        identity("L2G: grad E = 0, Hess E = diag(2, -4) at (0, -1/sqrt 2)", "L2G-ENERGY",
+                 derivatives.subs(at_saddle), sp.Matrix([0, 0, 2, -4, 0]),
+                 statement=Statement(r"(\partial_e E, \partial_w E, \partial_e^2 E, \partial_w^2 E, "
+                                     r"\partial_e \partial_w E)", "(0, 0, 2, -4, 0)", r"at $(0, -1/\sqrt2)$")),
     )
 
 
 @cache
 def _loss_gradient() -> sp.Matrix:
     """(∂_e, ∂_κ, ∂_b) L at every point (κ a symbol)."""
-    return T._chain_rule(logits(), (e, kappa, b), {}, order=1)
+    return chain_rule(logits(), (e, kappa, b), {}, order=1)
 
 
-def results() -> list[T.Result]:
+def results() -> list[Result]:
     """Every identity of the canonical model (claims L2G, L2G-BIAS, L2G-ENERGY)."""
     return [*loss_results(), *locus_results(), *line_results(), *saddle_results(), *bias_results(),
             *(r for sign, _ in SIDES for r in energy_side_results(sign)), *energy_point_results()]

@@ -1,22 +1,32 @@
 """Gradient, Hessian and their values at θ_π and θ_* of the reduced model, proven in SymPy.
 
-Every result is a ``Result``: the expression, its canonical (reduced) form, the expected
-canonical form when it is an identity, the assumptions used and the claim ID it supports.
-An identity is *proven* when ``canonical(expr - expected)`` is exactly 0.  Everything is
-derived once per process (``functools.cache``); ``derive_all`` runs the whole set.
-
-Logs are combined with ``expand_log(force=True)``, valid on the domain 0 < p, q < 1 which is
-listed in each result's assumptions.
+Every result is a ``theory.calculus.Result``; gradients and Hessians at a point go through the chain rule
+of ``theory.calculus`` (``gradient_at``, ``hessian_at``).  Everything is derived once per process
+(``functools.cache``).  ``theory.registry.identities`` gathers these results with those of the other modules.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from functools import cache
 
 import sympy as sp
 
 from theory import reduced as R
+from theory.calculus import (
+    UNIGRAM_BIAS,
+    K,
+    Result,
+    Statement,
+    Z,
+    alpha,
+    at_logits,
+    beta,
+    chain_rule,
+    identity,
+    logit_derivatives,
+    pi0,
+    pi1,
+)
 from theory.markov import (
     canonical,
     covariance,
@@ -26,59 +36,8 @@ from theory.markov import (
     p,
     q,
     second_eigenvalue,
-    stationary,
     unigram_loss,
 )
-
-DOMAIN = "0 < p < 1, 0 < q < 1"
-pi0, pi1 = stationary()
-K = sp.factor(pi0 * pi1)  # π0 π1, the curvature unit
-alpha = sp.log(1 - p) + sp.log(1 - q) - sp.log(p) - sp.log(q)  # logit P(1|1) - logit P(1|0)
-beta = sp.log(p) - sp.log(1 - p)  # logit P(1|0)
-UNIGRAM_BIAS = sp.log(p) - sp.log(q)  # logit π1
-
-
-@dataclass(frozen=True)
-class Statement:
-    """An identity as the LaTeX document states it: ``lhs = rhs`` (math mode) and where it holds (text mode,
-    math in $…$).  ``sides``: the two expressions to print when ``Result.expr`` is not the left side itself
-    (an identity proven as one difference)."""
-
-    lhs: str
-    rhs: str
-    where: str = ""
-    sides: tuple[sp.Basic, sp.Basic] | None = None
-
-
-@dataclass(frozen=True)
-class Result:
-    """One derived statement: ``expr`` reduces to ``form``; an identity holds if form == expected."""
-
-    name: str
-    claim: str
-    expr: sp.Expr | sp.Matrix
-    form: sp.Expr | sp.Matrix
-    expected: sp.Expr | sp.Matrix | None = None
-    assumptions: tuple[str, ...] = (DOMAIN,)
-    notes: str = ""
-    extra: dict = field(default_factory=dict)
-    statement: Statement | None = None
-
-    @property
-    def proven(self) -> bool | None:
-        """True if form - expected is exactly 0; None for results that are not identities."""
-        if self.expected is None:
-            return None
-        diff = self.form - self.expected
-        if isinstance(diff, sp.MatrixBase):
-            return all(canonical(entry) == 0 for entry in diff)
-        return canonical(diff) == 0
-
-
-def _identity(name: str, claim: str, expr, expected, *assumptions: str, notes: str = "",
-              statement: Statement | None = None) -> Result:
-    form = expr.applyfunc(canonical) if isinstance(expr, sp.MatrixBase) else canonical(expr)
-    return Result(name, claim, expr, form, expected, (DOMAIN, *assumptions), notes, statement=statement)
 
 
 @cache
@@ -114,25 +73,10 @@ def theta_star(tying: bool) -> dict[sp.Symbol, sp.Expr]:
 
 
 _TYING = {True: "(tied)", False: "(untied)"}
-Z = sp.symbols("z0 z1", real=True)  # the two logits, z_x = logit(x)
-
-
-@cache
-def _logit_derivatives() -> tuple[sp.Matrix, sp.Matrix]:
-    """∇_z F and ∇²_z F of the transition loss F(z_0, z_1), derived once.
-
-    ∂F/∂z_x = π_x (σ(z_x) - P(1|x)) and ∂²F/∂z_x² = π_x σ(z_x)(1 - σ(z_x)); F is separable.
-    """
-    F = R.transition_loss(Z)
-    return sp.Matrix([sp.diff(F, z) for z in Z]), sp.hessian(F, Z)
 
 
 def _model_logits(tying: bool) -> tuple[sp.Expr, sp.Expr]:
     return R.logit(0, tying), R.logit(1, tying)
-
-
-def _at_logits(logits: tuple[sp.Expr, sp.Expr], point: dict) -> dict[sp.Symbol, sp.Expr]:
-    return {z: canonical(zx.subs(point)) for z, zx in zip(Z, logits)}
 
 
 def sigmoid(z: sp.Expr) -> sp.Expr:
@@ -151,63 +95,43 @@ def logit_gradient_identity() -> Result:
         return sp.Matrix([pi0 * (sig(Z[0]) - p), pi1 * (sig(Z[1]) - (1 - q))])
 
     expected = residuals(sigmoid)
-    return _identity("grad_z F = (pi0 (sigma(z0) - p), pi1 (sigma(z1) - (1 - q)))", "STAT-PI",
-                     _logit_derivatives()[0], expected,
-                     statement=Statement(r"\nabla_z F",
-                                         r"\big(\pi_0(\sigma(z_0) - p),\ \pi_1(\sigma(z_1) - (1 - q))\big)^\top",
-                                         sides=(_logit_derivatives()[0], residuals(_SIGMA))))
+    return identity("grad_z F = (pi0 (sigma(z0) - p), pi1 (sigma(z1) - (1 - q)))", "STAT-PI",
+                    logit_derivatives()[0], expected,
+                    statement=Statement(r"\nabla_z F",
+                                        r"\big(\pi_0(\sigma(z_0) - p),\ \pi_1(\sigma(z_1) - (1 - q))\big)^\top",
+                                        sides=(logit_derivatives()[0], residuals(_SIGMA))))
 
 
 def logit_gradient(point: dict | None = None, tying: bool = True) -> sp.Matrix:
     """∇_z F, in general (point None) or at the logits of the reduced model at ``point``, canonical."""
-    at_z = {} if point is None else _at_logits(_model_logits(tying), point)
-    return _logit_derivatives()[0].subs(at_z).applyfunc(canonical)
-
-
-def _chain_rule(logits: tuple[sp.Expr, sp.Expr], coords: tuple[sp.Symbol, ...],
-                point: dict, order: int) -> sp.Matrix:
-    """∇L (order 1) or ∇²L (order 2) at ``point``, through the two logits z(ρ).
-
-    L(ρ) = F(z(ρ)), so ∇L = Jᵀ ∇F(z) and ∇²L = Jᵀ ∇²F(z) J + Σ_x ∂F/∂z_x ∇²z_x, with J the
-    Jacobian of the (polynomial) logits.  The transcendental part is evaluated at the two
-    logit values only, which keeps every canonical form small.
-    """
-    dF, d2F = _logit_derivatives()
-    at_z = _at_logits(logits, point)
-    dF = dF.subs(at_z).applyfunc(canonical)
-    J = sp.Matrix([[sp.diff(zx, v) for v in coords] for zx in logits]).subs(point)
-    if order == 1:
-        return (J.T * dF).applyfunc(canonical)
-    curvature = J.T * d2F.subs(at_z).applyfunc(canonical) * J
-    residual = sum((dF[x] * sp.hessian(zx, coords).subs(point) for x, zx in enumerate(logits)),
-                   sp.zeros(len(coords)))
-    return (curvature + residual).applyfunc(canonical)
+    at_z = {} if point is None else at_logits(_model_logits(tying), point)
+    return logit_derivatives()[0].subs(at_z).applyfunc(canonical)
 
 
 def gradient_at(tying: bool, point: dict) -> sp.Matrix:
     """∇_ρ L at ``point`` (a substitution for some of the reduced coordinates), canonical."""
-    return _chain_rule(_model_logits(tying), R.parameters(tying), point, order=1)
+    return chain_rule(_model_logits(tying), R.parameters(tying), point, order=1)
 
 
 def hessian_at(tying: bool, point: dict) -> sp.Matrix:
     """∇²_ρ L at ``point``, canonical."""
-    return _chain_rule(_model_logits(tying), R.parameters(tying), point, order=2)
+    return chain_rule(_model_logits(tying), R.parameters(tying), point, order=2)
 
 
 @cache
 def stationarity_pi(tying: bool) -> Result:
     """∇L(θ_π) = 0 for every c, g (claim STAT-PI)."""
     grad = gradient_at(tying, theta_pi(tying))
-    return _identity("grad L(theta_pi) = 0 " + _TYING[tying], "STAT-PI", grad, sp.zeros(*grad.shape),
-                     statement=Statement(r"\nabla_\rho L(\theta_\pi)", "0", _TYING[tying][1:-1]))
+    return identity("grad L(theta_pi) = 0 " + _TYING[tying], "STAT-PI", grad, sp.zeros(*grad.shape),
+                    statement=Statement(r"\nabla_\rho L(\theta_\pi)", "0", _TYING[tying][1:-1]))
 
 
 @cache
 def loss_pi(tying: bool) -> Result:
     """L(θ_π) = H(π) (claim STAT-PI)."""
     loss = R.loss(tying).subs(theta_pi(tying))
-    return _identity("L(theta_pi) = H(pi) " + _TYING[tying], "STAT-PI", loss, unigram_loss(),
-                     statement=Statement(r"L(\theta_\pi)", r"H(\pi)", _TYING[tying][1:-1]))
+    return identity("L(theta_pi) = H(pi) " + _TYING[tying], "STAT-PI", loss, unigram_loss(),
+                    statement=Statement(r"L(\theta_\pi)", r"H(\pi)", _TYING[tying][1:-1]))
 
 
 @cache
@@ -215,16 +139,16 @@ def stationarity_star(tying: bool) -> Result:
     """∇L(θ_*) = 0 for every admissible c, g, s (claim GLOBAL-MIN)."""
     grad = gradient_at(tying, theta_star(tying))
     sign = ("(1+g) alpha > 0 (g < -1 iff p+q > 1)",) if tying else ("s != 0, g != -1",)
-    return _identity("grad L(theta_*) = 0 " + _TYING[tying], "GLOBAL-MIN", grad, sp.zeros(*grad.shape), *sign,
-                     statement=Statement(r"\nabla_\rho L(\theta_*)", "0", _TYING[tying][1:-1]))
+    return identity("grad L(theta_*) = 0 " + _TYING[tying], "GLOBAL-MIN", grad, sp.zeros(*grad.shape), *sign,
+                    statement=Statement(r"\nabla_\rho L(\theta_*)", "0", _TYING[tying][1:-1]))
 
 
 @cache
 def loss_star(tying: bool) -> Result:
     """L(θ_*) = H_rate (claim GLOBAL-MIN)."""
     loss = R.loss(tying).subs(theta_star(tying))
-    return _identity("L(theta_*) = H_rate " + _TYING[tying], "GLOBAL-MIN", loss, entropy_rate(),
-                     statement=Statement(r"L(\theta_*)", r"H_{\mathrm{rate}}", _TYING[tying][1:-1]))
+    return identity("L(theta_*) = H_rate " + _TYING[tying], "GLOBAL-MIN", loss, entropy_rate(),
+                    statement=Statement(r"L(\theta_*)", r"H_{\mathrm{rate}}", _TYING[tying][1:-1]))
 
 
 @cache
@@ -236,11 +160,11 @@ def gauss_newton_star() -> Result:
     (``stationarity_star``), so ∇²L(θ_*) = Jᵀ diag(π0 p(1-p), π1 q(1-q)) J: a Gram matrix
     with positive weights, positive semidefinite in every parametrisation (tied or not).
     """
-    hess = _logit_derivatives()[1].subs({Z[0]: beta, Z[1]: alpha + beta})
+    hess = logit_derivatives()[1].subs({Z[0]: beta, Z[1]: alpha + beta})
     expected = sp.diag(pi0 * p * (1 - p), pi1 * q * (1 - q))
-    return _identity("Hess of F at the logits of theta_* (Gauss-Newton, PSD)", "GLOBAL-MIN", hess, expected,
-                     statement=Statement(r"\nabla_z^2 F(z^*)", r"\mathrm{diag}\big(\pi_0 p(1-p),\ \pi_1 q(1-q)\big)",
-                                         r"at the logits $z^*$ of $\theta_*$"))
+    return identity("Hess of F at the logits of theta_* (Gauss-Newton, PSD)", "GLOBAL-MIN", hess, expected,
+                    statement=Statement(r"\nabla_z^2 F(z^*)", r"\mathrm{diag}\big(\pi_0 p(1-p),\ \pi_1 q(1-q)\big)",
+                                        r"at the logits $z^*$ of $\theta_*$"))
 
 
 @cache
@@ -273,7 +197,7 @@ def normal_block_pi() -> Result:
     block = H.extract([0, 1], [0, 1])
     det = canonical(block.det())
     expected = 2 * K**2 * (1 + R.g) * (p + q - 1)
-    result = _identity("det of (s,b) block at theta_pi", "LOCAL-MIN", det, expected)
+    result = identity("det of (s,b) block at theta_pi", "LOCAL-MIN", det, expected)
     return Result(result.name, result.claim, det, result.form, expected, result.assumptions,
                   notes="positive definite iff (1+g)(p+q-1) > 0",
                   extra={"block": block, "hessian": H, "H_bb": block[1, 1]},
@@ -290,7 +214,7 @@ def untied_block_pi() -> Result:
     H = hessian_at(False, theta_pi(False))
     block = H.extract([0, 1, 2], [0, 1, 2])
     expected = -(K**3) * (1 + R.g) ** 2 * (p + q - 1) ** 2
-    result = _identity("det of (s,t,b) block at untied theta_pi", "SADDLE-UNTIED", canonical(block.det()), expected)
+    result = identity("det of (s,t,b) block at untied theta_pi", "SADDLE-UNTIED", canonical(block.det()), expected)
     return Result(result.name, result.claim, result.expr, result.form, expected, result.assumptions,
                   notes="indefinite whenever p+q != 1", extra={"block": block},
                   statement=Statement(r"\det H_{(s,t,b)}(\theta_\pi)", r"-\pi_0^3\pi_1^3(1+g)^2(p+q-1)^2", "untied"))
@@ -323,25 +247,12 @@ def chain_results() -> tuple[Result, ...]:
     lam = second_eigenvalue()
     return (
         # proven as Cov / λ^k = π0π1: a rational function of p, q, which ``canonical`` decides
-        _identity("Cov(x_n, x_{n+k}) = pi0 pi1 lambda^k", "SRC", covariance() / lam**k, K,
-                  statement=Statement(r"\mathrm{Cov}(x_n, x_{n+m})", r"\pi_0 \pi_1 \lambda^m", r"lag $m \ge 0$",
-                                      sides=(covariance().subs(k, _LAG), K * lam**_LAG))),
-        _identity("I(x_n; x_{n+1}) = H(pi) - H_rate", "SRC", mutual_information(), unigram_loss() - entropy_rate(),
-                  statement=Statement(r"I(x_n; x_{n+1})", r"H(\pi) - H_{\mathrm{rate}}")),
+        identity("Cov(x_n, x_{n+k}) = pi0 pi1 lambda^k", "SRC", covariance() / lam**k, K,
+                 statement=Statement(r"\mathrm{Cov}(x_n, x_{n+m})", r"\pi_0 \pi_1 \lambda^m", r"lag $m \ge 0$",
+                                     sides=(covariance().subs(k, _LAG), K * lam**_LAG))),
+        identity("I(x_n; x_{n+1}) = H(pi) - H_rate", "SRC", mutual_information(), unigram_loss() - entropy_rate(),
+                 statement=Statement(r"I(x_n; x_{n+1})", r"H(\pi) - H_{\mathrm{rate}}")),
     )
-
-
-def identities() -> list[Result]:
-    """Every identity of the theory, for tests, the LaTeX document and the CLI."""
-    from theory.canonical import results as canonical_results  # here: both import this module
-    from theory.manifold import results as manifold_results
-    from theory.multistate import results as multistate_results
-
-    out = [*chain_results(), logit_gradient_identity()]
-    for tying in (True, False):
-        out += [stationarity_pi(tying), loss_pi(tying), stationarity_star(tying), loss_star(tying)]
-    return [*out, *manifold_results(), gauss_newton_star(), normal_block_pi(), untied_block_pi(), *canonical_results(),
-            *multistate_results()]
 
 
 def spectrum_closed_form(tying: bool, d: int) -> list[tuple[sp.Expr, int]]:

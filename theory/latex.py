@@ -23,14 +23,16 @@ import numpy as np
 import sympy as sp
 from sympy.printing.latex import LatexPrinter
 
-from numerics.markov import InvalidInputError, check_probability
+from numerics.markov import PRESETS, InvalidInputError, check_probability
 from theory import canonical as C
 from theory import landscape as T
 from theory import manifold as M
 from theory import multistate as MS
 from theory import reduced as R
+from theory.calculus import K, Result, Statement, alpha, beta
 from theory.cli import Parser, bad_input, check_writable
 from theory.markov import canonical, entropy_rate, kernel, p, q, stationary, unigram_loss
+from theory.registry import identities
 
 
 def _eq(expr: sp.Basic | str, label: str) -> str:
@@ -195,7 +197,7 @@ def _shown(expr: sp.Basic) -> str:
 
 
 #: α and β (the kernel's logit gap and logit P(1|0)) shown by name in substitutions.
-_LOGIT_NAMES = {T.alpha: sp.Symbol("alpha"), T.beta: sp.Symbol("beta")}
+_LOGIT_NAMES = {alpha: sp.Symbol("alpha"), beta: sp.Symbol("beta")}
 
 
 def _substitution(point: dict) -> str:
@@ -205,12 +207,12 @@ def _substitution(point: dict) -> str:
     return "\\begin{aligned}\n" + " \\\\\n".join(lines) + "\n\\end{aligned}"
 
 
-def _status(result: T.Result) -> str:
+def _status(result: Result) -> str:
     verdict = "reduced to exactly $0$" if result.proven else "did NOT reduce to $0$"
     return f"(claim {result.claim}; the difference {verdict}.)"
 
 
-def _sides(result: T.Result, lhs: str, rhs: str, label: str, *, entries: list[tuple[int, int]] | None = None,
+def _sides(result: Result, lhs: str, rhs: str, label: str, *, entries: list[tuple[int, int]] | None = None,
            reduced: bool = False, claimed: sp.Matrix | None = None) -> str:
     """``lhs = expr`` and ``rhs = expected`` of ``result`` as stated (k, λ by name), then the verdict.
 
@@ -260,7 +262,7 @@ def _manifold_section() -> list[str]:
         "rule $\\nabla^2 f(\\ell_n, y) = \\partial_u^2 f\\, \\nabla \\ell_n \\nabla \\ell_n^\\top "
         "+ \\partial_u f\\, \\nabla^2 \\ell_n$, $f(u, y) = \\log(1 + e^u) - y u$, differentiating $f$ and "
         "$\\ell_n$. Write",
-        _eq(f"k = \\pi_0 \\pi_1 = {sp.latex(T.K)}, \\quad \\lambda = 1 - p - q, \\quad "
+        _eq(f"k = \\pi_0 \\pi_1 = {sp.latex(K)}, \\quad \\lambda = 1 - p - q, \\quad "
             "\\bar z = \\frac1N \\sum_n z_n, \\quad M = \\frac1N \\sum_n z_n z_n^\\top, \\quad "
             "A = \\frac1N \\sum_n \\sum_{i \\le n} \\lambda^{n+1-i} K_{n,i}", "manifold-notation"),
         "($A$ weights each Jacobian $K_{n,i}$ by $\\lambda^{n+1-i}$, the correlation of $x_i$ with the predicted "
@@ -331,8 +333,6 @@ def _manifold_section() -> list[str]:
 
 def _multistate_section() -> list[str]:
     """k-state chains at θ_π (claims MULTI-STATE-PI, MULTI-STATE-LOCAL-MIN, MULTI-STATE-SADDLE-UNTIED)."""
-    from numerics.markov import PRESETS  # the named chains whose class the text reports
-
     k3 = 3
     results = MS.results()
     tied, untied = MS.hessian_identity(k3, 1, True), MS.hessian_identity(k3, 1, False)
@@ -440,7 +440,7 @@ def _multistate_section() -> list[str]:
     ]
 
 
-def _status_sides(positive: T.Result, negative: T.Result) -> str:
+def _status_sides(positive: Result, negative: Result) -> str:
     """``_status`` of one statement proven on w > 0 and on w < 0."""
     verdict = "reduced to exactly $0$" if positive.proven and negative.proven else "did NOT reduce to $0$ on both"
     return f"(claim {positive.claim}; on $w > 0$ and on $w < 0$ the difference {verdict}.)"
@@ -525,12 +525,12 @@ def _canonical_section() -> list[str]:
     ]
 
 
-def _title(statement: T.Statement) -> str:
+def _title(statement: Statement) -> str:
     """``lhs = rhs`` in math mode, then where it holds."""
     return f"${statement.lhs} = {statement.rhs}$" + (f" ({statement.where})" if statement.where else "")
 
 
-def _identity_paragraph(result: T.Result, label: str) -> str:
+def _identity_paragraph(result: Result, label: str) -> str:
     """One identity: its statement as the title, then ``_sides_shown``; identities in dozens of symbols
     point to the section that shows them."""
     head = (f"\\paragraph{{{_title(result.statement)}}} "
@@ -541,7 +541,7 @@ def _identity_paragraph(result: T.Result, label: str) -> str:
     return head + "\n" + _sides_shown(result, label)
 
 
-def _sides_shown(result: T.Result, label: str) -> str:
+def _sides_shown(result: Result, label: str) -> str:
     """The left side as derived, the right side as claimed, and their difference, which SymPy reduced to
     exactly 0 (``Result.proven``), as one numbered display."""
     statement, proven = result.statement, result.proven
@@ -640,7 +640,7 @@ def document(p_value: float | None = None, q_value: float | None = None) -> str:
         "which SymPy reduced to exactly $0$ in the canonical form (logarithms split over irreducible factors, "
         "coefficients cancelled; a square root $\\sqrt S$ reduced modulo $S$ where said).",
     ]
-    for i, result in enumerate(T.identities()):
+    for i, result in enumerate(identities()):
         body.append(_identity_paragraph(result, f"id{i}"))
     if p_value is not None and q_value is not None:
         values = {p: sp.Float(p_value), q: sp.Float(q_value)}

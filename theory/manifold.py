@@ -61,6 +61,7 @@ from sympy.polys.rings import PolyElement, ring
 
 from theory import landscape as T
 from theory import reduced as R
+from theory.calculus import DOMAIN, UNIGRAM_BIAS, K, Result, Statement
 from theory.markov import canonical, kernel, p, q, second_eigenvalue, stationary
 
 CLAIM = "MANIFOLD"
@@ -72,7 +73,7 @@ LAMBDA = second_eigenvalue()
 #: k and λ as plain symbols: the closed forms are stated, and printed, in them.
 K_SYMBOL, LAMBDA_SYMBOL = sp.symbols("k lambda", real=True)
 #: what they stand for: k = π0 π1, λ = 1 − p − q.
-MEANING = {K_SYMBOL: T.K, LAMBDA_SYMBOL: LAMBDA}
+MEANING = {K_SYMBOL: K, LAMBDA_SYMBOL: LAMBDA}
 #: a further weight: any direction among W_Q, W_K, W_V, W_O, W_1, W_2, pos.
 OMEGA = sp.Symbol("omega", real=True)
 MU = sp.Symbol("mu")  # the variable of characteristic polynomials
@@ -339,7 +340,7 @@ def _add_expectation(terms: dict[tuple[int, ...], FracElement], poly: PolyElemen
 
 
 @cache
-def derived_block(length: int, dim: int, tying: bool, bias: sp.Expr = T.UNIGRAM_BIAS) -> sp.Matrix:
+def derived_block(length: int, dim: int, tying: bool, bias: sp.Expr = UNIGRAM_BIAS) -> sp.Matrix:
     """∇²L in ``parameters(dim, tying)`` at e = a = ω = 0, b = ``bias``, by SymPy (claim MANIFOLD).
 
     Per position ∂²_u f ∇ℓ_n ∇ℓ_nᵀ + ∂_u f ∇²ℓ_n (module docstring): ℓ_n is differentiated in the sparse
@@ -402,7 +403,7 @@ def covariance(vectors: tuple[sp.Matrix, ...], mean: sp.Matrix | None = None) ->
 
 def lag_jacobian(model: Jet, lam: sp.Expr = LAMBDA_SYMBOL) -> sp.Matrix:
     """A = (1/N) Σ_n Σ_{i≤n} λ^{n+1−i} K_{n,i}: the Jacobians weighted by the lag correlation (claim MANIFOLD)."""
-    return sum((lam ** (n + 1 - i) * K for (n, i), K in model.jacobian.items()), sp.zeros(model.dim)) / model.length
+    return sum((lam ** (n + 1 - i) * jac for (n, i), jac in model.jacobian.items()), sp.zeros(model.dim)) / model.length
 
 
 def closed_form(model: Jet, tying: bool, k: sp.Expr = K_SYMBOL, lam: sp.Expr = LAMBDA_SYMBOL) -> sp.Matrix:
@@ -435,8 +436,8 @@ def schur_complement(block: sp.Matrix, dim: int) -> sp.Matrix:
 
 
 def _identity(name: str, expr: sp.Expr | sp.Matrix, expected: sp.Expr | sp.Matrix, *assumptions: str,
-              notes: str = "", extra: dict | None = None, statement: T.Statement | None = None) -> T.Result:
-    """``landscape._identity`` for claim MANIFOLD with the ``collected`` form, for both sides.
+              notes: str = "", extra: dict | None = None, statement: Statement | None = None) -> Result:
+    """``calculus.identity`` for claim MANIFOLD with the ``collected`` form, for both sides.
 
     ``Result.proven`` reduces form − expected with ``canonical``; with both sides collected that is a
     cancellation of like terms, not a factorisation in dozens of symbols.
@@ -444,18 +445,18 @@ def _identity(name: str, expr: sp.Expr | sp.Matrix, expected: sp.Expr | sp.Matri
     def normal(side):
         return side.applyfunc(collected) if isinstance(side, sp.MatrixBase) else collected(side)
 
-    return T.Result(name, CLAIM, expr, normal(expr), normal(expected), (T.DOMAIN, *assumptions), notes,
-                    {"expected": expected} | (extra or {}), statement)
+    return Result(name, CLAIM, expr, normal(expr), normal(expected), (DOMAIN, *assumptions), notes,
+                  {"expected": expected} | (extra or {}), statement)
 
 
 @cache
-def moment_identity(length: int = max(n for n, _ in SIZES)) -> T.Result:
+def moment_identity(length: int = max(n for n, _ in SIZES)) -> Result:
     """E[(π1 − x_{n+1}) x_i] = −π0π1 λ^{n+1−i} for every i ≤ n ≤ N, by exact enumeration (claim MANIFOLD)."""
     return _identity(f"E[(pi1 - x_(n+1)) x_i] = -pi0 pi1 lambda^(n+1-i) (N={length})",
                      lag_moments(length), claimed_lag_moments(length),
                      notes="-Cov(x_i, x_(n+1)): the lag correlation that weights K_(n,i)",
-                     statement=T.Statement(r"E[(\pi_1 - x_{n+1}) x_i]", r"-\pi_0\pi_1\lambda^{n+1-i}",
-                                           f"$i \\le n \\le N = {length}$"))
+                     statement=Statement(r"E[(\pi_1 - x_{n+1}) x_i]", r"-\pi_0\pi_1\lambda^{n+1-i}",
+                                         f"$i \\le n \\le N = {length}$"))
 
 
 def block_name(length: int, dim: int, tying: bool) -> str:
@@ -465,7 +466,7 @@ def block_name(length: int, dim: int, tying: bool) -> str:
 
 
 @cache
-def block_identity(length: int, dim: int, tying: bool) -> T.Result:
+def block_identity(length: int, dim: int, tying: bool) -> Result:
     """The derived Hessian on M_π equals ``closed_form`` (claim MANIFOLD), for sequence length N and dim d.
 
     ``derived_block`` is already in the ``collected`` form, so it is both ``expr`` and ``form``;
@@ -474,29 +475,29 @@ def block_identity(length: int, dim: int, tying: bool) -> T.Result:
     derived = derived_block(length, dim, tying)
     claimed = closed_form(jet(length, dim), tying)
     coords, kind = (r"(e, b, \omega)", "tied") if tying else (r"(e, a, b, \omega)", "untied")
-    return T.Result(block_name(length, dim, tying), CLAIM, derived, derived, claimed.applyfunc(collected),
-                    (T.DOMAIN, "F_n smooth; z_n, K_n,i arbitrary symbols"),
-                    notes="the second-order terms and the omega-derivatives of F_n are symbols too, and drop out",
-                    extra={"expected": claimed},
-                    statement=T.Statement(f"\\nabla^2_{{{coords}}} L",
-                                          r"\text{the closed form \eqref{eq:manifold-general}}",
-                                          f"on $M_\\pi$, {kind}, $N = {length}$, $d = {dim}$"))
+    return Result(block_name(length, dim, tying), CLAIM, derived, derived, claimed.applyfunc(collected),
+                  (DOMAIN, "F_n smooth; z_n, K_n,i arbitrary symbols"),
+                  notes="the second-order terms and the omega-derivatives of F_n are symbols too, and drop out",
+                  extra={"expected": claimed},
+                  statement=Statement(f"\\nabla^2_{{{coords}}} L",
+                                      r"\text{the closed form \eqref{eq:manifold-general}}",
+                                      f"on $M_\\pi$, {kind}, $N = {length}$, $d = {dim}$"))
 
 
 @cache
-def schur_identity() -> T.Result:
+def schur_identity() -> Result:
     """S = H_ee − H_eb H_ebᵀ/H_bb of the tied closed form is k[Cov_n(z_n) − (A + Aᵀ)] (claim MANIFOLD)."""
     model = jet(*SPECIAL_SIZE)
     A = lag_jacobian(model)
     schur = schur_complement(closed_form(model, True), model.dim)
     return _identity(f"M_pi Schur complement = pi0 pi1 [Cov(z) - (A + A^T)] (N={model.length}, d={model.dim})",
                      schur, K_SYMBOL * (covariance(model.hidden) - A - A.T),
-                     statement=T.Statement("S", r"\pi_0\pi_1\big[\mathrm{Cov}_n(z_n) - (A + A^\top)\big]",
-                                           f"$N = {model.length}$, $d = {model.dim}$"))
+                     statement=Statement("S", r"\pi_0\pi_1\big[\mathrm{Cov}_n(z_n) - (A + A^\top)\big]",
+                                         f"$N = {model.length}$, $d = {model.dim}$"))
 
 
 @cache
-def position_schur_identity() -> T.Result:
+def position_schur_identity() -> Result:
     """W_O = W_1 = W_2 = 0: S = π0π1 [Cov_n(pos_n) + 2(p+q−1) I] (claim MANIFOLD).
 
     A local minimum of the tied model iff λ_min(Cov_n(pos_n)) > 2(1 − p − q): spread-out positions make
@@ -507,12 +508,12 @@ def position_schur_identity() -> T.Result:
     expected = K_SYMBOL * (covariance(position_symbols(length, dim)) + 2 * (p + q - 1) * sp.eye(dim))
     return _identity(f"M_pi Schur complement with W_O = W_1 = W_2 = 0 = pi0 pi1 [Cov(pos) + 2(p+q-1) I] "
                      f"(N={length}, d={dim})", schur, expected,
-                     statement=T.Statement("S", r"\pi_0\pi_1\big[\mathrm{Cov}_n(\mathrm{pos}_n) + 2(p+q-1) I\big]",
-                                           f"$W_O = W_1 = W_2 = 0$, $N = {length}$, $d = {dim}$"))
+                     statement=Statement("S", r"\pi_0\pi_1\big[\mathrm{Cov}_n(\mathrm{pos}_n) + 2(p+q-1) I\big]",
+                                         f"$W_O = W_1 = W_2 = 0$, $N = {length}$, $d = {dim}$"))
 
 
 @cache
-def theta_pi_identity() -> T.Result:
+def theta_pi_identity() -> Result:
     """At θ_π the tied closed form is diag(2π0π1(p+q−1) I, π0π1): the θ_π spectrum of ``theory.landscape``.
 
     Claims MANIFOLD and LOCAL-MIN (p + q > 1) / SADDLE (p + q < 1): the expected side is built from
@@ -525,12 +526,12 @@ def theta_pi_identity() -> T.Result:
     (repeated,) = [ev for ev, mult in spectrum if mult == dim]
     return _identity(f"M_pi closed form at theta_pi = diag(2 pi0 pi1 (p+q-1) I, pi0 pi1) (LOCAL-MIN, SADDLE; d={dim})",
                      block, sp.diag(repeated * sp.eye(dim), simple),
-                     statement=T.Statement(r"H_{(e,b)}(\theta_\pi)", r"\mathrm{diag}\big(2\pi_0\pi_1(p+q-1) I,\ "
-                                           r"\pi_0\pi_1\big)", f"the closed form, tied, $d = {dim}$"))
+                     statement=Statement(r"H_{(e,b)}(\theta_\pi)", r"\mathrm{diag}\big(2\pi_0\pi_1(p+q-1) I,\ "
+                                         r"\pi_0\pi_1\big)", f"the closed form, tied, $d = {dim}$"))
 
 
 @cache
-def untied_theta_pi_identity() -> T.Result:
+def untied_theta_pi_identity() -> Result:
     """At untied θ_π the closed form's characteristic polynomial is Π (μ − ev)^mult over the θ_π spectrum.
 
     Claims MANIFOLD and SADDLE-UNTIED: eigenvalues π0π1 (once) and ±π0π1(p+q−1) (d times each), from
@@ -542,13 +543,13 @@ def untied_theta_pi_identity() -> T.Result:
     return _identity(f"M_pi closed form at untied theta_pi: eigenvalues pi0 pi1, +-pi0 pi1 (p+q-1) "
                      f"(SADDLE-UNTIED; d={dim})", block.charpoly(MU).as_expr(), expected,
                      notes="characteristic polynomial in mu", extra={"block": block},
-                     statement=T.Statement(r"\det(\mu I - H_{(e,a,b)}(\theta_\pi))",
-                                           r"(\mu - \pi_0\pi_1)\prod_\pm (\mu \mp \pi_0\pi_1(p+q-1))^{d}",
-                                           f"the closed form, untied, $d = {dim}$"))
+                     statement=Statement(r"\det(\mu I - H_{(e,a,b)}(\theta_\pi))",
+                                         r"(\mu - \pi_0\pi_1)\prod_\pm (\mu \mp \pi_0\pi_1(p+q-1))^{d}",
+                                         f"the closed form, untied, $d = {dim}$"))
 
 
 @cache
-def reduced_identity(tying: bool) -> T.Result:
+def reduced_identity(tying: bool) -> Result:
     """On the reduced model (d = 1) the closed form is the θ_π block of ``theory.landscape`` (claim MANIFOLD).
 
     Tied: the (s, b) block whose determinant is the LOCAL-MIN identity; untied: the (s, t, b) block of
@@ -560,13 +561,13 @@ def reduced_identity(tying: bool) -> T.Result:
             "M_pi closed form on the reduced model = its (s,t,b) block at untied theta_pi (SADDLE-UNTIED)")
     coords = "(s, b)" if tying else "(s, t, b)"
     return _identity(name, block, reference.extra["block"], "reduced model exact: c > 0",
-                     statement=T.Statement(r"H_{\text{closed form \eqref{eq:manifold-general}}}",
-                                           f"H_{{{coords}}}(\\theta_\\pi)",
-                                           f"the reduced model, {'tied' if tying else 'untied'}, every $c, g$"))
+                     statement=Statement(r"H_{\text{closed form \eqref{eq:manifold-general}}}",
+                                         f"H_{{{coords}}}(\\theta_\\pi)",
+                                         f"the reduced model, {'tied' if tying else 'untied'}, every $c, g$"))
 
 
 @cache
-def results() -> tuple[T.Result, ...]:
+def results() -> tuple[Result, ...]:
     """Every identity of claim MANIFOLD (and the θ_π special cases of LOCAL-MIN, SADDLE, SADDLE-UNTIED)."""
     blocks = tuple(block_identity(n, d, tying) for tying in (True, False) for n, d in SIZES)
     return (moment_identity(), *blocks, schur_identity(), position_schur_identity(), theta_pi_identity(),

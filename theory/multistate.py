@@ -95,6 +95,7 @@ from numerics.markov import FiniteChain
 from theory import landscape as T
 from theory import markov as B
 from theory import reduced as R
+from theory.calculus import Result, Statement
 
 PI_CLAIM, LOCAL_MIN_CLAIM, UNTIED_CLAIM = "MULTI-STATE-PI", "MULTI-STATE-LOCAL-MIN", "MULTI-STATE-SADDLE-UNTIED"
 CLAIMS = (PI_CLAIM, LOCAL_MIN_CLAIM, UNTIED_CLAIM)
@@ -460,9 +461,9 @@ def claimed_hessian(k: int, d: int, tying: bool) -> DomainMatrix:
 
 
 def _result(name: str, claim: str, expr: sp.Matrix | sp.Expr, expected: sp.Matrix | sp.Expr, *assumptions: str,
-            notes: str = "", extra: dict | None = None, statement: T.Statement | None = None) -> T.Result:
+            notes: str = "", extra: dict | None = None, statement: Statement | None = None) -> Result:
     """Both sides already in a field's normal form: ``Result.proven`` cancels like terms, factors nothing."""
-    return T.Result(name, claim, expr, expr, expected, (DOMAIN, *assumptions), notes, extra or {}, statement)
+    return Result(name, claim, expr, expr, expected, (DOMAIN, *assumptions), notes, extra or {}, statement)
 
 
 def _sizes(k: int, d: int | None = None, tying: bool | None = None) -> str:
@@ -477,7 +478,7 @@ def _log_sum(atoms: dict[sp.Expr, FracElement]) -> sp.Expr:
 
 
 @cache
-def stationary_identity(k: int) -> T.Result:
+def stationary_identity(k: int) -> Result:
     """πP = π and Σπ = 1 for the cofactor form (claim MULTI-STATE-PI)."""
     pi = law(k, True)
     balance = (pi * transition(k, True) - pi).to_Matrix()
@@ -485,12 +486,12 @@ def stationary_identity(k: int) -> T.Result:
     return _result(f"k-state: pi P = pi, sum pi = 1 (cofactor form, k={k})", PI_CLAIM,
                    sp.Matrix([[*balance, total.as_expr()]]), sp.zeros(1, k + 1),
                    notes="pi_i = i-th diagonal cofactor of I - P, normalised",
-                   statement=T.Statement(r"\big(\pi P - \pi,\ \textstyle\sum_i \pi_i - 1\big)", "0",
-                                         "cofactor form, " + _sizes(k)))
+                   statement=Statement(r"\big(\pi P - \pi,\ \textstyle\sum_i \pi_i - 1\big)", "0",
+                                       "cofactor form, " + _sizes(k)))
 
 
 @cache
-def gradient_identity(k: int, d: int, scale: tuple[int, ...] | None = None) -> T.Result:
+def gradient_identity(k: int, d: int, scale: tuple[int, ...] | None = None) -> Result:
     """∇L(θ_π) = 0 in (E, [A], pos, b), tied then untied stacked, at the stationary law (claim MULTI-STATE-PI).
 
     On the simplex the b-entries are π − πP: stationarity is what makes them vanish.  ``scale``: the model
@@ -500,7 +501,7 @@ def gradient_identity(k: int, d: int, scale: tuple[int, ...] | None = None) -> T
                               for tying in (True, False)))
     return _result(f"k-state: grad L(theta_pi) = 0 (tied and untied, k={k}, d={d})", PI_CLAIM, expr,
                    sp.zeros(expr.rows, 1), notes="tied gradient, then untied, in (E, [A], pos, b) order",
-                   statement=T.Statement(r"\nabla L(\theta_\pi)", "0", "tied and untied, " + _sizes(k, d)))
+                   statement=Statement(r"\nabla L(\theta_\pi)", "0", "tied and untied, " + _sizes(k, d)))
 
 
 def entropy_atoms(k: int) -> dict[sp.Expr, FracElement]:
@@ -509,14 +510,14 @@ def entropy_atoms(k: int) -> dict[sp.Expr, FracElement]:
 
 
 @cache
-def loss_identity(k: int, scale: tuple[int, ...] | None = None) -> T.Result:
+def loss_identity(k: int, scale: tuple[int, ...] | None = None) -> Result:
     """L(θ_π) = H(π) at the stationary law (claim MULTI-STATE-PI); it depends on neither d nor tying.
 
     On the simplex the coefficient of −log π_j is Σ_i π_i P_ij: stationarity makes it π_j.
     """
     loss = {atom: at_pi(c, k) for atom, c in derived(k, 1, True, scale).loss.items()}
     return _result(f"k-state: L(theta_pi) = H(pi) (k={k})", PI_CLAIM, _log_sum(loss), _log_sum(entropy_atoms(k)),
-                   "log pi_m kept as atoms", statement=T.Statement(r"L(\theta_\pi)", r"H(\pi)", _sizes(k)))
+                   "log pi_m kept as atoms", statement=Statement(r"L(\theta_\pi)", r"H(\pi)", _sizes(k)))
 
 
 def hessian_name(k: int, d: int, tying: bool) -> str:
@@ -533,7 +534,7 @@ def block_of(k: int, d: int, tying: bool, hessian: DomainMatrix) -> DomainMatrix
 
 
 @cache
-def hessian_identity(k: int, d: int, tying: bool, scale: tuple[int, ...] | None = None) -> T.Result:
+def hessian_identity(k: int, d: int, tying: bool, scale: tuple[int, ...] | None = None) -> Result:
     """The (E, [A], b) block of ∇²L(θ_π) is ``claimed_hessian`` for every π on the simplex, so at the stationary
     law (claims MULTI-STATE-LOCAL-MIN tied, MULTI-STATE-SADDLE-UNTIED untied)."""
     block, claimed = ((r"H_{(E,b)}(\theta_\pi)", r"\mathrm{diag}(-2M_s \otimes I_d,\ D_\pi - \pi\pi^\top)")
@@ -544,7 +545,7 @@ def hessian_identity(k: int, d: int, tying: bool, scale: tuple[int, ...] | None 
                    block_of(k, d, tying, derived(k, d, tying, scale).hessian).to_Matrix(),
                    claimed_hessian(k, d, tying).to_Matrix(), f"pi on the simplex, pi_{k - 1} = 1 - (the others)",
                    notes="order (E, [A], b), E and A row by row; needs only sum pi = 1, not stationarity",
-                   statement=T.Statement(block, claimed, _sizes(k, d, tying)))
+                   statement=Statement(block, claimed, _sizes(k, d, tying)))
 
 
 def position_name(k: int, d: int) -> str:
@@ -553,7 +554,7 @@ def position_name(k: int, d: int) -> str:
 
 
 @cache
-def position_identity(k: int, d: int, scale: tuple[int, ...] | None = None) -> T.Result:
+def position_identity(k: int, d: int, scale: tuple[int, ...] | None = None) -> Result:
     """The pos rows of ∇²L(θ_π) vanish at the stationary law, tied then untied stacked (claims
     MULTI-STATE-LOCAL-MIN and MULTI-STATE-SADDLE-UNTIED).
 
@@ -568,12 +569,12 @@ def position_identity(k: int, d: int, scale: tuple[int, ...] | None = None) -> T
     expr = sp.Matrix.hstack(*rows)
     return _result(position_name(k, d), LOCAL_MIN_CLAIM, expr, sp.zeros(*expr.shape),
                    notes="tied pos rows, then untied, side by side",
-                   statement=T.Statement(r"H_{\mathrm{pos},\cdot}(\theta_\pi)", "0",
-                                         "tied and untied, " + _sizes(k, d)))
+                   statement=Statement(r"H_{\mathrm{pos},\cdot}(\theta_\pi)", "0",
+                                       "tied and untied, " + _sizes(k, d)))
 
 
 @cache
-def kernel_identity(k: int) -> T.Result:
+def kernel_identity(k: int) -> Result:
     """M 1 = 0, Mᵀ 1 = 0, (D_π − ππᵀ) 1 = 0 at the stationary law: E = 1vᵀ and b ∝ 1 are flat
     (claim MULTI-STATE-LOCAL-MIN).  Mᵀ1 = (πP − π)ᵀ needs stationarity; the others only row sums."""
     ones = DomainMatrix.ones((k, 1), simplex_field(k))
@@ -581,8 +582,8 @@ def kernel_identity(k: int) -> T.Result:
     expr = at_pi_matrix((M * ones).hstack(M.transpose() * ones, softmax_curvature(k) * ones), k).to_Matrix()
     return _result(f"k-state: M 1 = 0, M^T 1 = 0, (D_pi - pi pi^T) 1 = 0 (k={k})", LOCAL_MIN_CLAIM, expr,
                    sp.zeros(k, 3), notes="columns M 1, M^T 1, (D_pi - pi pi^T) 1",
-                   statement=T.Statement(r"\big(M\mathbf 1,\ M^\top \mathbf 1,\ (D_\pi - \pi\pi^\top)\mathbf 1\big)",
-                                         "0", _sizes(k)))
+                   statement=Statement(r"\big(M\mathbf 1,\ M^\top \mathbf 1,\ (D_\pi - \pi\pi^\top)\mathbf 1\big)",
+                                       "0", _sizes(k)))
 
 
 def binary_map(tying: bool) -> DomainMatrix:
@@ -609,7 +610,7 @@ def binary_name(tying: bool) -> str:
 
 
 @cache
-def binary_identity(tying: bool, scale: tuple[int, ...] | None = None) -> T.Result:
+def binary_identity(tying: bool, scale: tuple[int, ...] | None = None) -> Result:
     """k = 2, d = 1: ∇²L_onehot(θ_π) = Rᵀ ∇²L_scalar(θ_π) R with R = ``binary_map`` (claims MULTI-STATE-LOCAL-MIN
     tied, MULTI-STATE-SADDLE-UNTIED untied): the one-hot model is the scalar model composed with R."""
     Rm = binary_map(tying)
@@ -617,12 +618,12 @@ def binary_identity(tying: bool, scale: tuple[int, ...] | None = None) -> T.Resu
     return _result(binary_name(tying), LOCAL_MIN_CLAIM if tying else UNTIED_CLAIM,
                    at_pi_matrix(derived(2, 1, tying, scale).hessian, 2).to_Matrix(), expected.to_Matrix(),
                    extra={"map": Rm.to_Matrix()},
-                   statement=T.Statement(r"\nabla^2 L_{\text{one-hot}}(\theta_\pi)",
-                                         r"R^\top \nabla^2 L_{\text{scalar}}(\theta_\pi) R", _sizes(2, 1, tying)))
+                   statement=Statement(r"\nabla^2 L_{\text{one-hot}}(\theta_\pi)",
+                                       r"R^\top \nabla^2 L_{\text{scalar}}(\theta_\pi) R", _sizes(2, 1, tying)))
 
 
 @cache
-def binary_sign_identity() -> T.Result:
+def binary_sign_identity() -> Result:
     """k = 2: −2 vᵀM_s v / vᵀv = 4π0π1(p+q−1) = 2 × the scalar model's e-eigenvalue (claim MULTI-STATE-LOCAL-MIN).
 
     v = (1, −1) spans 1^⊥.  The expected side is twice the repeated (d-fold) eigenvalue of
@@ -635,13 +636,13 @@ def binary_sign_identity() -> T.Result:
                    LOCAL_MIN_CLAIM, (-quadratic).as_expr(), field(2).from_sympy(2 * repeated).as_expr(),
                    notes="-2 v^T M_s v / v^T v with v = (1, -1); positive (a local minimum) iff p + q > 1; "
                          "the factor 2: the unit vector of 1^perp has s = E1 - E0 = sqrt 2",
-                   statement=T.Statement(r"-2\,\frac{v^\top M_s v}{v^\top v}", r"2 \cdot 2\pi_0\pi_1(p+q-1)",
-                                         r"$k = 2$, $v = (1, -1)$"))
+                   statement=Statement(r"-2\,\frac{v^\top M_s v}{v^\top v}", r"2 \cdot 2\pi_0\pi_1(p+q-1)",
+                                       r"$k = 2$, $v = (1, -1)$"))
 
 
 @cache
-def results() -> tuple[T.Result, ...]:
-    """Every k-state identity, for ``theory.landscape.identities``."""
+def results() -> tuple[Result, ...]:
+    """Every k-state identity, for ``theory.registry.identities``."""
     ks = sorted({k for k, _ in SIZES})
     return (*(stationary_identity(k) for k in ks), *(loss_identity(k) for k in ks),
             *(gradient_identity(k, d) for k, d in SIZES),

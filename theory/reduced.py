@@ -21,7 +21,7 @@ from functools import cache
 
 import sympy as sp
 
-from theory.markov import kernel, stationary
+from theory.markov import kernel, p, q, stationary
 
 s, t, b, c, g = sp.symbols("s t b c g", real=True)
 
@@ -66,6 +66,4 @@ def loss(tying: bool) -> sp.Expr:
 @cache
 def numeric_loss(tying: bool):
     """L(ρ) as a plain function f(p, q, *ρ) -> float (``lambdify``, built once)."""
-    from theory.markov import p, q
-
     return sp.lambdify((p, q, *parameters(tying)), loss(tying), modules="math", cse=True)

@@ -47,7 +47,7 @@ def symbolic_report() -> Report:
     """
     import sympy as sp
 
-    from theory.landscape import identities
+    from theory.registry import identities
 
     results = identities()
     checks = [Check(r.name, bool(r.proven), str(r.form), str(r.expected), 0.0,
