@@ -247,3 +247,9 @@ def test_the_deprecated_plot_flag_still_draws_with_a_note(tmp_path, capsys):
     assert captured.err.splitlines()[0].startswith("note: --plot FILE is deprecated")
     assert sorted(f.name for f in tmp_path.iterdir()) == ["old.pdf", "old.png"]
     assert captured.out.splitlines()[-1] == f"wrote {prefix}.png, {prefix}.pdf"
+
+
+def test_the_json_printed_is_the_summary_written(tmp_path, capsys):
+    code, report, _ = run([*GRID, "--workers", "1", "--out", str(tmp_path)], capsys)
+    assert code == 0 and report == json.loads((tmp_path / "summary.json").read_text())
+    assert report["numeric"]["plot"] == [str(tmp_path / "portrait.png"), str(tmp_path / "portrait.pdf")]

@@ -219,6 +219,10 @@ def gaussian_row(p: float, q: float, count: int, seed: int, integration: Integra
 
 # --- the flows as tasks of verify/runner.py ---------------------------------------------------------------
 
+#: the per-start fields of a FlowResult that a batch's record holds
+FLOW_ARRAYS = ("start", "end", "loss", "grad_norm", "labels", "energy_drift", "joint_residual", "energy_change")
+
+
 def flow_tasks(chain: MarkovChain, args: argparse.Namespace, integration: Integration) -> list[dict]:
     """The tasks of ``flow_task``: each batch of ``integration.batch`` consecutive starts of the K × K grid (one
     system for the solver, as ``integrate`` makes them) under each flow, then the Gaussian starts at each of
@@ -251,10 +255,6 @@ def flow_task(task: dict) -> dict:
     return arrays | {"failures": flow.failures, "times": flow.times.tolist(),
                      "paths": {str(i): flow.path[i - batch.start].tolist() for i in traced_starts(e, w, task["extent"])
                                if i in batch}}
-
-
-#: the per-start fields of a FlowResult that a row's record holds
-FLOW_ARRAYS = ("start", "end", "loss", "grad_norm", "labels", "energy_drift", "joint_residual", "energy_change")
 
 
 def flows_from_records(tasks: list[dict], records: list[dict]) -> dict[str, FlowResult]:
@@ -481,7 +481,7 @@ def run(argv: list[str] | None = None) -> int:
         report.numeric["runtime_s"] = time.perf_counter() - start
         if folder is not None:
             (folder / SUMMARY).write_text(json.dumps(report.to_dict(), indent=2))
-            written += [str(folder / SUMMARY), str(result.results_file)]
+            written = [*written, str(folder / SUMMARY), str(result.results_file)]
     except (InvalidInputError, OSError) as err:
         return bad_input(err)
     if args.json:
