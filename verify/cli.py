@@ -333,8 +333,9 @@ def sweep_configs(config: Config, count: int) -> list[Config]:
 
 
 def sweep_progress(as_json: bool, stream) -> bool:
-    """Whether a sweep draws its progress bar on ``stream`` (stderr): always for the text report; with
-    --json only on a terminal, so that merged streams (2>&1) still parse as JSON."""
+    """Whether a run of many tasks (--sweep, --scan-manifold, --atlas, theorem_basins) shows the runner's progress
+    on ``stream`` (stderr): always for the text report; with --json only on a terminal, so that merged streams
+    (2>&1) still parse as JSON."""
     return not as_json or stream.isatty()
 
 
