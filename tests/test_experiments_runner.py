@@ -16,7 +16,7 @@ import torch
 from numerics.markov import MarkovChain, SecondOrderChain, preset
 from numerics.train import TrainConfig
 from numerics.train import train as real_train
-from verify import experiments
+from verify import experiments, runner
 from verify.runner import RESULTS_FILE, load_results
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,3 +164,11 @@ def test_ctrl_c_on_the_command_keeps_finished_runs_under_keys_found_from_this_pr
     assert 1 <= kept < 4
     assert experiments.main([*argv, "--report-only", "--json"]) == 1
     assert json.loads(capsys.readouterr().out)["missing"] == 4 - kept
+
+
+def test_workers_are_spawned_once_cuda_is_initialised(monkeypatch):
+    """On a GPU the command reads the free GPU memory (``check_feasible``) before the pool starts, which
+    initialises CUDA; forked workers could not use it, and every run would fail."""
+    assert runner._start_method() == ("fork" if sys.platform == "linux" else None)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    assert runner._start_method() == "spawn"

@@ -177,9 +177,12 @@ def _start_method() -> str | None:
     """fork on Linux: the workers start at once with this process's imports (spawn would import torch
     again in each, 2 s a worker on 2 busy cores).  Safe here because each worker takes one torch thread
     before any work, as torch's DataLoader workers do, and the executor forks all its workers before it
-    starts a thread of its own; but not once CUDA is initialised (a forked child cannot use it).
-    Elsewhere: the platform's default."""
-    return "fork" if sys.platform == "linux" and not torch.cuda.is_initialized() else None
+    starts a thread of its own; but not once CUDA is initialised (a forked child cannot use it): spawn
+    then, which Linux does not default to before Python 3.14 (e.g. verify.experiments on a GPU reads its
+    free memory before the pool starts).  Elsewhere: the platform's default."""
+    if torch.cuda.is_initialized():
+        return "spawn"
+    return "fork" if sys.platform == "linux" else None
 
 
 def _worker_init() -> None:
