@@ -190,9 +190,15 @@ def scan_note(summary: dict) -> str:
 
 
 def scan_manifold(config: Config, count: int) -> dict:
-    """``scan_summary`` of the first ``count`` points of the scan, computed here, one after another (for
-    ``python -m verify --scan-manifold``; the theorem commands run each point as a task)."""
-    return scan_summary([scan_point(config, i) for i in range(count)])
+    """``scan_summary`` of the first ``count`` points of the scan (for ``python -m verify --scan-manifold``), each
+    point a task of the runner in this process, as the theorem commands run them (``verify.cli.sweep_task``); a
+    point whose task failed counts as a point of class "task failed"."""
+    from verify.cli import config_json, sweep_task
+    from verify.runner import run_tasks
+
+    tasks = [{"scan": i, "config": config_json(config)} for i in range(count)]
+    records = run_tasks(sweep_task, tasks, workers=1, progress=count >= 3).records
+    return scan_summary([r if r is not None else {"class": "task failed", "min_eigenvalue": None} for r in records])
 
 
 def analyse_bigram(config: Config, theorem: str, scan: int = 0) -> Report:
