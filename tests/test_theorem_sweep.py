@@ -138,3 +138,19 @@ def test_the_flags_are_documented(capsys):
     text = " ".join(capsys.readouterr().out.split())
     for words in ("--out FOLDER", RESULTS_FILE, "--workers N", "--scheduler ADDRESS", "--resume"):
         assert words in text
+
+
+def test_python_m_verify_scans_through_the_runner(monkeypatch):
+    """``python -m verify --scan-manifold`` runs each point as a runner task in this process (no loop of its own),
+    with the records the theorem commands get."""
+    import verify.runner
+    from verify.analysis import scan_manifold, scan_point
+    from verify.cli import Config
+
+    calls = []
+    original = verify.runner.run_tasks
+    monkeypatch.setattr(verify.runner, "run_tasks", lambda *a, **k: calls.append(k) or original(*a, **k))
+    config = Config(0.5, 0.8, True, 2, 4, "cpu", "float64", 0)
+    summary = scan_manifold(config, 3)
+    assert calls == [{"workers": 1, "progress": True}]
+    assert summary["points"] == 3 and summary["classes"] == [scan_point(config, i) for i in range(3)]
