@@ -26,7 +26,7 @@ from numerics.markov import InvalidInputError, MarkovChain
 from numerics.stationary_points import theta_pi, theta_star
 from numerics.train import TrainConfig, train
 from numerics.transformer import attention, attention_mask, block, feed_forward, init_params, keys_values
-from verify import experiments
+from verify import cli, experiments
 
 P, Q = 0.5, 0.8
 ROOT = Path(__file__).resolve().parents[1]
@@ -280,10 +280,10 @@ def test_init_has_its_own_run_sizes_and_the_flags_override_them():
 
 def test_training_runs_on_one_cpu_thread_and_restores_the_count():
     before = torch.get_num_threads()
-    with experiments.cpu_threads("cpu"):
+    with cli.cpu_threads("cpu"):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
-    with experiments.cpu_threads("cuda"):
+    with cli.cpu_threads("cuda"):
         assert torch.get_num_threads() == before
 
 

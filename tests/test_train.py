@@ -30,7 +30,7 @@ from numerics.train import (
     warmup_steps,
 )
 from numerics.transformer import init_params, logits, prefix_logits
-from verify import experiments
+from verify import cli, experiments
 
 SMALL = TrainConfig(d=4, seq_len=32, steps=200, eval_every=50, eval_sequences=256, lr=1e-2)
 
@@ -312,6 +312,6 @@ def test_rank_one_init_reaches_the_bigram_where_the_standard_init_stays_at_the_u
     """L2G-INIT where the comparison is well separated in a short run: d = 2, whose rank-one start has
     canonical slope e²(1 + 2w|w|) = -3.5 (at d = 8 it is -254 and the descent takes hundreds of steps)."""
     config = TrainConfig(d=2, seq_len=16, steps=100, eval_every=50, eval_sequences=256, lr=1e-2)
-    with experiments.cpu_threads("cpu"):  # as the experiments train: a second thread only stalls on busy cores
+    with cli.cpu_threads("cpu"):  # as the experiments train: a second thread only stalls on busy cores
         assert _label(MarkovChain(0.5, 0.8), replace(config, init="rank-one")) == "bigram"
         assert _label(MarkovChain(0.5, 0.8), config) == "unigram"

@@ -20,7 +20,7 @@ from numerics.stationary_points import onehot_theta_star, theta_pi, theta_star
 from numerics.transformer import Params
 from verify import checks as C
 from verify import manifold_checks as M
-from verify.cli import Config, log, stage
+from verify.cli import Config, cpu_threads, log, stage
 from verify.measure import measure
 from verify.report import Check, Report
 
@@ -266,7 +266,6 @@ def analyse_manifold(config: Config, theorem: str, params: Params, *, samples: i
     else:
         from tqdm import tqdm
 
-        from verify.experiments import cpu_threads
 
         def progress(chunks: list, label: str):  # a bar on a terminal's stderr; none under --json (no stages)
             return tqdm(chunks, desc=f"{label} (positions)", unit="chunk", leave=False,

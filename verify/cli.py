@@ -538,3 +538,20 @@ def main(description: str, defaults: dict, analyse: Analysis, theorem: str, argv
         return print_runs(args, configs, result)
     print(report.to_json() if args.json else report.to_text())
     return report.exit_code
+
+
+@contextmanager
+def cpu_threads(device: str) -> Iterator[None]:
+    """One intra-op thread while training on the CPU, restored afterwards.
+
+    The models are tiny (d = 8, batch 16): a second thread buys nothing, and when other processes
+    share the cores its synchronisation stalls dominate (measured on 2 busy cores: 100 steps at
+    N = 64 took 17-20 s on one thread, 75-81 s on two).
+    """
+    previous = torch.get_num_threads()
+    if device == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

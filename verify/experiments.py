@@ -87,8 +87,6 @@ import math
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from itertools import pairwise
 from pathlib import Path
@@ -730,23 +728,6 @@ def _settings_json(base: TrainConfig) -> dict:
     settings = train_config_json(base)
     del settings["seed"]
     return settings | {"lr": base.learning_rate}
-
-
-@contextmanager
-def cpu_threads(device: str) -> Iterator[None]:
-    """One intra-op thread while training on the CPU, restored afterwards.
-
-    The models are tiny (d = 8, batch 16): a second thread buys nothing, and when other processes
-    share the cores its synchronisation stalls dominate (measured on 2 busy cores: 100 steps at
-    N = 64 took 17-20 s on one thread, 75-81 s on two).
-    """
-    previous = torch.get_num_threads()
-    if device == "cpu":
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def main(argv: list[str] | None = None) -> int:
