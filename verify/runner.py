@@ -36,6 +36,7 @@ import math
 import multiprocessing
 import os
 import pickle
+import re
 import signal
 import sys
 import threading
@@ -255,7 +256,9 @@ def dask_client(address: str) -> Iterator:
             try:
                 client = Client(address, timeout=CONNECT_SECONDS)
             except Exception as err:  # refused, timed out, malformed: Dask raises OSError, ValueError, ...
-                raise SchedulerError(f"cannot reach the Dask scheduler at {address}: {one_line(err)}") from None
+                # Dask's message names its connector object (an address in memory): keep the reason only
+                why = re.sub(r" in <[^>]*>", "", one_line(err))
+                raise SchedulerError(f"cannot reach the Dask scheduler at {address}: {why}") from None
         else:
             cluster = stack.enter_context(LocalCluster(n_workers=local, threads_per_worker=1, processes=True))
             client = Client(cluster)
