@@ -5,6 +5,7 @@ small command over it (``python -m tests.runner_tasks``) for the tests that stop
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -14,6 +15,13 @@ import torch
 from numerics.markov import InvalidInputError
 from verify.cli import Parser, bad_input
 from verify.runner import add_runner_flags, run_with_args
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` of a command a test stops with SIGINT: the child gets SIGINT's default action, as a
+    command typed at a terminal has.  A shell starts background jobs (a CI job among them) with SIGINT
+    ignored, and a child inherits that: Python then never raises KeyboardInterrupt and the sweep runs on."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def spectrum(config: dict) -> dict:

@@ -16,6 +16,7 @@ import torch
 from numerics.markov import MarkovChain, SecondOrderChain, preset
 from numerics.train import TrainConfig
 from numerics.train import train as real_train
+from tests.runner_tasks import default_sigint
 from verify import experiments, runner
 from verify.runner import RESULTS_FILE, load_results
 
@@ -148,7 +149,7 @@ def test_ctrl_c_on_the_command_keeps_finished_runs_under_keys_found_from_this_pr
     same flags here (--report-only) find its records: the task keys do not depend on how it started."""
     argv = ["tying", "--seeds", "1", "--steps", "100", "--seq-len", "16", "--out", str(tmp_path)]
     command = subprocess.Popen([sys.executable, "-m", "verify.experiments", *argv, "--workers", "2"], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     results = tmp_path / "tying" / RESULTS_FILE
     deadline = time.monotonic() + 90
     while not (results.exists() and results.read_text().count("\n") >= 1) and time.monotonic() < deadline:

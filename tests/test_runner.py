@@ -15,7 +15,7 @@ import pytest
 from distributed import LocalCluster
 
 from tests import runner_tasks
-from tests.runner_tasks import configs, spectrum
+from tests.runner_tasks import configs, default_sigint, spectrum
 from verify.runner import RESULTS_FILE, Progress, load_results, one_line, run_tasks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,7 +80,7 @@ def test_a_stopped_sweep_keeps_what_finished_and_resumes_to_the_uninterrupted_re
     log.mkdir()
     command = [sys.executable, "-m", "tests.runner_tasks", "--out", str(out), "--tasks", "8", "--sleep", "0.3",
                "--log", str(log), "--workers", "2"]
-    sweep = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    sweep = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     results = out / RESULTS_FILE
     deadline = time.monotonic() + 60
     while not (results.exists() and results.read_text().count("\n") >= 2) and time.monotonic() < deadline:
