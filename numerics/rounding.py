@@ -12,7 +12,7 @@ The exact loss is a sum over M evaluations (prefix, class) with weights ω_i = P
 
 where c_i is the expected cross-entropy of prefix i (nats), ℓ its logit(s) and R the residual
 σ(ℓ) - P(1|x_n) (softmax - P(·|x_n) for the one-hot model).  Standard backward-error reasoning
-gives, with ε the unit roundoff of the dtype and J = ∂ℓ/∂θ (M × D, formed once):
+gives, with ε the machine epsilon of the dtype and J = ∂ℓ/∂θ (M × D, formed once):
 
 * each logit is computed with an absolute error of order ε κ_ic, κ_ic = |ℓ_ic| + Σ_j |θ_j J_icj|
   (every parameter enters with a relative rounding; κ is the first-order sensitivity of ℓ to

@@ -64,7 +64,8 @@ def model_checks(config: Config) -> list[Check]:
     return [
         Check("forward = paper's equations", gap <= tol, gap, 0.0, tol,
               "|logit gap| to a position-by-position float64 reference at the logit where it is largest "
-              "relative to its rounding estimate 16 ε κ; random θ with attention on"),
+              f"relative to its rounding estimate {MARGIN:g} ε κ (run's ε plus the reference's); random θ with "
+              "attention on"),
         Check("prefix-tree loss = all-sequence loss", abs(exact - naive) <= loss_tol, abs(exact - naive), 0.0,
               loss_tol, f"exact {exact:.12g} vs naive {naive:.12g} at the same random θ; tolerance: both routes' "
                         "rounding estimates"),
