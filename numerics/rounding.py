@@ -60,10 +60,25 @@ MARGIN = 4.0
 
 @dataclass(frozen=True)
 class Rounding:
-    """Estimated rounding errors of one evaluation of the exact loss (nats) and of its gradient."""
+    """Estimated rounding errors of one evaluation of the exact loss (nats) and of its gradient.
 
-    loss: float
+    The loss's estimate has two parts: ``per_level`` (C ε L, lost at each level of the pairwise outer sum,
+    of ``depth`` levels) and ``propagated`` (C ε Σ ω|R|κ, the logits' own rounding carried into the loss)."""
+
+    per_level: float
+    depth: int
+    propagated: float
     gradient: Tensor  # (D,), one estimate per coordinate of the flat θ
+
+    @property
+    def loss(self) -> float:
+        return self.depth * self.per_level + self.propagated
+
+    def summed_over(self, terms: int) -> float:
+        """The loss's estimate when the same terms are summed over ``terms`` evaluations (the naive route
+        repeats each prefix's term once per full sequence that extends it: same logits and total weights,
+        a deeper sum)."""
+        return math.ceil(math.log2(max(2, terms))) * self.per_level + self.propagated
 
 
 def _evaluations(params: Params, chain: MarkovChain | FiniteChain, *,
@@ -112,14 +127,11 @@ def logit_condition(ell: Tensor, J: Tensor, theta: Tensor) -> Tensor:
 
 
 def rounding_estimate(params: Params, chain: MarkovChain | FiniteChain, *, tying: bool,
-                      hessian: Tensor | None = None, terms: int | None = None) -> Rounding:
+                      hessian: Tensor | None = None) -> Rounding:
     """``Rounding`` of the exact loss and its gradient at ``params`` in their own dtype (module docstring).
 
     ``hessian``: the dense ∇²L at ``params`` if the caller has it; without it the gradient's term
-    ε |∇²L| |θ| (the rounding of the logit Jacobian itself) is left out.  ``terms``: the number of
-    terms the loss's outer sum has when it is evaluated another way (the naive route repeats each
-    prefix's term once per full sequence that extends it: same logits and total weights, a deeper
-    sum), default M.
+    ε |∇²L| |θ| (the rounding of the logit Jacobian itself) is left out.
     """
     fn, omega, target = _evaluations(params, chain, tying=tying)
     ell, J = logit_jacobian(fn, params)
@@ -137,12 +149,13 @@ def rounding_estimate(params: Params, chain: MarkovChain | FiniteChain, *, tying
         cancelled = p_zero * prob + p_one * torch.sigmoid(-ell)  # the terms of ∂c/∂ℓ = P(0)σ(ℓ) - P(1)σ(-ℓ)
     kappa = logit_condition(ell, J, theta)  # (M, c)
     eps = torch.finfo(ell.dtype).eps
-    depth = math.ceil(math.log2(max(2, terms or omega.numel())))
-    loss = MARGIN * eps * (depth * (omega * cost).sum() + (omega[:, None] * residual.abs() * kappa).sum())
+    depth = math.ceil(math.log2(max(2, omega.numel())))
+    per_level = MARGIN * eps * (omega * cost).sum().item()
+    propagated = MARGIN * eps * (omega[:, None] * residual.abs() * kappa).sum().item()
     weight = omega[:, None] * ((depth + 1) * residual.abs() + cancelled
                                + curvature * kappa.amax(dim=-1, keepdim=True))
     gradient = torch.einsum("mc,mcd->d", weight, J.abs()).double().cpu()
     if hessian is not None:
         gradient = gradient + hessian.double().cpu().abs() @ theta.double().cpu().abs()
     gradient = MARGIN * eps * gradient + MARGIN * torch.finfo(ell.dtype).tiny
-    return Rounding(loss.item(), gradient)
+    return Rounding(per_level, depth, propagated, gradient)

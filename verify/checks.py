@@ -59,8 +59,8 @@ def model_checks(config: Config) -> list[Check]:
     exact = chain_loss(params, config.source, tying=config.tying).item()
     naive = chain_loss(params, config.source, tying=config.tying, method="naive").item()
     sequences = config.source.k ** config.seq_len * config.seq_len
-    loss_tol = (rounding_estimate(params, config.source, tying=config.tying).loss
-                + rounding_estimate(params, config.source, tying=config.tying, terms=sequences).loss)
+    rounding = rounding_estimate(params, config.source, tying=config.tying)
+    loss_tol = rounding.loss + rounding.summed_over(sequences)
     return [
         Check("forward = paper's equations", gap <= tol, gap, 0.0, tol,
               "|logit gap| to a position-by-position float64 reference at the logit where it is largest "
