@@ -33,7 +33,7 @@ from numerics.rounding import rounding_estimate
 from numerics.transformer import Params
 from verify.cli import Config
 
-#: unit roundoff of the float64 closed forms
+#: machine epsilon of float64, in which the closed forms are evaluated
 FLOAT64_EPS = torch.finfo(torch.float64).eps
 
 
