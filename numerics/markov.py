@@ -505,18 +505,27 @@ class SecondOrderChain:
         return cls(((p, p), (1.0 - q, 1.0 - q)))
 
     @functools.cached_property
+    def pair_transition(self) -> np.ndarray:
+        """The 4 × 4 kernel of the pair chain (x_{n-1}, x_n) → (x_n, x_{n+1}), states (a, b) as 2a + b.
+
+        A first-order chain on pairs: the second-order source's every law (stationary pair law,
+        autocovariance) follows from it.
+        """
+        T = np.array(self.table)
+        move = np.zeros((4, 4))
+        for a in range(2):
+            for b in range(2):
+                move[2 * a + b, 2 * b + 1] = T[a, b]
+                move[2 * a + b, 2 * b] = 1.0 - T[a, b]
+        return move
+
+    @functools.cached_property
     def pair_law(self) -> np.ndarray:
         """μ[a, b] = P(x_{n-1} = a, x_n = b) under stationarity (left Perron vector of the pair chain).
 
         Solved once per chain: sampling and every evaluation of the test loss read it.
         """
-        T = np.array(self.table)
-        move = np.zeros((4, 4))  # (a, b) -> (b, c)
-        for a in range(2):
-            for b in range(2):
-                move[2 * a + b, 2 * b + 1] = T[a, b]
-                move[2 * a + b, 2 * b] = 1.0 - T[a, b]
-        values, vectors = np.linalg.eig(move.T)
+        values, vectors = np.linalg.eig(self.pair_transition.T)
         mu = np.real(vectors[:, np.argmin(np.abs(values - 1.0))])
         return (mu / mu.sum()).reshape(2, 2)
 
