@@ -195,11 +195,16 @@ def logits(params: Params, x: Tensor, *, tying: bool, memory: int | None = None)
 
     ``memory``: see ``attention_mask``.  With layer-norm parameters the head reads LN_f(z).
     """
-    h = embed(params, x)
-    mask = attention_mask(x.shape[-1], memory, x.device)
+    return head(params, hidden(params, embed(params, x), memory), tying=tying)
+
+
+def hidden(params: Params, h: Tensor, memory: int | None = None) -> Tensor:
+    """The states the head reads, z_n (or LN_f(z_n) with layer norm), from embeddings h (..., n, d): every
+    block with the attention mask of ``memory``, then the final norm."""
+    mask = attention_mask(h.shape[-2], memory, h.device)
     for layer in range(num_layers(params)):
         h = block(params, layer, h, mask)
-    return head(params, norm(params, "ln_f", h), tying=tying)
+    return norm(params, "ln_f", h)
 
 
 def token_table(params: Params) -> Tensor:
