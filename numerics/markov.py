@@ -413,12 +413,27 @@ class PrefixTree:
 
     symbols: Tensor  # (prefixes, N) the symbols x_1..x_n of each prefix (as numbers 0..k-1), then zeros
     length: Tensor  # (prefixes,) n, as a long tensor
-    log_prob: Tensor  # (prefixes,) log P(x_1^n) under the stationary chain
+    log_prob: Tensor  # (prefixes,) log P(x_1^n) under the stationary source
 
     @property
     def last(self) -> Tensor:
         """The current symbol x_n of each prefix."""
         return self.symbols.gather(1, (self.length - 1)[:, None])[:, 0]
+
+    @property
+    def previous(self) -> Tensor:
+        """The symbol x_{n-1} before the current one, or -1 for the prefixes of length 1 (``NO_SYMBOL``)."""
+        before = self.symbols.gather(1, (self.length - 2).clamp(min=0)[:, None])[:, 0]
+        return torch.where(self.length > 1, before, torch.full_like(before, NO_SYMBOL))
+
+
+#: Stands for x_{n-1} at n = 1, where there is none (``PrefixTree.previous``, ``SecondOrderChain.next_probabilities``).
+NO_SYMBOL = -1
+
+
+def previous_symbols(x: Tensor) -> Tensor:
+    """x_{n-1} at every position n of sequences x (..., n): x shifted right by one, ``NO_SYMBOL`` first."""
+    return torch.cat([torch.full_like(x[..., :1], NO_SYMBOL), x[..., :-1]], dim=-1)
 
 
 def num_prefixes(k: int, length: int) -> int:
@@ -427,21 +442,23 @@ def num_prefixes(k: int, length: int) -> int:
 
 
 def prefix_tree(
-    chain: MarkovChain | FiniteChain,
+    chain: MarkovChain | FiniteChain | SecondOrderChain,
     length: int,
     *,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float64,
 ) -> PrefixTree:
-    """All prefixes of the chain up to ``length`` symbols, with their probabilities.
+    """All prefixes of the source up to ``length`` symbols, with their probabilities.
 
-    The enumeration is done once per (chain, length) and kept (``_prefix_arrays``); each call
-    only wraps it as tensors, so repeated losses (Hessians, descent steps) do not enumerate
-    again.  The cache holds NumPy arrays because tensors created inside a ``torch.func``
-    transform are tied to it and must not outlive it.
+    A first-order chain weighs a prefix by π and its kernel; the second-order chain by its pair law
+    and its table (``SecondOrderChain.log_pair_law``, ``log_kernel``).  The enumeration is done once
+    per (source, length) and kept (``_prefix_arrays``); each call only wraps it as tensors, so
+    repeated losses (Hessians, descent steps) do not enumerate again.  The cache holds NumPy arrays
+    because tensors created inside a ``torch.func`` transform are tied to it and must not outlive it.
     """
     check_positive_int("length", length)
-    symbols, lengths, log_prob = _prefix_arrays(chain.log_pi(), chain.log_kernel(), length)
+    start = chain.log_pair_law() if isinstance(chain, SecondOrderChain) else chain.log_pi()
+    symbols, lengths, log_prob = _prefix_arrays(start, chain.log_kernel(), length)
     # On the CPU in float64 these share memory with the cache: treat the tree as read-only.
     return PrefixTree(
         torch.from_numpy(symbols).to(device=device, dtype=dtype),
@@ -451,21 +468,28 @@ def prefix_tree(
 
 
 @functools.lru_cache(maxsize=8)
-def _prefix_arrays(
-    log_pi: tuple[float, ...], log_kernel: tuple[tuple[float, ...], ...], length: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _prefix_arrays(log_start: tuple, log_kernel: tuple, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(symbols, length, log P) of every prefix of positive probability, shortest first, as NumPy arrays.
 
-    Prefix x_1^n is the first n symbols of every k^{N-n}-th full sequence (x_1 most
-    significant), and log P(x_1^n) = log π_{x_1} + Σ_{i<n} log P[x_i, x_{i+1}] is the running
-    sum along that sequence, in log space so small transition probabilities do not underflow.
-    Prefixes through a zero transition (log P = -inf) contribute nothing and are left out.
+    A source of order o is given by the log law ``log_start`` of its first o symbols (shape (k,)*o:
+    log π at order 1, the log pair law at order 2) and its log kernel ``log_kernel[c_1..c_o, j]`` =
+    log P(x_{n+1} = j | last o symbols c).  Prefix x_1^n is the first n symbols of every k^{N-n}-th
+    full sequence (x_1 most significant); for n < o, log P(x_1^n) marginalises ``log_start`` (log-sum-
+    exp over the later symbols), and for n ≥ o it is log_start[x_1..x_o] plus the running sum of
+    log kernel steps, in log space so small transition probabilities do not underflow.  Prefixes
+    through a zero transition (log P = -inf) contribute nothing and are left out.
     """
-    k = len(log_pi)
+    start, kernel = np.array(log_start), np.array(log_kernel)
+    k, order = start.shape[0], start.ndim
     full = all_sequences(length, k)
-    log_kernel_array, log_pi_array = np.array(log_kernel), np.array(log_pi)
-    steps = np.concatenate([log_pi_array[full[:, :1]], log_kernel_array[full[:, :-1], full[:, 1:]]], axis=1)
-    cumulative = steps.cumsum(axis=1)
+    cumulative = np.empty(full.shape)
+    for n in range(1, min(order, length) + 1):
+        marginal = np.logaddexp.reduce(start, axis=tuple(range(n, order))) if n < order else start
+        cumulative[:, n - 1] = marginal[tuple(full[:, :n].T)]
+    if length > order:
+        windows = tuple(full[:, j : length - order + j] for j in range(order + 1))
+        steps = np.concatenate([cumulative[:, order - 1 : order], kernel[windows]], axis=1)
+        cumulative[:, order - 1 :] = steps.cumsum(axis=1)
     position = np.arange(length)
     rows = [slice(None, None, k ** (length - n)) for n in range(1, length + 1)]
     symbols = np.concatenate([full[r] * (position < n) for n, r in enumerate(rows, start=1)])
@@ -492,6 +516,7 @@ class SecondOrderChain:
     """
 
     table: tuple[tuple[float, float], tuple[float, float]]
+    k = 2  # number of symbols (a class constant, not a field)
 
     def __post_init__(self) -> None:
         rows = tuple(tuple(check_probability(f"table[{a}][{b}]", self.table[a][b]) for b in range(2))
@@ -531,8 +556,13 @@ class SecondOrderChain:
 
     def conditional_one(self) -> np.ndarray:
         """P(x_{n+1} = 1 | x_n = b) for b = 0, 1 (the best order-1 predictor)."""
-        mu = self.pair_law
-        return (mu * np.array(self.table)).sum(axis=0) / mu.sum(axis=0)
+        return self._conditional_one_and_zero()[0]
+
+    def _conditional_one_and_zero(self) -> tuple[np.ndarray, np.ndarray]:
+        """(P(x_{n+1} = 1 | x_n = b), P(x_{n+1} = 0 | x_n = b)) for b = 0, 1, each summed from its own
+        terms μ[a, b] T[a, b] and μ[a, b] (1 - T[a, b]) (no 1 - P(1 | b) that would lose a small P(0 | b))."""
+        mu, T = self.pair_law, np.array(self.table)
+        return (mu * T).sum(axis=0) / mu.sum(axis=0), (mu * (1.0 - T)).sum(axis=0) / mu.sum(axis=0)
 
     def entropies(self) -> dict[str, float]:
         """Conditional entropies of x_{n+1} given the last 0, 1 and 2 symbols (the last is the rate)."""
@@ -544,13 +574,32 @@ class SecondOrderChain:
             "order-2": float(sum(mu[a, b] * binary_entropy(self.table[a][b]) for a in range(2) for b in range(2))),
         }
 
+    def log_pair_law(self) -> tuple[tuple[float, ...], ...]:
+        """log μ[a, b] = log P(x_1 = a, x_2 = b): the law of a prefix's first two symbols (``prefix_tree``)."""
+        return tuple(map(tuple, np.log(self.pair_law).tolist()))
+
+    def log_kernel(self) -> tuple[tuple[tuple[float, ...], ...], ...]:
+        """log P(x_{n+1} = j | x_{n-1} = a, x_n = b) as ``[a][b][j]``; log1p(-T) at j = 0 (a small 1 - T keeps
+        its digits)."""
+        return tuple(tuple((math.log1p(-t), math.log(t)) for t in row) for row in self.table)
+
+    def next_probabilities(self, previous: Tensor, current: Tensor) -> tuple[Tensor, Tensor]:
+        """(P(x_{n+1} = 1 | x_{n-1}, x_n), P(x_{n+1} = 0 | x_{n-1}, x_n)) for tensors of symbols x_{n-1} and x_n.
+
+        ``previous`` = ``NO_SYMBOL`` (-1) marks n = 1, where only x_1 is known: the order-1 conditional
+        (``conditional_one``).  P(0 | ·) is 1 - T as written, not 1 - P(1 | ·) recomputed.
+        """
+        one, zero = self._conditional_one_and_zero()
+        T = np.array(self.table)
+        # laws[j, previous + 1, current] = P(x_{n+1} = j | ·): row 0 is n = 1, rows 1, 2 are x_{n-1} = 0, 1
+        laws = torch.tensor(np.stack([np.stack([zero, *(1.0 - T)]), np.stack([one, *T])]),
+                            dtype=current.dtype, device=current.device)
+        row, column = previous.long() + 1, current.long()
+        return laws[1, row, column], laws[0, row, column]
+
     def next_one_probability(self, x: Tensor) -> Tensor:
         """P(x_{n+1} = 1 | x_1..x_n) at every position of sequences x (..., n): order 1 at n = 1."""
-        T = torch.tensor(self.table, dtype=x.dtype, device=x.device)
-        first = torch.tensor(self.conditional_one(), dtype=x.dtype, device=x.device)
-        current = x.long()
-        later = T[current[..., :-1], current[..., 1:]]
-        return torch.cat([first[current[..., :1]], later], dim=-1)
+        return self.next_probabilities(previous_symbols(x), x)[0]
 
     def sample(
         self,

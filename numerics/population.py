@@ -1,14 +1,18 @@
-"""Population cross-entropy of the transformer under the stationary chain (claim ID ``LOSS``).
+"""Population cross-entropy of the transformer under a stationary source (claim ID ``LOSS``).
 
     L(θ) = (1/N) Σ_{n=1}^{N} E[ softplus(ℓ_n) - x_{n+1} ℓ_n ]        (nats)
 
 with ℓ_n = logit_n(x_1^n).  The next symbol is averaged analytically,
-E[· | x_1^n] = P(1|x_n) softplus(-ℓ_n) + P(0|x_n) softplus(ℓ_n), so only the prefix x_1^n is
-random.  The one-hot model on k symbols (claim ``MULTI-STATE``) has the softmax form
-E[· | x_1^n] = -Σ_j P(j|x_n) log softmax(logits_n)_j.  Three evaluations:
+E[· | x_1^n] = P(1|x_1^n) softplus(-ℓ_n) + P(0|x_1^n) softplus(ℓ_n), so only the prefix x_1^n is
+random.  A first-order chain has P(·|x_1^n) = P(·|x_n); the paper's second-order source
+(``SecondOrderChain``) has P(·|x_{n-1}, x_n) from its table, and at n = 1 the order-1 conditional.
+The one-hot model on k symbols (claim ``MULTI-STATE``, first-order chains) has the softmax form
+E[· | x_1^n] = -Σ_j P(j|x_n) log softmax(logits_n)_j.  Attention may be limited to the current
+symbol and the W before it (``memory`` = W, ``numerics.transformer.attention_mask``).  Three evaluations:
 
-* ``exact``: every distinct prefix once (k + … + k^N evaluations, the floor; one-layer
-  models, deeper ones are enumerated naively);
+* ``exact``: every distinct prefix once (k + … + k^N evaluations, the floor), weighted by the
+  source (π and the kernel, or the pair law and the table); one-layer models without layer norm,
+  deeper or layer-normed ones are enumerated naively, which is just as exact;
 * ``naive``: every position of all k^N full sequences (N k^N evaluations), the baseline the
   benchmarks compare against and an independent cross-check;
 * ``mc``: sampled sequences, unbiased, with a standard error (for N beyond exact reach).
@@ -28,8 +32,10 @@ from numerics.markov import (
     FiniteChain,
     InvalidInputError,
     MarkovChain,
+    SecondOrderChain,
     check_positive_int,
     prefix_tree,
+    previous_symbols,
 )
 from numerics.primitives import softplus
 from numerics.transformer import Params, has_layer_norm, is_onehot, logits, num_layers, prefix_logits
@@ -51,18 +57,22 @@ def expected_cross_entropy(logit: Tensor, p_one: Tensor, p_zero: Tensor | None =
     return p_one * softplus(-logit) + p_zero * softplus(logit)
 
 
-Chain = MarkovChain | FiniteChain
+Chain = MarkovChain | FiniteChain | SecondOrderChain
 
 
-def next_symbol_loss(params: Params, logit: Tensor, chain: Chain, current: Tensor) -> Tensor:
-    """E_{x' ~ P(·|x_n)}[-log P_θ(x' | x_1^n)] in nats, for the logits of prefixes ending in ``current``.
+def next_symbol_loss(params: Params, logit: Tensor, chain: Chain, current: Tensor, previous: Tensor) -> Tensor:
+    """E_{x' ~ P(·|x_1^n)}[-log P_θ(x' | x_1^n)] in nats, for the logits of prefixes ending in
+    (``previous``, ``current``) = (x_{n-1}, x_n); ``previous`` is ``NO_SYMBOL`` at n = 1 and only
+    the second-order source reads it.
 
-    Scalar model: ``expected_cross_entropy`` (binary chains only).  One-hot: -Σ_j P(j|x_n)
+    Scalar model: ``expected_cross_entropy`` (binary sources only).  One-hot: -Σ_j P(j|x_n)
     log softmax(logits)_j, with log_softmax (max-shifted) so large logits stay exact.
     """
     if is_onehot(params):
         probs = chain.kernel(device=logit.device, dtype=logit.dtype)[current.long()]
         return -(probs * torch.log_softmax(logit, dim=-1)).sum(dim=-1)
+    if isinstance(chain, SecondOrderChain):
+        return expected_cross_entropy(logit, *chain.next_probabilities(previous, current))
     return expected_cross_entropy(logit, *chain.next_probabilities(current))
 
 
@@ -117,26 +127,29 @@ def check_enumeration_fits(params: Params, method: str, *, copies: int = 1) -> N
         )
 
 
-def exact_loss(params: Params, chain: Chain, *, tying: bool) -> Tensor:
+def exact_loss(params: Params, chain: Chain, *, tying: bool, memory: int | None = None) -> Tensor:
     """Σ_n Σ_{x_1^n} P(x_1^n) E[ℓ | x_1^n] / N over the prefix tree (k + … + k^N logits).
 
-    One-layer models only (``prefix_logits``); ``population_loss`` sends deeper ones to
-    ``naive_loss``, which is just as exact.
+    One-layer models without layer norm only (``prefix_logits``, attention limited to ``memory``);
+    ``chain_loss`` sends the others to ``naive_loss``, which is just as exact.
     """
     pos = params["pos"]
     tree = prefix_tree(chain, pos.shape[0], device=pos.device, dtype=pos.dtype)
-    loss = next_symbol_loss(params, prefix_logits(params, tree, tying=tying), chain, tree.last)
+    logit = prefix_logits(params, tree, tying=tying, memory=memory)
+    loss = next_symbol_loss(params, logit, chain, tree.last, tree.previous)
     return (tree.log_prob.exp() * loss).sum() / pos.shape[0]
 
 
-def naive_loss(params: Params, chain: Chain, *, tying: bool) -> Tensor:
-    """The same population loss from every position of all k^N full sequences (baseline)."""
+def naive_loss(params: Params, chain: Chain, *, tying: bool, memory: int | None = None) -> Tensor:
+    """The same population loss from every position of all k^N full sequences (baseline; any depth,
+    layer norm, attention limited to ``memory``)."""
     pos = params["pos"]
     seq_len = pos.shape[0]
     tree = prefix_tree(chain, seq_len, device=pos.device, dtype=pos.dtype)
     full = tree.length == seq_len  # the full sequences are the longest prefixes
     x, weight = tree.symbols[full], tree.log_prob[full].exp()
-    per_position = next_symbol_loss(params, logits(params, x, tying=tying), chain, x)
+    logit = logits(params, x, tying=tying, memory=memory)
+    per_position = next_symbol_loss(params, logit, chain, x, previous_symbols(x))
     return (weight * per_position.mean(dim=1)).sum()
 
 
@@ -150,7 +163,8 @@ class MonteCarloEstimate:
 
 
 def monte_carlo_loss(
-    params: Params, chain: Chain, *, tying: bool, num_samples: int, seed: int | None = None
+    params: Params, chain: Chain, *, tying: bool, num_samples: int, seed: int | None = None,
+    memory: int | None = None,
 ) -> MonteCarloEstimate:
     """Average over ``num_samples`` stationary sequences of the per-sequence expected loss.
 
@@ -159,8 +173,12 @@ def monte_carlo_loss(
     """
     check_positive_int("num_samples", num_samples)
     pos = params["pos"]
-    x = chain.sample(num_samples, pos.shape[0], seed=seed, device=pos.device, dtype=pos.dtype)
-    per_position = next_symbol_loss(params, logits(params, x, tying=tying), chain, x)
+    seq_len = pos.shape[0]
+    # the second-order sampler starts from a pair: at N = 1 draw two symbols and keep the first
+    length = max(seq_len, 2) if isinstance(chain, SecondOrderChain) else seq_len
+    x = chain.sample(num_samples, length, seed=seed, device=pos.device, dtype=pos.dtype)[:, :seq_len]
+    logit = logits(params, x, tying=tying, memory=memory)
+    per_position = next_symbol_loss(params, logit, chain, x, previous_symbols(x))
     per_sequence = per_position.mean(dim=1)
     spread = per_sequence.std().item() if num_samples > 1 else math.inf
     return MonteCarloEstimate(per_sequence.mean(), spread / math.sqrt(num_samples), num_samples)
@@ -175,9 +193,11 @@ def population_loss(
     method: str = "exact",
     num_samples: int | None = None,
     seed: int | None = None,
+    memory: int | None = None,
 ) -> Tensor:
     """Population loss L(θ) in nats under the binary chain (p, q): ``chain_loss`` of ``MarkovChain(p, q)``."""
-    return chain_loss(params, MarkovChain(p, q), tying=tying, method=method, num_samples=num_samples, seed=seed)
+    return chain_loss(params, MarkovChain(p, q), tying=tying, method=method, num_samples=num_samples, seed=seed,
+                      memory=memory)
 
 
 def chain_loss(
@@ -188,29 +208,46 @@ def chain_loss(
     method: str = "exact",
     num_samples: int | None = None,
     seed: int | None = None,
+    memory: int | None = None,
 ) -> Tensor:
     """Population loss L(θ) in nats as a differentiable 0-dim tensor on the params' device.
 
     N is ``params["pos"].shape[0]``.  ``method``: "exact" (prefix tree, the default), "naive"
     (all full sequences) or "mc" (needs ``num_samples``; the standard error is available from
     ``monte_carlo_loss``).  Exact methods refuse sizes that would not fit in memory.  The scalar
-    model needs a binary chain; the one-hot model needs as many symbols as the chain has states.
+    model needs a binary source (``MarkovChain`` or ``SecondOrderChain``); the one-hot model a
+    first-order chain with as many states as it has symbols.  ``memory`` = W ≥ 1 lets attention see
+    the current symbol and the W before it (W ≥ N - 1 is the whole past); None: the whole past.
     """
-    k = params["E"].shape[0] if is_onehot(params) else 2
-    if k != chain.k or (not is_onehot(params) and not isinstance(chain, MarkovChain)):
-        model = f"one-hot model with k={k} symbols" if is_onehot(params) else "scalar model (binary)"
-        raise InvalidInputError(f"the {model} does not fit a {chain.k}-state {type(chain).__name__}")
+    check_model_fits(params, chain)
+    if memory is not None and (isinstance(memory, bool) or not isinstance(memory, int) or memory < 1):
+        raise InvalidInputError(f"memory must be an integer >= 1 (None: the whole past), got {memory!r}")
     if not tying and "a" not in params and "A" not in params:
         raise InvalidInputError("tying=False needs a head ('a', or 'A' for the one-hot model) in params")
     if method == "mc":
         if num_samples is None:
             raise InvalidInputError("method='mc' needs num_samples")
-        return monte_carlo_loss(params, chain, tying=tying, num_samples=num_samples, seed=seed).mean
+        return monte_carlo_loss(params, chain, tying=tying, num_samples=num_samples, seed=seed, memory=memory).mean
     if method not in METHODS:
         raise InvalidInputError(f"method must be one of {METHODS}, got {method!r}")
     if method == "exact" and (num_layers(params) > 1 or has_layer_norm(params)):
         method = "naive"  # the prefix tree is written for the theory's one-layer model; naive is equally exact
     check_enumeration_fits(params, method)
     if method == "exact":
-        return exact_loss(params, chain, tying=tying)
-    return naive_loss(params, chain, tying=tying)
+        return exact_loss(params, chain, tying=tying, memory=memory)
+    return naive_loss(params, chain, tying=tying, memory=memory)
+
+
+def check_model_fits(params: Params, chain: Chain) -> None:
+    """InvalidInputError unless the model reads the source's symbols: the scalar model a binary first- or
+    second-order source, the one-hot model a first-order chain on as many states as it has symbols."""
+    if is_onehot(params):
+        k = params["E"].shape[0]
+        if isinstance(chain, SecondOrderChain):
+            raise InvalidInputError("the one-hot model takes first-order chains; the SecondOrderChain needs the "
+                                    "scalar (binary) model")
+        if k != chain.k:
+            raise InvalidInputError(f"the one-hot model with k={k} symbols does not fit a {chain.k}-state "
+                                    f"{type(chain).__name__}")
+    elif not isinstance(chain, MarkovChain | SecondOrderChain):
+        raise InvalidInputError(f"the scalar model (binary) does not fit a {chain.k}-state {type(chain).__name__}")

@@ -227,7 +227,7 @@ def onehot_from_scalar(params: Params, *, tying: bool) -> Params:
     return onehot
 
 
-def prefix_logits(params: Params, tree: PrefixTree, *, tying: bool) -> Tensor:
+def prefix_logits(params: Params, tree: PrefixTree, *, tying: bool, memory: int | None = None) -> Tensor:
     """The logit of every distinct prefix x_1^n of a one-layer model (one per row of ``tree``).
 
     A causal model's logit at position n depends only on x_1^n, so each of the 2^{N+1} - 2
@@ -243,8 +243,9 @@ def prefix_logits(params: Params, tree: PrefixTree, *, tying: bool) -> Tensor:
     model is the table (0, e)) and the mix Σ_c (Σ_{i: x_i = c} a_i) W_V E[c].  The scores of a
     prefix are formed directly (no differences of exponentials) and each row gets its own
     max-shifted softmax, exactly as ``attention`` does for one sequence.  The tree's rows are
-    zero-padded to N symbols; positions beyond a prefix's length are masked out of its softmax.
-    Deeper models have prefix-dependent keys and go through ``logits`` instead.
+    zero-padded to N symbols; positions beyond a prefix's length are masked out of its softmax, and
+    so are those more than ``memory`` = W before the current one (``attention_mask``; None: the whole
+    past).  Deeper models have prefix-dependent keys and go through ``logits`` instead.
     """
     if num_layers(params) != 1 or has_layer_norm(params):
         raise ValueError("prefix_logits evaluates one-layer models without layer norm; use logits()")
@@ -258,7 +259,7 @@ def prefix_logits(params: Params, tree: PrefixTree, *, tying: bool) -> Tensor:
     key_pos, value_pos = keys_values(params, 0, pos)
     key_token, value_token = keys_values(params, 0, table)
     scores = query @ key_pos.T + (query @ key_token.T).gather(1, symbols)  # (prefixes, N)
-    visible = attention_mask(seq_len, device=pos.device)[n]  # row n of the causal mask
+    visible = attention_mask(seq_len, memory, pos.device)[n]  # row n of the (windowed) causal mask
     weights = torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1)
     # attention mass on each symbol c: Σ_{i: x_i = c} a_i (padding is masked, weight 0)
     mass = torch.stack([(weights * (symbols == c)).sum(dim=-1) for c in range(table.shape[0])], dim=-1)

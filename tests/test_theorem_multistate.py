@@ -115,7 +115,7 @@ def _shifted_symbols(mp):  # the embedding looks up the next symbol's row
 
 def _extra(mp, extra):
     original = population.exact_loss
-    mp.setattr(population, "exact_loss", lambda params, chain, *, tying: original(params, chain, tying=tying)
+    mp.setattr(population, "exact_loss", lambda params, *args, **kw: original(params, *args, **kw)
                + extra(params))
 
 
@@ -142,7 +142,7 @@ def _halved_loss(mp):  # half the cross-entropy: below the entropy rate
 
 def _prefix_offset(mp):  # the prefix tree's logits shifted, the all-sequence pass not
     original = population.prefix_logits
-    mp.setattr(population, "prefix_logits", lambda params, tree, *, tying: original(params, tree, tying=tying) + 1e-3
+    mp.setattr(population, "prefix_logits", lambda params, *args, **kw: original(params, *args, **kw) + 1e-3
                * torch.arange(params["b"].numel(), dtype=params["b"].dtype))
 
 

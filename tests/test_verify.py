@@ -128,12 +128,12 @@ def _softmax_scale(mp):
 
 def _prefix_tree_offset(mp):
     original = population.prefix_logits
-    mp.setattr(population, "prefix_logits", lambda params, tree, *, tying: original(params, tree, tying=tying) + 1e-3)
+    mp.setattr(population, "prefix_logits", lambda *args, **kw: original(*args, **kw) + 1e-3)
 
 
 def _loss_wrapper(mp, extra):
     original = population.exact_loss
-    mp.setattr(population, "exact_loss", lambda params, chain, *, tying: original(params, chain, tying=tying)
+    mp.setattr(population, "exact_loss", lambda params, *args, **kw: original(params, *args, **kw)
                + extra(params))
 
 
