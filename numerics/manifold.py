@@ -45,6 +45,7 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.func import grad, jacrev, jvp, vmap
@@ -52,9 +53,10 @@ from torch.func import grad, jacrev, jvp, vmap
 # the Monte-Carlo route calls the model's functions through the module, so that whatever the model
 # computes (a corrupted one in the mutation tests too) is what the estimator measures
 from numerics import transformer as model
+from numerics.autocovariance import Source, autocovariance
 from numerics.markov import InvalidInputError, MarkovChain
 from numerics.population import expected_cross_entropy, memory_budget_bytes
-from numerics.transformer import BLOCK, Params, has_layer_norm, num_layers
+from numerics.transformer import BLOCK, Params, has_layer_norm, layer_key, num_layers
 
 LOCAL_MINIMUM = "local minimum"
 SADDLE_POINT = "saddle point"
@@ -119,42 +121,63 @@ class _Forward:
     preactivation_abs: Tensor  # (N, r)
 
 
-def project_to_manifold(params: Params, p: float, q: float, *, tying: bool) -> Params:
-    """The point of M_π over ``params``: e → 0 (and a → 0 untied), b → log p - log q, the rest kept.
+def binary_source(p: float | None, q: float | None, source: Source | None) -> Source:
+    """The source of a call: ``source`` if given, else the first-order chain (p, q); the scalar model needs a
+    binary one."""
+    if source is None:
+        if p is None or q is None:
+            raise InvalidInputError("give p and q, or a source")
+        return MarkovChain(p, q)
+    if p is not None or q is not None:
+        raise InvalidInputError("give p and q, or a source, not both")
+    autocovariance(source).check_binary()
+    return source
 
-    Returns a new dict of detached copies (the caller's tensors are not touched), same dtypes and
-    device.  This is the point whose curvature ``manifold_curvature`` classifies (claim ``MANIFOLD``).
+
+def unigram_logit(source: Source) -> float:
+    """b on M_π: log π1 - log π0 (the first-order chain's own stable form where it has one)."""
+    if isinstance(source, MarkovChain):
+        return source.unigram_logit()
+    pi = autocovariance(source).pi
+    return math.log(pi[1]) - math.log(pi[0])
+
+
+def project_to_manifold(params: Params, p: float | None = None, q: float | None = None, *, tying: bool,
+                        source: Source | None = None) -> Params:
+    """The point of M_π over ``params``: e → 0 (and a → 0 untied), b → log π1 - log π0, the rest kept.
+
+    π of the first-order chain (p, q) (b = log(p/q)) or of any binary ``source``.  Returns a new dict of
+    detached copies (the caller's tensors are not touched), same dtypes and device.  This is the point whose
+    curvature ``manifold_curvature`` classifies (claims ``MANIFOLD``, ``MANIFOLD-GENERAL``).
     """
-    chain = MarkovChain(p, q)
+    source = binary_source(p, q, source)
     _check_architecture(params, tying)
     out = {name: value.detach().clone() for name, value in params.items()}
     out["e"] = torch.zeros_like(out["e"])
     if not tying:
         out["a"] = torch.zeros_like(out["a"])
-    out["b"] = torch.full_like(out["b"], chain.unigram_logit())
+    out["b"] = torch.full_like(out["b"], unigram_logit(source))
     return out
 
 
 def _check_architecture(params: Params, tying: bool) -> None:
-    """One layer, no layer norm, the model's parameter names; refuse anything else with one message."""
-    layers = num_layers(params)
-    if layers > 1:
-        raise InvalidInputError(
-            f"the M_π curvature formula is derived for the one-layer model; got {layers} layers"
-        )
-    if has_layer_norm(params):
-        raise InvalidInputError("the M_π curvature formula is derived for the model without layer norm; "
-                                "params carry layer-norm gains and biases")
-    needed = ("e", "pos", *BLOCK, "b") + (() if tying else ("a",))
+    """The scalar model's parameter names (any depth, with or without layer norm); refuse anything else."""
+    needed = ("e", "pos", *(layer_key(name, layer) for layer in range(num_layers(params)) for name in BLOCK),
+              "b") + (() if tying else ("a",))
     missing = [name for name in needed if name not in params]
-    if missing:
-        raise InvalidInputError(f"params lack {', '.join(missing)} (tying={tying})")
+    if missing or num_layers(params) < 1:
+        raise InvalidInputError(f"params lack {', '.join(missing) or 'W_Q'} (tying={tying})")
 
 
-def _check_on_manifold(params: Params, p: float, q: float, tying: bool) -> None:
-    """e = 0 (and a = 0) exactly, b = log(p/q) to 1e-12 relative (or b's own rounding in float32), all finite.
+def _check_memory(memory: int | None) -> None:
+    if memory is not None and (isinstance(memory, bool) or not isinstance(memory, int) or memory < 1):
+        raise InvalidInputError(f"memory must be a positive integer (or None for full attention), got {memory!r}")
 
-    The relative tolerance is taken against max(1, |log(p/q)|) so that p = q (b = 0) is not held to 0 exactly.
+
+def _check_on_manifold(params: Params, source: Source, tying: bool) -> None:
+    """e = 0 (and a = 0) exactly, b = log(π1/π0) to 1e-12 relative (or b's own rounding in float32), all finite.
+
+    The relative tolerance is taken against max(1, |b|) so that π0 = π1 (b = 0) is not held to 0 exactly.
     """
     for name in ("e",) if tying else ("e", "a"):
         size = params[name].detach().abs().max().item()
@@ -166,13 +189,13 @@ def _check_on_manifold(params: Params, p: float, q: float, tying: bool) -> None:
     bad = [name for name, value in params.items() if not bool(torch.isfinite(value.detach()).all())]
     if bad:
         raise InvalidInputError(f"params hold non-finite values in {', '.join(bad)}")
-    target = MarkovChain(p, q).unigram_logit()
+    target = unigram_logit(source)
     b = params["b"].detach().double().item()
     # A float32 b cannot hold log(p/q) to 1e-12; its own rounding is then the best attainable.
     tolerance = max(B_RELATIVE_TOLERANCE, 2 * torch.finfo(params["b"].dtype).eps) * max(1.0, abs(target))
     if not abs(b - target) <= tolerance:
         raise InvalidInputError(
-            f"point is not on M_π: b = {b!r} must equal log(p/q) = {target!r} "
+            f"point is not on M_π: b = {b!r} must equal log(π1/π0) = {target!r} "
             f"(within {tolerance:.1g}); use project_to_manifold first"
         )
 
@@ -192,11 +215,37 @@ def lag_powers(lam: float, seq_len: int, *, device: torch.device | str, dtype: t
     return torch.where(lag > 0, powers[lag], torch.zeros((), device=device, dtype=dtype))
 
 
-def causal_softmax(scores: Tensor) -> Tensor:
-    """Row-wise softmax over i ≤ n, shifted by the row max so no exp overflows; exact zeros above."""
-    seq_len = scores.shape[0]
-    causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=scores.device).tril()
-    masked = scores.masked_fill(~causal, -math.inf)
+def lag_weights(source: Source, seq_len: int, memory: int | None, *, device: torch.device | str,
+                dtype: torch.dtype) -> Tensor:
+    """(N, N) Ω with Ω[n, i] = w(n + 1 - i) = c(n + 1 - i)/c(0) where position i is visible from n, 0 elsewhere.
+
+    c(m) = Cov(x_{t+m}, x_t) of the source (``numerics.autocovariance``), c(0) = π0 π1; first order
+    w(m) = λ^m (``lag_powers``).  Only visible positions carry weight: K_{n,i} = 0 where the mask hides x̃_i.
+    """
+    if isinstance(source, MarkovChain):
+        weights = lag_powers(source.eigenvalue, seq_len, device=device, dtype=dtype)
+    else:
+        cov = autocovariance(source)
+        w = torch.as_tensor(cov.scalar(seq_len) / cov.variance[1, 1], device=device, dtype=dtype)
+        rows = torch.arange(seq_len, device=device)
+        lag = (rows[:, None] - rows[None, :]).clamp(min=0)
+        weights = torch.where(rows[:, None] >= rows[None, :], w[lag], torch.zeros((), device=device, dtype=dtype))
+    return weights * visible_positions(seq_len, memory, device)
+
+
+def visible_positions(seq_len: int, memory: int | None, device: torch.device | str) -> Tensor:
+    """(N, N) boolean: i is visible from n iff i ≤ n and n - i ≤ memory.  The closed form builds its own mask
+    rather than calling the model's, so that it stays a reference the model's forward pass is tested against."""
+    rows = torch.arange(seq_len, device=device)
+    lag = rows[:, None] - rows[None, :]
+    return (lag >= 0) & (lag <= (seq_len if memory is None else memory))
+
+
+def causal_softmax(scores: Tensor, memory: int | None = None) -> Tensor:
+    """Row-wise softmax over the visible i (i ≤ n, n - i ≤ memory), shifted by the row max so no exp overflows;
+    exact zeros elsewhere."""
+    visible = visible_positions(scores.shape[0], memory, scores.device)
+    masked = scores.masked_fill(~visible, -math.inf)
     weights = torch.exp(masked - masked.amax(dim=1, keepdim=True))
     return weights / weights.sum(dim=1, keepdim=True)
 
@@ -231,13 +280,13 @@ class PositionPass:
     u: Tensor
 
 
-def position_pass(params: Params, dtype: torch.dtype) -> PositionPass:
-    """The forward pass at x̃ = pos in ``dtype`` (see ``PositionPass``)."""
+def position_pass(params: Params, dtype: torch.dtype, memory: int | None = None) -> PositionPass:
+    """The one-layer forward pass at x̃ = pos in ``dtype`` with the attention mask of ``memory`` (``PositionPass``)."""
     W = {name: params[name].detach().to(dtype) for name in BLOCK}
     x = params["pos"].detach().to(dtype)
     scale = math.sqrt(x.shape[1])
     queries, keys = x @ W["W_Q"].T, x @ W["W_K"].T
-    att = causal_softmax(queries @ keys.T / scale)
+    att = causal_softmax(queries @ keys.T / scale, memory)
     v = x @ W["W_V"].T
     m = att @ v
     y = x + m @ W["W_O"].T
@@ -247,7 +296,8 @@ def position_pass(params: Params, dtype: torch.dtype) -> PositionPass:
 def _lag_jacobian_terms(
     att: Tensor, omega: Tensor, lam: float, x: Tensor, v: Tensor, m: Tensor, r: Tensor, u: Tensor, W: Params
 ) -> Tensor:
-    """The bracket of A_n before G_n: λ(I + W_O C_n) + W_O(σ_n W_V + (t_n - σ_n m_n) r_nᵀ), (N, d, d).
+    """The bracket of A_n before G_n: λ(I + W_O C_n) + W_O(σ_n W_V + (t_n - σ_n m_n) r_nᵀ), (N, d, d), with
+    ω_{n,i} = Ω[n, i] a_{n,i} and λ = w(1) (``lag_weights``; first order λ^{n+1-i} and λ).
 
     C_n is ``centred_spread``; t_n - σ_n m_n is expanded likewise.  Also used with all inputs
     replaced by absolute values (then ``m`` enters with a + sign, which the caller arranges).
@@ -267,23 +317,24 @@ def _feed_forward_jacobian(bracket: Tensor, active: Tensor, W: Params) -> Tensor
     return bracket + W["W_2"] @ hidden
 
 
-def _forward(params: Params, lam: float, dtype: torch.dtype) -> _Forward:
-    """z_n and A at x̃ = pos, and the same formulas on absolute values (for the error estimate)."""
-    fp = position_pass(params, dtype)
+def _forward(params: Params, weights: Tensor, memory: int | None, dtype: torch.dtype) -> _Forward:
+    """z_n and A of the one-layer model at x̃ = pos in closed form (lag weights Ω, ``lag_weights``), and the same
+    formulas on absolute values (for the error estimate)."""
+    fp = position_pass(params, dtype, memory)
     W, x, att, v, m, y, r, u = fp.W, fp.x, fp.att, fp.v, fp.m, fp.y, fp.r, fp.u
     seq_len, d = x.shape
     scale = math.sqrt(d)
     pre = y @ W["W_1"].T
     z = y + torch.relu(pre) @ W["W_2"].T
-    Lam = lag_powers(lam, seq_len, device=x.device, dtype=dtype)
-    bracket = _lag_jacobian_terms(att, Lam * att, lam, x, v, m, r, u, W)
+    lam = weights[0, 0].item()  # w(1): the weight of the symbol's own position
+    bracket = _lag_jacobian_terms(att, weights * att, lam, x, v, m, r, u, W)
     lag_jacobian = _feed_forward_jacobian(bracket, (pre > 0).to(dtype), W).mean(dim=0)
 
     Wa = {name: value.abs() for name, value in W.items()}
     xa = x.abs()
     qa, ka, va = xa @ Wa["W_Q"].T, xa @ Wa["W_K"].T, xa @ Wa["W_V"].T
-    causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=x.device).tril()
-    max_score = ((qa @ ka.T) / scale).masked_fill(~causal, 0.0).max().item()
+    visible = visible_positions(seq_len, memory, x.device)
+    max_score = ((qa @ ka.T) / scale).masked_fill(~visible, 0.0).max().item()
     ma = att @ va
     ya = xa + ma @ Wa["W_O"].T
     pre_abs = ya @ Wa["W_1"].T
@@ -291,7 +342,7 @@ def _forward(params: Params, lam: float, dtype: torch.dtype) -> _Forward:
     # an inactive unit contributes an exact 0 (no rounding); a kink is caught by ``_kink_reason``
     za = ya + (active * pre_abs) @ Wa["W_2"].T
     # -m with |m|: the absolute terms of C_n and t_n - σ_n m_n add instead of cancelling
-    bracket_abs = _lag_jacobian_terms(att, Lam.abs() * att, abs(lam), xa, va, -ma, qa @ Wa["W_K"] / scale,
+    bracket_abs = _lag_jacobian_terms(att, weights.abs() * att, abs(lam), xa, va, -ma, qa @ Wa["W_K"] / scale,
                                       ka @ Wa["W_Q"] / scale, Wa)
     lag_abs = _feed_forward_jacobian(bracket_abs, active, Wa).mean(dim=0)
     return _Forward(z, lag_jacobian, za, lag_abs, max_score, pre, pre_abs)
@@ -410,14 +461,137 @@ def _escape_direction(vectors: Tensor, d: int, tying: bool) -> dict[str, Tensor 
     return parts
 
 
-def manifold_curvature(
-    params: Params, p: float, q: float, *, tying: bool, dtype: torch.dtype = torch.float64
-) -> ManifoldCurvature:
-    """The nonzero Hessian block of the population loss at a point of M_π and its verdict (``MANIFOLD``).
+def _log_range(dtype: torch.dtype) -> float:
+    """log of the largest factor a forward-mode tangent may carry: √(the dtype's max), 1e154 or 1.8e19."""
+    return math.log(torch.finfo(dtype).max) / 2
 
-    ``params`` must lie on M_π (e = 0, a = 0 untied, b = log(p/q); see ``project_to_manifold``),
-    one layer, no layer norm; anything else raises ``InvalidInputError``.  N = ``params["pos"].shape[0]``
-    is unrestricted (cost O(N² d²), no 2^N).  Computed in ``dtype`` (float64) on the params' device.
+
+def _tangent_blocks(rho: complex, seq_len: int, dtype: torch.dtype) -> list[tuple[int, int]]:
+    """Output blocks [s, e) short enough that |ρ|^{-(e - s)} stays within ``_log_range``."""
+    size = seq_len if abs(rho) >= 1 else max(1, int(_log_range(dtype) / -math.log(abs(rho))))
+    return [(s, min(s + size, seq_len)) for s in range(0, seq_len, size)]
+
+
+def _tangent_chunk(params: Params, seq_len: int, layers: int, device: torch.device) -> int:
+    """How many tangents one vmapped forward-mode pass may carry: scores, weights and their tangents (about
+    6 N² per layer) and the feed-forward (4 N r) within an eighth of ``memory_budget_bytes``."""
+    r = params["W_1"].shape[0]
+    per = layers * (6 * seq_len * seq_len + 4 * seq_len * r) * params["pos"].element_size()
+    return int(max(1, min(256, memory_budget_bytes(device) // (8 * per))))
+
+
+def lag_sums(params: Params, rhos: list[complex], memory: int | None, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """z_n at x̃ = pos (N, d) and T(ρ) = Σ_n Σ_{i≤n} ρ^{n+1-i} K_{n,i} (complex d × d) for each ρ, any model.
+
+    K_{n,i} = ∂z_n/∂x̃_i of ``numerics.transformer.hidden`` (every layer, the mask of ``memory``, layer norm
+    included) by forward-mode autograd, without forming K: for an output block n ∈ [s, e) the tangent
+    x̃_i ↦ ρ^{s-i} u (i < e) gives at position n the vector Σ_i ρ^{s-i} K_{n,i} u, and ρ^{n+1-s} times it is the
+    block's share of T(ρ) u.  Blocks keep |ρ|^{s-i} within ``_log_range`` (ρ → 0 needs more of them); a complex
+    ρ takes two real passes (real and imaginary part of the tangent).  Cost: d · Σ_ρ (blocks) forward passes,
+    O(L N² d) each, instead of N d passes for the whole Jacobian.
+    """
+    weights = {name: value.detach().to(dtype) for name, value in params.items()}
+    pos = weights["pos"]
+    seq_len, d = pos.shape
+    eye = torch.eye(d, dtype=dtype, device=pos.device)
+    tangents, plan = [], []  # plan: (which ρ, output block, output weights, real part or imaginary part)
+    for index, rho in enumerate(rhos):
+        for s, e in _tangent_blocks(rho, seq_len, dtype):
+            inputs = np.power(complex(rho), np.arange(s, s - e, -1, dtype=float))  # ρ^{s-i}, i = 0..e-1
+            outputs = torch.as_tensor(np.power(complex(rho), np.arange(1, e - s + 1, dtype=float)))
+            for part in ("real", "imag") if rho.imag != 0 else ("real",):
+                column = torch.zeros(seq_len, dtype=dtype, device=pos.device)
+                column[:e] = torch.as_tensor(getattr(inputs, part), dtype=dtype)
+                tangents += [column[:, None] * eye[u] for u in range(d)]
+                plan.append((index, s, e, outputs, part))
+    forward = vmap(lambda t: jvp(lambda h: model.hidden(weights, h, memory), (pos,), (t,))[1])
+    chunk = _tangent_chunk(weights, seq_len, num_layers(weights), pos.device)
+    stacked = torch.stack(tangents) if tangents else pos.new_zeros(0, seq_len, d)
+    moved = torch.cat([forward(c) for c in stacked.split(chunk)]) if tangents else stacked
+    sums = [torch.zeros(d, d, dtype=torch.complex128) for _ in rhos]
+    for j, (index, s, e, outputs, part) in enumerate(plan):
+        block = moved[j * d : (j + 1) * d, s:e].to(torch.float64).cpu()  # (u, n, :) = Σ_i ρ^{s-i} K_{n,i} e_u
+        column = (outputs[None, :, None] * block).sum(dim=1).T  # (:, u)
+        sums[index] += column if part == "real" else 1j * column
+    return model.hidden(weights, pos, memory).detach(), torch.stack(sums) if rhos else torch.zeros(0, d, d)
+
+
+def forward_mode_lag_jacobian(params: Params, source: Source, memory: int | None,
+                              dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """z_n and A = (1/N) Σ_n Σ_{i≤n} w(n+1-i) K_{n,i} for any depth, mask and layer norm (``MANIFOLD-GENERAL``).
+
+    w(m) = c(m)/c(0) = Σ_r Re(α_r ρ_r^m)/c(0) (``Autocovariance.components``, α_r the (1, 1) entry of M_r; terms
+    whose α_r is below 1e-15 c(0) dropped), so A = Re Σ_r α_r T(ρ_r) / (N c(0)) with T of ``lag_sums``.
+    """
+    cov = autocovariance(source)
+    k = cov.variance[1, 1]
+    terms = [t for t in cov.components if abs(t.matrix[1, 1]) > 1e-15 * k]
+    z, sums = lag_sums(params, [t.rho for t in terms], memory, dtype)
+    seq_len = z.shape[0]
+    coefficients = torch.tensor([t.matrix[1, 1] / k for t in terms], dtype=torch.complex128)
+    lag = (coefficients[:, None, None] * sums).sum(dim=0).real / seq_len if terms else torch.zeros(z.shape[1],
+                                                                                                   z.shape[1])
+    return z, lag.to(dtype=dtype, device=z.device)
+
+
+def _feed_forward_inputs(params: Params, memory: int | None) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """For each layer at x̃ = pos: the ReLU inputs W_1 v_n (v = y or LN_2(y)), the same on absolute values,
+    and which hidden units can matter (W_1 row and W_2 column nonzero)."""
+    h = params["pos"].detach()
+    mask = model.attention_mask(h.shape[0], memory, h.device)
+    out = []
+    for layer in range(num_layers(params)):
+        u = model.norm(params, layer_key("ln_1", layer), h)
+        y = h + model.attention(params, layer, u, *model.keys_values(params, layer, u), mask)
+        v = model.norm(params, layer_key("ln_2", layer), y)
+        W_1, W_2 = params[layer_key("W_1", layer)].detach(), params[layer_key("W_2", layer)].detach()
+        live = (W_1.abs().sum(dim=1) > 0) & (W_2.abs().sum(dim=0) > 0)
+        out.append((v @ W_1.T, v.abs() @ W_1.abs().T, live))
+        h = y + model.feed_forward(params, layer, v)
+    return out
+
+
+def _deep_kink_reason(params: Params, memory: int | None, dtype: torch.dtype) -> str:
+    """``_kink_reason`` for any depth: a live ReLU input within u (4N + 2r + 6d + 10) L of its magnitude of 0."""
+    seq_len, d = params["pos"].shape
+    layers = num_layers(params)
+    rounding = torch.finfo(dtype).eps / 2 * (4 * seq_len + 2 * params["W_1"].shape[0] + 6 * d + 10) * layers
+    for layer, (pre, size, live) in enumerate(_feed_forward_inputs(params, memory)):
+        near = (pre.abs() <= rounding * size) & live
+        if bool(near.any()):
+            n, j = (int(t) for t in near.nonzero()[0])
+            return (f"{KINK}: the input of hidden unit j={j} of layer {layer + 1} at position n={n + 1} is 0 within "
+                    f"its rounding error ({int(near.sum())} such entries); the Hessian along e is not defined there")
+    return ""
+
+
+def _shadow_estimate(blocks: tuple[Tensor, Tensor], dtype: torch.dtype) -> float:
+    """Rounding estimate of a forward-mode block from the same computation in float32: the difference of the two
+    results scaled by the ratio of unit roundoffs, times 16 for the variation of the error between precisions."""
+    ratio = torch.finfo(dtype).eps / torch.finfo(torch.float32).eps
+    return 16.0 * ratio * torch.linalg.matrix_norm(blocks[0] - blocks[1].to(blocks[0].dtype), ord=2).item()
+
+
+ROUTES = ("auto", "closed-form", "forward-mode")
+
+
+def manifold_curvature(
+    params: Params, p: float | None = None, q: float | None = None, *, tying: bool, source: Source | None = None,
+    memory: int | None = None, dtype: torch.dtype = torch.float64, route: str = "auto",
+) -> ManifoldCurvature:
+    """The nonzero Hessian block of the population loss at a point of M_π and its verdict (``MANIFOLD``,
+    ``MANIFOLD-GENERAL``).
+
+    The source: the first-order chain (p, q), or any binary stationary ``source`` (``SecondOrderChain``, a
+    2-state ``FiniteChain``); the data enter only through c(m) = Cov(x_{t+m}, x_t) (SPEC §12), i.e. the block
+    of the module doc with λ^{n+1-i} replaced by w(n+1-i) = c(n+1-i)/c(0) and k = c(0).  Any depth, layer norm
+    (the head reads LN_f(z_n); K includes it) and attention memory ``memory`` (None: full causal attention).
+    ``params`` must lie on M_π (e = 0, a = 0 untied, b = log π1/π0; see ``project_to_manifold``); anything else
+    raises ``InvalidInputError``.  N = ``params["pos"].shape[0]`` is unrestricted (no 2^N).
+
+    ``route``: "closed-form" (one layer without layer norm: the formulas of the module doc, O(N² d²)),
+    "forward-mode" (``forward_mode_lag_jacobian``: any model; its rounding estimated by repeating it in
+    float32, ``_shadow_estimate``), "auto" = closed form where it applies.
 
     Decided by the Schur complement S after eliminating b (the block's inertia is k's plus S's): tied, a
     local minimum iff every eigenvalue of S exceeds 4 ``error_bound`` (S ≻ 0), a saddle iff one is below
@@ -426,29 +600,54 @@ def manifold_curvature(
     Otherwise, or at a ReLU kink, "undecided" with a ``reason``.  At θ_π this reproduces claims
     ``LOCAL-MIN`` (p + q > 1), ``SADDLE`` (p + q < 1) and ``SADDLE-UNTIED``.
     """
-    chain = MarkovChain(p, q)
+    source = binary_source(p, q, source)
+    _check_memory(memory)
     _check_architecture(params, tying)
-    _check_on_manifold(params, chain.p, chain.q, tying)
-    k, lam = chain.pi[0] * chain.pi[1], chain.eigenvalue
-    fwd = _forward(params, lam, dtype)
-    if not (torch.isfinite(fwd.z).all() and torch.isfinite(fwd.lag_jacobian).all()):
+    _check_on_manifold(params, source, tying)
+    if route not in ROUTES:
+        raise InvalidInputError(f"route must be one of {', '.join(ROUTES)}, got {route!r}")
+    closed = num_layers(params) == 1 and not has_layer_norm(params)
+    if route == "closed-form" and not closed:
+        raise InvalidInputError("the closed-form route is the one-layer model without layer norm; use forward-mode")
+    if isinstance(source, MarkovChain):
+        k, lam = source.pi[0] * source.pi[1], source.eigenvalue
+    else:
+        cov = autocovariance(source)
+        k = float(cov.variance[1, 1])
+        lam = float(cov.scalar(1)[0]) / k
+    seq_len = params["pos"].shape[0]
+    if route == "forward-mode" or (route == "auto" and not closed):
+        z, lag = forward_mode_lag_jacobian(params, source, memory, dtype)
+        shadow = _assemble(*forward_mode_lag_jacobian(params, source, memory, torch.float32), k, tying)
+        reason = _deep_kink_reason(params, memory, dtype)
+    else:
+        weights = lag_weights(source, seq_len, memory, device=params["pos"].device, dtype=dtype)
+        fwd = _forward(params, weights, memory, dtype)
+        z, lag, shadow = fwd.z, fwd.lag_jacobian, None
+        reason = _kink_reason(fwd, params["W_1"], params["W_2"], dtype)
+    if not (torch.isfinite(z).all() and torch.isfinite(lag).all()):
         raise InvalidInputError("the forward pass at x̃ = pos overflows at these weights "
-                                f"(max |z| = {fwd.z.abs().max().item():.3g}); the curvature is not defined")
-    block, schur, zbar, second, cov = _assemble(fwd.z, fwd.lag_jacobian, k, tying)
+                                f"(max |z| = {z.abs().max().item():.3g}); the curvature is not defined")
+    block, schur, zbar, second, cov_z = _assemble(z, lag, k, tying)
     eigenvalues, vectors = torch.linalg.eigh(block)
     schur_eigenvalues = torch.linalg.eigvalsh(schur)
-    bound = error_estimate(fwd, k, block, dtype)
-    reason = _kink_reason(fwd, params["W_1"], params["W_2"], dtype)
+    if shadow is None:
+        bound = error_estimate(fwd, k, block, dtype)
+    else:
+        solver = block.shape[0] * torch.finfo(dtype).eps / 2 * torch.linalg.matrix_norm(block, ord=2).item()
+        bound = 2.0 * (_shadow_estimate((block, shadow[0]), dtype) + solver)
+        if not math.isfinite(bound):
+            reason = reason or "the float32 pass that estimates the rounding overflows at these weights"
     if reason:
         classification = UNDECIDED
     else:
         # S's entries are sums over the centred |z_n - z̄| ≤ |z_n| + |z̄|, whose products are at most 4 mean |z||z|ᵀ
         classification, reason = _classify(schur_eigenvalues, 4 * bound)
-        if not tying and k * fwd.lag_jacobian.abs().max().item() > bound:
+        if not tying and k * lag.abs().max().item() > bound:
             # H_ee = 0 exactly: the principal minor [[0, -k A_jc], [-k A_jc, k second_jj]] is -(k A_jc)² < 0,
             # so the block is indefinite whatever its small eigenvalues look like
             classification, reason = SADDLE_POINT, ""
-    d = fwd.z.shape[1]
+    d = z.shape[1]
     escape = _escape_direction(vectors, d, tying) if classification == SADDLE_POINT else None
     return ManifoldCurvature(
         tying=tying,
@@ -462,8 +661,8 @@ def manifold_curvature(
         escape_direction=escape,
         hidden_mean=zbar,
         second_moment=second,
-        covariance=cov,
-        lag_jacobian=fwd.lag_jacobian,
+        covariance=cov_z,
+        lag_jacobian=lag,
         k=k,
         lam=lam,
     )
@@ -528,7 +727,8 @@ def _per_copy_hessians(total: Callable[[Tensor], Tensor], copies: Tensor) -> Ten
     return torch.stack([column(j) for j in range(copies.shape[1])], dim=-1)
 
 
-def sequence_hessians_reference(params: Params, chain: MarkovChain, x: Tensor, *, tying: bool) -> Tensor:
+def sequence_hessians_reference(params: Params, chain: Source, x: Tensor, *, tying: bool,
+                                memory: int | None = None) -> Tensor:
     """(B, m, m): h(x) of ``sequence_hessians`` for each row of x (B, N) through the whole forward pass.
 
     ``_per_copy_hessians`` of the loss of ``numerics.transformer.logits``: m passes of the full model
@@ -537,10 +737,10 @@ def sequence_hessians_reference(params: Params, chain: MarkovChain, x: Tensor, *
     """
     fixed = {k: v.detach() for k, v in params.items()}
     start = normal_coordinates(params, tying)
-    p_one, p_zero = chain.next_probabilities(x)
+    p_one, p_zero = next_probabilities(chain, x)
 
     def total(c: Tensor) -> Tensor:
-        ell = model.logits(with_coordinates(fixed, c, tying), x, tying=tying)
+        ell = model.logits(with_coordinates(fixed, c, tying), x, tying=tying, memory=memory)
         return expected_cross_entropy(ell, p_one, p_zero).mean(dim=1).sum()
 
     return _per_copy_hessians(total, start.expand(x.shape[0], start.numel()).clone())
@@ -558,16 +758,28 @@ def _block_rows(params: Params, h: Tensor, rows: Tensor, mask: Tensor) -> Tensor
     return y + model.feed_forward(params, 0, y)
 
 
-def block_jacobian(params: Params, rows: Tensor) -> Tensor:
+def block_jacobian(params: Params, rows: Tensor, memory: int | None = None) -> Tensor:
     """K[n, :, i, :] = ∂z_n/∂x̃_i at x̃ = pos for n in ``rows`` and every i: (len(rows), d, N, d).
 
-    Reverse-mode autograd of the model's own attention and feed-forward (``_block_rows``), one row at a time
-    under ``vmap``; the mask is the model's ``attention_mask``, so whatever it lets a row see enters K.
+    Reverse-mode autograd of the model's own functions: for one layer without layer norm ``_block_rows`` one row
+    at a time under ``vmap``; otherwise the rows of ``numerics.transformer.hidden`` (every layer, layer norm).
+    The mask is the model's ``attention_mask`` of ``memory``, so whatever it lets a row see enters K.
     """
     pos = params["pos"].detach()
-    mask = model.attention_mask(pos.shape[0], device=pos.device)
-    weights = {name: params[name].detach() for name in BLOCK}
+    weights = {name: value.detach() for name, value in params.items()}
+    if num_layers(params) > 1 or has_layer_norm(params):
+        return jacrev(lambda h: model.hidden(weights, h, memory)[rows])(pos)
+    mask = model.attention_mask(pos.shape[0], memory, device=pos.device)
     return vmap(lambda n: jacrev(lambda h: _block_rows(weights, h, n[None], mask)[0])(pos))(rows)
+
+
+def next_probabilities(source: Source, x: Tensor) -> tuple[Tensor, Tensor]:
+    """P(x_{n+1} = 1 | x_1^n) and P(x_{n+1} = 0 | x_1^n) at every position of x (the second exact where the source
+    knows it)."""
+    if isinstance(source, MarkovChain):
+        return source.next_probabilities(x)
+    one = source.next_one_probability(x)
+    return one, 1.0 - one
 
 
 def _row_chunks(seq_len: int, batch: int, d: int, element_bytes: int, budget: int) -> list[Tensor]:
@@ -580,7 +792,7 @@ def _row_chunks(seq_len: int, batch: int, d: int, element_bytes: int, budget: in
 
 
 def sequence_hessians(
-    params: Params, chain: MarkovChain, x: Tensor, *, tying: bool,
+    params: Params, chain: Source, x: Tensor, *, tying: bool, memory: int | None = None,
     progress: Callable[[Iterable], Iterable] = iter,
 ) -> Tensor:
     """(B, m, m): for each row of x (B, N) the Hessian in the normal coordinates c of
@@ -598,8 +810,8 @@ def sequence_hessians(
     c0 = normal_coordinates(params, tying)
     fixed = {k: v.detach() for k, v in params.items()}
     seq_len, d = fixed["pos"].shape
-    z0 = model.block(fixed, 0, fixed["pos"], model.attention_mask(seq_len, device=c0.device))
-    p_one, p_zero = chain.next_probabilities(x)
+    z0 = model.hidden(fixed, fixed["pos"], memory)
+    p_one, p_zero = next_probabilities(chain, x)
     copies = c0.expand(x.shape[0], c0.numel()).clone()
 
     def chunk_loss(rows: Tensor, moved: Tensor) -> Callable[[Tensor], Tensor]:
@@ -614,7 +826,7 @@ def sequence_hessians(
     total = torch.zeros(x.shape[0], c0.numel(), c0.numel(), dtype=c0.dtype, device=c0.device)
     chunks = _row_chunks(seq_len, x.shape[0], d, c0.element_size(), memory_budget_bytes(c0.device))
     for rows in progress(chunks):
-        K = block_jacobian(fixed, rows.to(c0.device))  # (R, d, N, d)
+        K = block_jacobian(fixed, rows.to(c0.device), memory)  # (R, d, N, d)
         moved = (x @ K.permute(2, 0, 1, 3).reshape(seq_len, -1)).reshape(x.shape[0], len(rows), d, d)
         total += _per_copy_hessians(chunk_loss(rows, moved), copies)
     return total
@@ -628,8 +840,8 @@ def sampling_bytes(seq_len: int, size: int, element_bytes: int) -> int:
 
 
 def sampled_block(
-    params: Params, p: float, q: float, *, tying: bool, samples: int, seed: int,
-    progress: Callable[[Iterable], Iterable] = iter,
+    params: Params, p: float | None = None, q: float | None = None, *, tying: bool, samples: int, seed: int,
+    source: Source | None = None, memory: int | None = None, progress: Callable[[Iterable], Iterable] = iter,
 ) -> SampledBlock:
     """Unbiased Monte-Carlo estimate of the normal block at a point of M_π, for any N (``MANIFOLD``).
 
@@ -640,13 +852,14 @@ def sampled_block(
     mean and its standard error std/√samples, entrywise.  Independent of the closed form: a check of one
     against the other can fail.  ``progress`` wraps the chunks of positions.
     """
-    chain = MarkovChain(p, q)
+    chain = binary_source(p, q, source)
+    _check_memory(memory)
     _check_architecture(params, tying)
-    _check_on_manifold(params, chain.p, chain.q, tying)
+    _check_on_manifold(params, chain, tying)
     if samples < 2:
         raise InvalidInputError(f"a standard error needs at least 2 sampled sequences, got {samples}")
     c0 = normal_coordinates(params, tying)
     x = chain.sample(samples, params["pos"].shape[0], seed=seed, device=c0.device, dtype=c0.dtype)
-    h = sequence_hessians(params, chain, x, tying=tying, progress=progress).double().cpu()
+    h = sequence_hessians(params, chain, x, tying=tying, memory=memory, progress=progress).double().cpu()
     switches = int((x[:, 1:] != x[:, :-1]).sum())
     return SampledBlock(h.mean(dim=0), h.std(dim=0) / math.sqrt(samples), samples, switches)

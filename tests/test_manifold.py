@@ -241,7 +241,7 @@ def test_refuses_points_off_the_manifold_and_other_models():
     cases = {
         "e must be 0": {**point, "e": point["e"] + 1e-9},
         "a must be 0": {**point, "a": point["a"] + 1e-9},
-        "must equal log(p/q)": {**point, "b": point["b"] + 1e-9},
+        "must equal log(π1/π0)": {**point, "b": point["b"] + 1e-9},
         "non-finite values in W_1": {**point, "W_1": point["W_1"] * float("nan")},
     }
     for message, params in cases.items():
@@ -249,13 +249,12 @@ def test_refuses_points_off_the_manifold_and_other_models():
             manifold_curvature(params, p, q, tying=False)
     with pytest.raises(InvalidInputError, match="lack a"):
         manifold_curvature({k: v for k, v in point.items() if k != "a"}, p, q, tying=False)
-    two_layers = init_params(2, 4, layers=2, std=0.5, seed=0)
-    with pytest.raises(InvalidInputError, match="one-layer model; got 2 layers"):
-        manifold_curvature(two_layers, p, q, tying=True)
-    with pytest.raises(InvalidInputError, match="one-layer model; got 2 layers"):
-        project_to_manifold(two_layers, p, q, tying=True)
-    with pytest.raises(InvalidInputError, match="without layer norm"):
-        manifold_curvature(init_params(2, 4, layer_norm=True, std=0.0), p, q, tying=True)
+    two_layers = project_to_manifold(init_params(2, 4, layers=2, std=0.5, seed=0), p, q, tying=True)
+    with pytest.raises(InvalidInputError, match="closed-form route is the one-layer model without layer norm"):
+        manifold_curvature(two_layers, p, q, tying=True, route="closed-form")
+    for memory in (0, -1, 1.5, True):
+        with pytest.raises(InvalidInputError, match="memory must be a positive integer"):
+            manifold_curvature(two_layers, p, q, tying=True, memory=memory)
     for bad in (1.5, 0.0, float("nan"), "x"):
         with pytest.raises(InvalidInputError, match="p must"):
             manifold_curvature(point, bad, q, tying=False)
