@@ -6,18 +6,38 @@ empirical cross-entropy of predicting x_{n+1} from x_1..x_n at every position n 
     L̂(θ) = (1 / BN) Σ_{b,n} ℓ(logit_n(x^b), x^b_{n+1})   (nats),
 
 with AdamW and the paper's schedule (``lr_factor``: linear warm-up from lr/100, then cosine
-decay to lr/5), as in the paper's released code, or with plain SGD at a constant rate (no
-momentum, no weight decay: the comparison of the escape study).  The test loss is measured on
-sequences never trained on, as the expected cross-entropy given the source's true next-symbol
-probability (the Rao-Blackwellised form of the test cross-entropy: same mean, less noise), with
-a standard error over sequences.  For first-order sources and N small enough the exact
-population loss is reported as well, and for every run the loss of the add-β estimate of the
-kernel from the same training samples.
+decay to lr/5; the released code warms up along a cosine, see the recipes below), or with plain
+SGD at a constant rate (no momentum, no weight decay: the comparison of the escape study).  The
+test loss is measured on sequences never trained on, as the expected cross-entropy given the
+source's true next-symbol probability (the Rao-Blackwellised form of the test cross-entropy:
+same mean, less noise), with a standard error over sequences.  For first-order sources and N
+small enough the exact population loss is reported as well, and for every run the loss of the
+add-β estimate of the kernel from the same training samples.
 
 Defaults follow the paper's code (d = 8, one head, N = 1024, batch 16, AdamW β = (0.9, 0.95),
-lr 2e-3, weight decay 1e-3 on e, a and the weight matrices, N(0, 0.02²) init, 2 % warm-up);
+lr 2e-3, weight decay 1e-3 on e, a and the weight matrices, N(0, 0.02²) init, 2 % warm-up; the
+released code differs in three details, ``recipe`` below);
 layer norm is **off** by default, so the trained model is the one the theory is about.  SGD's
 default rate is 1, constant.
+
+Recipes (``TrainConfig.recipe``): ``package`` is the above; ``released`` is the training recipe of the
+authors' released code (github.com/Bond1995/Markov at 446eaa1, ``Markov-Simple/src``; ``Markov-LLM`` and
+``Markov-LLM-m`` train the same way), which differs from it in exactly three places:
+
+- weight decay only on its ``nn.Linear`` weights (W_Q, W_K, W_V, W_O, W_1, W_2 and an untied head a or A), not
+  on the token embedding e or E (an ``nn.Embedding``; tied, the head is that same tensor and is taken out of
+  the decay set): ``get_parameter_group_specs``, ``models/base.py:371-421``;
+- W_O and W_2 of every layer (``attn.c_proj``, ``mlp.c_proj``) drawn at init_std/√(2·layers) (GPT-2's rule,
+  ``models/base.py:276-279``: 0.02/√(2·n_layer)) and the head bias at 0 (``nn.Linear``'s bias, zeroed by
+  ``_init_weights``, ``models/base.py:296-300``); every other entry is the same draw as ``package``'s;
+- the schedule of ``OneCycleLR(anneal_strategy='cos', pct_start=warmup, div_factor=100,
+  final_div_factor=0.05)`` (``main.py:89-93``): a *cosine* warm-up from lr/100 that peaks at step
+  warmup·steps - 1 (15 of 800), then cosine down to lr/5 (``released_lr_factor``).
+
+Optimiser, betas, lr, batch, the Gaussian's scale and the source's law are the same in both.  The
+released code keeps float32 weights (``--dtype`` is not used by its model) and runs the forward pass
+under float16 autocast on a GPU (``optim/base.py:13-15``); the recipe leaves ``dtype`` to the caller
+(float64 by default; float32 for the released weights' precision, without autocast).
 
 Initialisations (``TrainConfig.init``): ``gaussian`` draws every parameter i.i.d. N(0, init_std²)
 (the standard one at the default 0.02); ``rank-one`` is the companion paper's (L2G) "our
@@ -58,7 +78,7 @@ from numerics.transformer import Params, init_params, is_onehot, logits
 
 Source = MarkovChain | SecondOrderChain | FiniteChain
 
-#: Parameters that get weight decay (the paper decays its Linear weights, which include e).
+#: Parameters that get weight decay (v1's code decays its Linear weights, which include its e = nn.Linear(1, d)).
 DECAYED = ("e", "a", "E", "A", "W_Q", "W_K", "W_V", "W_O", "W_1", "W_2")
 #: Largest N for which the exact population loss of a trained first-order model is computed.
 EXACT_MAX_SEQ_LEN = 12
@@ -71,6 +91,12 @@ FINAL_DIV = 5.0
 INITS = ("gaussian", "rank-one")
 #: Embeddings ``train`` offers (``TrainConfig.embedding``).
 EMBEDDINGS = ("scalar", "onehot")
+#: Training recipes (``TrainConfig.recipe``): this package's, and the authors' released code's (module docstring).
+RECIPES = ("package", "released")
+#: The released recipe's decayed parameters: its nn.Linear weights only, never the token embedding e or E.
+RELEASED_DECAYED = tuple(name for name in DECAYED if name not in ("e", "E"))
+#: The released recipe's residual output projections, initialised at init_std / √(2·layers).
+RESIDUAL_OUTPUTS = ("W_O", "W_2")
 
 #: ``on_eval(step, params, test_loss)``: called at every evaluation; ``params`` are the live
 #: (detached) tensors, so a hook that keeps them must copy them.
@@ -97,6 +123,7 @@ class TrainConfig:
     init: str = "gaussian"
     init_std: float = 0.02  # the Gaussian's scale; rank-one: of the attention weights
     embedding: str = "scalar"  # "onehot": the released code's E[x] with k logits
+    recipe: str = "package"  # "released": the released code's decay set, init scales and schedule
     eval_every: int = 20
     eval_sequences: int = 64
     seed: int = 0
@@ -122,6 +149,10 @@ class TrainConfig:
             raise InvalidInputError("the rank-one initialisation is defined for the scalar model")
         if self.init == "rank-one" and (not self.tying or self.layers != 1):
             raise InvalidInputError("the rank-one initialisation is defined for the tied one-layer model")
+        if self.recipe not in RECIPES:
+            raise InvalidInputError(f"recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
+        if self.recipe == "released" and self.optimizer != "adamw":
+            raise InvalidInputError("the released recipe is the released code's AdamW recipe; use optimizer adamw")
 
     @property
     def learning_rate(self) -> float:
@@ -194,15 +225,25 @@ def model_symbols(source: Source, config: TrainConfig) -> int | None:
     return None
 
 
+def released_init(params: Params, layers: int) -> Params:
+    """The released recipe's Gaussian start made from ours: every layer's W_O and W_2 times 1/√(2·layers), the
+    head bias b at 0, every other entry unchanged (so the same seed draws the same point elsewhere)."""
+    residual = {k: v / math.sqrt(2 * layers) for k, v in params.items() if k.split(".")[0] in RESIDUAL_OUTPUTS}
+    return params | residual | {"b": torch.zeros_like(params["b"])}
+
+
 def initial_params(config: TrainConfig, k: int | None = None) -> Params:
     """θ(0) of a run: ``config.init`` at scale ``config.init_std``, seeded by ``config.seed``; ``k``:
-    the one-hot model's alphabet (``model_symbols``), None for the scalar model."""
+    the one-hot model's alphabet (``model_symbols``), None for the scalar model.  The released recipe rescales
+    the Gaussian start (``released_init``); its rank-one start is the same as the package's (the released
+    code's ``--init good`` skips GPT-2's rescaling, and rank-one's b is 0 already)."""
     if config.init == "rank-one":
         return rank_one_params(config.d, config.seq_len, std=config.init_std, layer_norm=config.layer_norm,
                                seed=config.seed, device=config.device, dtype=config.dtype)
-    return init_params(config.d, config.seq_len, layers=config.layers, tying=config.tying,
-                       layer_norm=config.layer_norm, std=config.init_std, seed=config.seed, symbols=k,
-                       device=config.device, dtype=config.dtype)
+    params = init_params(config.d, config.seq_len, layers=config.layers, tying=config.tying,
+                         layer_norm=config.layer_norm, std=config.init_std, seed=config.seed, symbols=k,
+                         device=config.device, dtype=config.dtype)
+    return released_init(params, config.layers) if config.recipe == "released" else params
 
 
 def _step_seed(seed: int, step: int) -> int:
@@ -295,8 +336,28 @@ def lr_factor(step: int, steps: int, warmup: float) -> float:
     return end + (1.0 - end) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, fraction)))
 
 
+def released_lr_factor(step: int, steps: int, warmup: float) -> float:
+    """The released code's schedule as a multiple of lr for update ``step`` = 0..steps-1: torch's
+    ``OneCycleLR(anneal_strategy='cos', pct_start=warmup, div_factor=100, final_div_factor=0.05)``, written out.
+
+    With P = warmup · steps - 1 (a float, as OneCycleLR's phase end; 15 at 2 % of 800): a cosine ramp from
+    1/100 at step 0 to 1 at step P, then a cosine from 1 at step P down to (1/100)/0.05 = 1/5 at step
+    steps - 1.  With P < 0 (fewer than 1/warmup steps) there is no ramp and the decay is timed from P, as
+    in OneCycleLR (one step runs at lr/5).  At P = 0 (exactly 1/warmup steps), where OneCycleLR divides by
+    zero, the peak is at step 0: factor 1, OneCycleLR's limit from slightly fewer steps.
+    """
+    def cosine(start: float, end: float, fraction: float) -> float:
+        return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * fraction))
+
+    peak = warmup * steps - 1
+    if peak > 0 and step <= peak:
+        return cosine(1.0 / WARMUP_START_DIV, 1.0, step / peak)
+    return cosine(1.0, 1.0 / FINAL_DIV, (step - peak) / (steps - 1 - peak) if step > peak else 0.0)
+
+
 def _optimizer(params: Params, config: TrainConfig) -> tuple[torch.optim.Optimizer, LambdaLR | None]:
-    """AdamW with decay on ``DECAYED`` only and the paper's schedule; or plain SGD, constant rate.
+    """AdamW with decay on ``DECAYED`` only and the paper's schedule (the released recipe: on
+    ``RELEASED_DECAYED`` with ``released_lr_factor``); or plain SGD, constant rate.
 
     SGD has no momentum and no weight decay: torch's SGD decay is coupled (lr · wd per step, 500
     times AdamW's decoupled lr · wd at the default rates), so carrying wd over would not be the
@@ -304,13 +365,15 @@ def _optimizer(params: Params, config: TrainConfig) -> tuple[torch.optim.Optimiz
     """
     if config.optimizer == "sgd":
         return torch.optim.SGD(list(params.values()), lr=config.learning_rate), None
-    decayed = [v for k, v in params.items() if k.split(".")[0] in DECAYED]
-    others = [v for k, v in params.items() if k.split(".")[0] not in DECAYED]
+    released = config.recipe == "released"
+    decay_set, factor = (RELEASED_DECAYED, released_lr_factor) if released else (DECAYED, lr_factor)
+    decayed = [v for k, v in params.items() if k.split(".")[0] in decay_set]
+    others = [v for k, v in params.items() if k.split(".")[0] not in decay_set]
     optimizer = torch.optim.AdamW(
         [{"params": decayed, "weight_decay": config.weight_decay}, {"params": others, "weight_decay": 0.0}],
         lr=config.learning_rate, betas=config.betas,
     )
-    schedule = LambdaLR(optimizer, lambda step: lr_factor(step, config.steps, config.warmup))
+    schedule = LambdaLR(optimizer, lambda step: factor(step, config.steps, config.warmup))
     return optimizer, schedule
 
 
