@@ -261,8 +261,8 @@ def prefix_logits(params: Params, tree: PrefixTree, *, tying: bool, memory: int 
     scores = query @ key_pos.T + (query @ key_token.T).gather(1, symbols)  # (prefixes, N)
     visible = attention_mask(seq_len, memory, pos.device)[n]  # row n of the (windowed) causal mask
     weights = torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1)
-    # attention mass on each symbol c: Σ_{i: x_i = c} a_i (padding is masked, weight 0)
-    mass = torch.stack([(weights * (symbols == c)).sum(dim=-1) for c in range(table.shape[0])], dim=-1)
+    # attention mass on each symbol c: Σ_{i: x_i = c} a_i, one scatter-add (padding is masked, weight 0)
+    mass = weights.new_zeros(weights.shape[0], table.shape[0]).scatter_add(1, symbols, weights)
     mixed = weights @ value_pos + mass @ value_token
     y = x_now + mixed @ params["W_O"].T
     return head(params, y + feed_forward(params, 0, y), tying=tying)
