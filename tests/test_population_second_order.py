@@ -262,3 +262,26 @@ def test_the_one_hot_model_refuses_the_second_order_source():
     with pytest.raises(InvalidInputError, match="SecondOrderChain") as err:
         chain_loss(params, SecondOrderChain(GENERAL), tying=True)
     assert "\n" not in str(err.value)
+
+
+# --- the benchmark's second-order rows ---
+
+def test_benchmark_times_the_second_order_source_and_reports_a_missed_target(capsys):
+    from tests.test_benchmarks import load
+
+    script = load("population_loss")  # puts benchmarks/ on sys.path, as running the script does
+    import _common as common
+
+    threads = torch.get_num_threads()  # the script sets its own (--threads)
+    try:
+        argv = ["--source", "second-order", "--seq-lens", "3", "--repeats", "1", "--memory", "1"]
+        assert common.run(script.main, [*argv, "--target", "1e9"]) == 1
+        out = capsys.readouterr().out
+        assert "MISS exact loss speed-up over the naive one at N=3 (second-order source)" in out
+        assert "first-order" not in out and "memory W = 1" in out
+        assert common.run(script.main, [*argv, "--target", "1e-9"]) == 0
+        assert "OK   exact loss speed-up over the naive one at N=3 (second-order source)" in capsys.readouterr().out
+        assert common.run(script.main, ["--chain", "switching3", "--source", "both"]) == 2
+        assert capsys.readouterr().err.count("\n") == 1
+    finally:
+        torch.set_num_threads(threads)
