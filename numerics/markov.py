@@ -589,13 +589,19 @@ class SecondOrderChain:
         ``previous`` = ``NO_SYMBOL`` (-1) marks n = 1, where only x_1 is known: the order-1 conditional
         (``conditional_one``).  P(0 | ·) is 1 - T as written, not 1 - P(1 | ·) recomputed.
         """
-        one, zero = self._conditional_one_and_zero()
-        T = np.array(self.table)
-        # laws[j, previous + 1, current] = P(x_{n+1} = j | ·): row 0 is n = 1, rows 1, 2 are x_{n-1} = 0, 1
-        laws = torch.tensor(np.stack([np.stack([zero, *(1.0 - T)]), np.stack([one, *T])]),
-                            dtype=current.dtype, device=current.device)
+        laws = torch.from_numpy(self._next_laws).to(dtype=current.dtype, device=current.device)
         row, column = previous.long() + 1, current.long()
         return laws[1, row, column], laws[0, row, column]
+
+    @functools.cached_property
+    def _next_laws(self) -> np.ndarray:
+        """laws[j, previous + 1, current] = P(x_{n+1} = j | ·): row 0 is n = 1, rows 1, 2 are x_{n-1} = 0, 1.
+
+        Built once per chain: every evaluation of the loss reads it (as a tensor sharing its memory on the CPU
+        in float64: treat it as read-only)."""
+        one, zero = self._conditional_one_and_zero()
+        T = np.array(self.table)
+        return np.stack([np.stack([zero, *(1.0 - T)]), np.stack([one, *T])])
 
     def next_one_probability(self, x: Tensor) -> Tensor:
         """P(x_{n+1} = 1 | x_1..x_n) at every position of sequences x (..., n): order 1 at n = 1."""
