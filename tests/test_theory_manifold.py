@@ -34,27 +34,32 @@ def test_the_identities_credit_every_manifold_result_once():
 
 
 @pytest.mark.parametrize(("length", "dim"), M.SIZES)
-def test_second_order_and_omega_terms_enter_the_logits_then_drop_out(length, dim):
-    """Not vacuous: every symbol that must drop out is in some logit, and none is in the derived Hessian."""
-    model = M.expansion(length, dim)
-    x = M.sequence_symbols(length + 1)
-    remainder = set(model.remainder_symbols)
+def test_omega_slopes_enter_the_per_sequence_hessian_then_drop_out(length, dim):
+    """Not vacuous: z'_n = ∂F_n/∂ω is in every per-sequence Hessian and in the any-law block (times
+    E[σ − x_{n+1}]), and not in the first-order chain's block."""
+    slopes = {s for z in M.jet(length, dim).slope for s in z}
     for tying in (True, False):
-        entering = set().union(*(M.logit(model, n, tying, x).free_symbols for n in range(1, length + 1)))
-        assert remainder <= entering
-        assert not M.derived_block(length, dim, tying).free_symbols & remainder
+        assert slopes <= set().union(*(h.free_symbols for h in M.sequence_hessian(length, dim, tying)))
+        assert slopes <= M.moment_block(length, dim, tying).free_symbols
+        assert not M.derived_block(length, dim, tying).free_symbols & slopes
 
 
-def _lag_jacobian_one_power_short(model: M.Jet, lam: sp.Expr = M.LAMBDA_SYMBOL) -> sp.Matrix:
-    """The corrupted lag Jacobian (1/N) Σ λ^{n−i} K_{n,i} (the claim has λ^{n+1−i})."""
-    return sum((lam ** (n - i) * K for (n, i), K in model.jacobian.items()), sp.zeros(model.dim)) / model.length
+def test_an_object_the_jet_does_not_name_stops_the_derivation(monkeypatch):
+    """The guard of ``sequence_hessian``: a derivative of F left unnamed (here the Jacobians) raises."""
+    length, dim = M.SIZES[0]
+    named = M._jet_objects(length, dim)
+    jacobians = {s for K in M.jet(length, dim).jacobian.values() for s in K}
+    monkeypatch.setattr(M, "_jet_objects", lambda *size: {o: s for o, s in named.items() if s not in jacobians})
+    with pytest.raises(ArithmeticError, match="more than z, K"):
+        M.sequence_hessian.__wrapped__(length, dim, True)
 
 
 @pytest.mark.parametrize("tying", [True, False], ids=["tied", "untied"])
 @pytest.mark.parametrize(("length", "dim"), M.SIZES)
 def test_wrong_lag_power_is_not_proven(monkeypatch, length, dim, tying):
+    """λ^{n−i} for λ^{n+1−i}: the closed form's lag one short."""
     assert M.block_identity(length, dim, tying).proven
-    monkeypatch.setattr(M, "lag_jacobian", _lag_jacobian_one_power_short)
+    monkeypatch.setattr(M, "lag", lambda n, i: n - i)
     assert M.block_identity.__wrapped__(length, dim, tying).proven is False  # __wrapped__: the cache keeps the truth
 
 
@@ -67,21 +72,21 @@ def test_wrong_lag_power_breaks_the_moment_identity():
 
 @pytest.mark.parametrize(("length", "dim"), M.SIZES)
 def test_dropping_the_transpose_is_not_proven(length, dim):
-    """H_ee = k[M − A] (K instead of K + Kᵀ) fails at every size."""
+    """H_ee = k M − A (K instead of K + Kᵀ) fails at every size."""
     claimed = M.closed_form(M.jet(length, dim), True)
-    claimed[:dim, :dim] += M.K_SYMBOL * M.lag_jacobian(M.jet(length, dim)).T
+    claimed[:dim, :dim] += M.lag_jacobian(M.jet(length, dim)).T
     assert not _proven(M.derived_block(length, dim, True), claimed)
 
 
 @pytest.mark.parametrize(("length", "dim"), M.SIZES)
 def test_only_d_2_tells_k_from_its_transpose(length, dim):
-    """2K for K + Kᵀ (tied), or −k A for −k Aᵀ in the e–a block (untied), agrees at d = 1 and fails at d = 2:
+    """2K for K + Kᵀ (tied), or −A for −Aᵀ in the e–a block (untied), agrees at d = 1 and fails at d = 2:
     why the proofs include d = 2."""
     A = M.lag_jacobian(M.jet(length, dim))
     tied = M.closed_form(M.jet(length, dim), True)
-    tied[:dim, :dim] += M.K_SYMBOL * (A.T - A)  # k[M − 2A]
+    tied[:dim, :dim] += A.T - A  # k M − 2A
     untied = M.closed_form(M.jet(length, dim), False)
-    untied[:dim, dim:2 * dim], untied[dim:2 * dim, :dim] = -M.K_SYMBOL * A, -M.K_SYMBOL * A.T
+    untied[:dim, dim:2 * dim], untied[dim:2 * dim, :dim] = -A, -A.T
     assert _proven(M.derived_block(length, dim, True), tied) is (dim == 1)
     assert _proven(M.derived_block(length, dim, False), untied) is (dim == 1)
 

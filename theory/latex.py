@@ -24,6 +24,7 @@ import sympy as sp
 from sympy.printing.latex import LatexPrinter
 
 from numerics.markov import PRESETS, InvalidInputError, check_probability
+from theory import autocovariance as AC
 from theory import canonical as C
 from theory import landscape as T
 from theory import manifold as M
@@ -245,23 +246,22 @@ def _manifold_section() -> list[str]:
         "\\section{The critical manifold}\\label{sec:manifold}",
         "On the unigram critical manifold $M_\\pi$ the embedding is $e = 0$ and the bias $b = \\log(p/q)$ "
         "(untied also $a = 0$), every other weight free: every point predicts $\\pi_1$. The logit at position $n$ is "
-        "$\\ell_n = e^\\top F_n(\\tilde x_1, \\dots, \\tilde x_n) + b$ (untied $a^\\top F_n + b$) with "
-        "$\\tilde x_i = x_i e + \\mathrm{pos}_i$, $x_i \\in \\{0, 1\\}$, and $F_n$ any smooth map (everything after "
-        "the embedding), which also depends on a further weight $\\omega$: any direction among $W_Q, W_K, W_V, W_O, "
-        "W_1, W_2$ and the positions. Around $\\tilde x = \\mathrm{pos}$, $\\omega = 0$,",
-        _eq("F_n = z_n + \\omega z'_n + \\tfrac12 \\omega^2 z''_n + \\sum_{i \\le n} (K_{n,i} + \\omega K'_{n,i})\\, "
-            "x_i e + \\Big(\\sum_{i \\le j \\le n} x_i x_j\\, e^\\top S^{(c)}_{n,i,j} e\\Big)_{c} + \\dots", "F-jet"),
-        "where $z_n = F_n(\\mathrm{pos}) \\in \\mathbb{R}^d$ is the hidden state at position $n$, "
-        "$K_{n,i} = \\partial F_n / \\partial \\tilde x_i$ ($d \\times d$, $i \\le n$) its Jacobians, and every "
-        "coefficient is a SymPy symbol (entries $K_{n,i}^{(j,c)}$ when $d > 1$). The terms quadratic in $e$ reach "
-        "$\\ell_n$ multiplied by $e^\\top$ (or $a^\\top$): cubic in the weights, they cannot reach the Hessian at "
-        "$e = 0$. They are kept anyway, as are $z'_n, z''_n, K'_{n,i}$, and drop out of the derivation. The loss is "
-        "$L = \\frac1N \\sum_n E[\\log(1 + e^{\\ell_n}) - x_{n+1} \\ell_n]$, $E$ the exact sum over all $2^{N+1}$ "
-        "sequences with probability $\\pi_{x_1} \\prod_t P_{x_t x_{t+1}}$; SymPy takes its Hessian in "
-        "$(e, b, \\omega)$ (untied $(e, a, b, \\omega)$) at $e = a = \\omega = 0$, $b = \\log(p/q)$ by the chain "
-        "rule $\\nabla^2 f(\\ell_n, y) = \\partial_u^2 f\\, \\nabla \\ell_n \\nabla \\ell_n^\\top "
-        "+ \\partial_u f\\, \\nabla^2 \\ell_n$, $f(u, y) = \\log(1 + e^u) - y u$, differentiating $f$ and "
-        "$\\ell_n$. Write",
+        "$\\ell_n = e^\\top F_n(\\tilde x_1, \\dots, \\tilde x_n, \\omega) + b$ (untied $a^\\top F_n + b$) with "
+        "$\\tilde x_i = x_i e + \\mathrm{pos}_i$, $x_i \\in \\{0, 1\\}$, and $F_n$ (everything after the embedding) "
+        "$d$ undefined SymPy functions of the $n d$ embedding coordinates and of a further weight $\\omega$: any "
+        "direction among $W_Q, W_K, W_V, W_O, W_1, W_2$ and the positions. For $d = 1$, as SymPy holds them,",
+        _eq(", \\qquad ".join(_latex(M.hidden_state(n, M.sequence_symbols(n), sp.Matrix(M.parameters(1, True)[:1]))[0])
+                               for n in (1, 2)), "F-jet"),
+        "SymPy differentiates the composed loss $f(\\ell_n(\\theta), x_{n+1})$, $f(u, y) = \\log(1 + e^u) - y u$, "
+        "twice in $(e, b, \\omega)$ (untied $(e, a, b, \\omega)$) and sets $e = a = \\omega = 0$, "
+        "$b = \\log(\\sigma/(1-\\sigma))$. What is left are the hidden states $z_n = F_n(\\mathrm{pos}, 0) "
+        "\\in \\mathbb{R}^d$, their Jacobians $K_{n,i} = \\partial F_n / \\partial \\tilde x_i$ ($d \\times d$, "
+        "$i \\le n$, entries $K_{n,i}^{(j,c)}$ when $d > 1$) and $z'_n = \\partial F_n / \\partial \\omega$ there, "
+        "renamed to symbols; any other derivative left would stop the derivation. The per-sequence Hessian is a "
+        "polynomial in the $x_t$; its expectation takes each monomial's moment. Here, on the first-order chain, "
+        "$\\sigma = \\pi_1$ and every moment is the exact sum over the sequences with probability "
+        "$\\pi_{x_1} \\prod_t P_{x_t x_{t+1}}$ (Section~\\ref{sec:manifold-general} keeps the moments, and the "
+        "source, free). Write",
         _eq(f"k = \\pi_0 \\pi_1 = {sp.latex(K)}, \\quad \\lambda = 1 - p - q, \\quad "
             "\\bar z = \\frac1N \\sum_n z_n, \\quad M = \\frac1N \\sum_n z_n z_n^\\top, \\quad "
             "A = \\frac1N \\sum_n \\sum_{i \\le n} \\lambda^{n+1-i} K_{n,i}", "manifold-notation"),
@@ -328,6 +328,95 @@ def _manifold_section() -> list[str]:
         _sides(M.reduced_identity(True), "H", "H_{(s,b)}", "manifold-reduced"),
         "and untied the $(s, t, b)$ block:",
         _sides(M.reduced_identity(False), "H", "H_{(s,t,b)}", "manifold-reduced-untied"),
+    ]
+
+
+def _general_manifold_section() -> list[str]:
+    """M_π for any stationary source, depth and mask (claims MANIFOLD-GENERAL, AUTOCOV-SECOND-ORDER,
+    SECOND-ORDER-DEGENERATE): the moment form, the closed form in c_m, the autocovariances, the corollaries."""
+    d = sp.Symbol("d")
+    A, Mz, k = sp.MatrixSymbol("A_c", d, d), sp.MatrixSymbol("M", d, d), M.K_SYMBOL
+    zbar = sp.MatrixSymbol("\\bar{z}", d, 1)
+    cov = sp.MatrixSymbol("\\mathrm{Cov}_n(z_n)", d, d)
+    N, d1 = M.SIZES[0]
+    law, general = M.law_identity(N, d1, True), M.general_block_identity(N, d1, True)
+    untied = M.general_block_identity(N, d1, False)
+    lags = range(AC.LAGS + 1)
+    table = " \\\\\n".join(
+        f"c^{{({order})}}(m) &: " + " & ".join(_latex(_readable(AC.autocovariance(order, m))) for m in lags)
+        for order in AC.ORDERS)
+    odd = M.second_order_schur(M.jet(N, d1))
+    results = [r for r in M.general_results() + AC.results() if r.claim in _GENERAL_CLAIMS]
+    return [
+        "\\section{Any stationary source, depth and mask}\\label{sec:manifold-general}",
+        "The derivation of Section~\\ref{sec:manifold} never used the chain, the depth or the attention pattern: "
+        "$F_n$ is undefined. Here the source is left free too. For ANY joint law of $x_1, \\dots, x_{N+1}$ the "
+        "expectation replaces each monomial $\\prod_{t \\in S} x_t$ of the per-sequence Hessian by a moment symbol "
+        "$E[x_S]$, and $\\sigma = \\sigma(b)$ stays a symbol. "
+        f"For $N = {N}$, $d = {d1}$, tied, SymPy's $H_{{ee}}$ is",
+        _eq("\\begin{aligned}\n" + _lines("H_{ee}", law.form[0, 0], split=True, per_row=3) + "\n\\end{aligned}",
+            "general-law-Hee"),
+        _eq(f"H_{{eb}} = {_latex(law.form[0, 1])}, \\qquad H_{{bb}} = {_latex(law.form[1, 1])}, \\qquad "
+            f"H_{{e\\omega}} = {_latex(law.form[0, 2])}", "general-law-Heb"),
+        "Only $E[x_i]$, $E[x_{n+1}]$ and $E[x_i x_{n+1}]$ ($i \\le n$) enter, as the moment form claims:",
+        _eq("\\nabla^2 L = \\frac1N \\sum_n \\Big[\\sigma(1-\\sigma)\\, g_n g_n^\\top + E[\\sigma - x_{n+1}]\\, "
+            "\\Omega_n + \\sum_{i \\le n} E[(\\sigma - x_{n+1}) x_i]\\, B_{n,i}\\Big]", "general-moment-form"),
+        "with $g_n = \\nabla \\ell_n = (z_n, 1, 0)$ (untied $(0, z_n, 1, 0)$), $\\Omega_n$ the $\\omega$ row "
+        "($z'_n$ against $e$, untied against $a$) and $B_{n,i}$ the $x_i$-part of $\\nabla^2 \\ell_n$: "
+        "$K_{n,i} + K_{n,i}^\\top$ in $e$--$e$ (untied $K_{n,i}$ in $a$--$e$). "
+        + _status(law) + " No moment of three symbols, and none of the source's other structure, enters.",
+        "\\subsection{A stationary source}",
+        "A stationary binary source has $E[x_t] = \\pi_1$ and $E[x_i x_j] = \\pi_1^2 + c_{|j - i|}$ with the "
+        "autocovariance $c_m = \\mathrm{Cov}(x_{t+m}, x_t)$, symbols $c_1, c_2, \\dots$; on $M_\\pi$, "
+        "$\\sigma = \\pi_1$, so $E[\\sigma - x_{n+1}] = 0$ and $E[(\\sigma - x_{n+1}) x_i] = -c_{n+1-i}$. "
+        f"Substituted, for $N = {N}$, $d = {d1}$, tied:",
+        _eq("\\begin{aligned}\n" + _lines("H_{ee}", general.form[0, 0], split=True, per_row=3) + "\n\\end{aligned}",
+            "general-Hee"),
+        "and the closed form, with $k = \\pi_0 \\pi_1 = \\pi_1(1 - \\pi_1)$, is",
+        _eq(sp.latex(general.extra["expected"]), "general-tied-claim"),
+        _status(general) + " Untied, the derived $e$--$a$ entry and the claim:",
+        _eq("\\begin{aligned}\n" + _lines("H_{ea}", untied.form[0, 1], split=True, per_row=3) + " \\\\\n"
+            + _lines("-A_c", untied.extra["expected"][0, 1]) + "\n\\end{aligned}", "general-Hea"),
+        _status(untied) + " In general, with $A_c = \\frac1N \\sum_n \\sum_{i \\le n} c_{n+1-i} K_{n,i}$:",
+        _eq("\\begin{aligned}\n"
+            f"H_{{ee}} &= {sp.latex(k * Mz - A - A.T)}, & H_{{eb}} &= {sp.latex(k * zbar)}, & H_{{bb}} &= k; \\\\\n"
+            f"H_{{ee}} &= 0, \\quad H_{{e_c a_j}} = -(A_c)_{{jc}}, & H_{{aa}} &= {sp.latex(k * Mz)}, & "
+            f"H_{{ab}} &= {sp.latex(k * zbar)}, \\quad H_{{bb}} = k,"
+            "\n\\end{aligned}", "general-closed-form"),
+        "the $\\omega$ row $0$, and after eliminating $b$",
+        _eq(f"S = {sp.latex(k * cov - A - A.T)}", "general-schur"),
+        _status(M.general_schur_identity()) + " The data enter the curvature of $M_\\pi$ only through $c_m$; "
+        "the architecture (depth, mask, layer norm) only through $z_n$ and $K_{n,i}$.",
+        "\\subsection{The autocovariance of the two sources}",
+        "Each source is a stationary Markov chain read through an observable: the first-order chain itself "
+        "($Q = P$, $\\mathrm{obs}(x) = x$), and the paper's second-order source $x_{n+1} \\sim P(\\cdot \\mid "
+        "x_{n-1})$ as the pair chain on $(x_{n-1}, x_n)$ (index $2x_{n-1} + x_n$), $\\mathrm{obs}(a, b) = b$:",
+        _eq(f"Q = {_latex(AC.pair_kernel())}, \\qquad \\rho = {_latex(_readable(AC.pair_law()))}", "pair-chain"),
+        f"$\\rho$ solved from $\\rho Q = \\rho$, $\\sum_s \\rho_s = 1$, is $\\pi \\otimes \\pi$ "
+        f"{_status(AC.pair_law_identity())} and $Q^2 = P \\otimes P$ {_status(AC.pair_square_identity())} "
+        "By exact matrix powers, $c(m) = \\sum_s \\rho_s\\, \\mathrm{obs}(s) (Q^m \\mathrm{obs})(s) - \\pi_1^2$ "
+        f"for $m = 0, \\dots, {AC.LAGS}$ (first row: the first-order chain; second: the second-order source):",
+        _eq(f"\\begin{{aligned}}\n{table}\n\\end{{aligned}}", "autocov-table"),
+        _status(AC.lag_identity(1)) + " " + _status(AC.lag_identity(2)) + " For every lag: "
+        "$Q^s \\mathrm{obs} = \\lambda\\, \\mathrm{obs} + (1 - \\lambda) \\pi_1 \\mathbf 1$ with $s = 1$ (first "
+        f"order) {_status(AC.step_identity(1))} and $s = 2$ (second order) {_status(AC.step_identity(2))} "
+        "Any $W$ with $W \\mathbf 1 = \\mathbf 1$, $Q^m$ among them, gives "
+        "$\\rho_{\\mathrm{obs}} W Q^s \\mathrm{obs} - \\lambda \\rho_{\\mathrm{obs}} W \\mathrm{obs} - (1 - \\lambda) "
+        f"\\pi_1^2 = 0$ ($W$ a matrix of symbols with rows summing to $1$) {_status(AC.recursion_identity(1))} "
+        f"{_status(AC.recursion_identity(2))} So $c(m + s) = \\lambda c(m)$ for all $m$, and with $c(0) = k$ "
+        "(second order also $c(1) = 0$): $c(m) = k \\lambda^m$ on the first-order chain; on the second-order "
+        "source $c(m) = k \\lambda^{m/2}$ at even $m$ and $0$ at odd $m$.",
+        "\\subsection{Corollaries}",
+        "Section~\\ref{sec:manifold}'s block is the case $c_m = k\\lambda^m$: the closed form above at the "
+        f"first-order $c(m)$ is it, tied {_status(M.first_order_case_identity(True))} and untied "
+        f"{_status(M.first_order_case_identity(False))} On the second-order source the odd lags drop out of $S$, "
+        f"the symbol's own path $K_{{n,n}}$ among them; for $N = {N}$, $d = {d1}$:",
+        _eq(f"S = {_latex(odd[0, 0])}", "second-order-schur"),
+        f"(the $d = {M.SPECIAL_SIZE[1]}$ identity: {_status(M.odd_lag_identity())}) So at $\\theta_\\pi$ "
+        "($z_n = 0$, $K_{n,n} = I$, $K_{n,i<n} = 0$) $S = -2c(1) I = 0$: fully degenerate at second order "
+        f"{_status(M.second_order_theta_pi_identity())} Every identity of this section:",
+        "\\begin{itemize}\n" + "\n".join(f"\\item {_title(r.statement)}: {'proven' if r.proven else 'NOT proven'}"
+                                        for r in results) + "\n\\end{itemize}",
     ]
 
 
@@ -556,8 +645,11 @@ def _sides_shown(result: Result, label: str) -> str:
     return _eq("\\begin{aligned}\n" + " \\\\\n".join(rows) + "\n\\end{aligned}", label)
 
 
+#: the claims of the general manifold section.
+_GENERAL_CLAIMS = (M.GENERAL_CLAIM, M.DEGENERATE_CLAIM, AC.CLAIMS[2])
 #: claims whose identities are shown in a section of their own, not in the list of identities.
-_SECTIONS = {M.CLAIM: "manifold"} | dict.fromkeys(MS.CLAIMS, "multistate")
+_SECTIONS = ({M.CLAIM: "manifold"} | dict.fromkeys(_GENERAL_CLAIMS, "manifold-general")
+             | dict.fromkeys(MS.CLAIMS, "multistate"))
 
 
 def document(p_value: float | None = None, q_value: float | None = None) -> str:
@@ -632,6 +724,7 @@ def document(p_value: float | None = None, q_value: float | None = None) -> str:
         "a Gram matrix with positive weights: positive semidefinite in every parametrisation.",
         *_multistate_section(),
         *_manifold_section(),
+        *_general_manifold_section(),
         *_canonical_section(),
         "\\section{Identities}",
         "Every identity of the package, with its claim. Each shows its left side as derived and its right side "

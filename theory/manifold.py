@@ -1,87 +1,108 @@
-"""Curvature of the population loss on the unigram critical manifold M_π, proven in SymPy (claim ``MANIFOLD``).
+"""Curvature of the population loss on the unigram critical manifold M_π, proven in SymPy for every stationary
+binary source, depth and attention mask at once (claims ``MANIFOLD``, ``MANIFOLD-GENERAL``,
+``SECOND-ORDER-DEGENERATE``; SPEC §10, §12).
 
-Set-up.  The logit at position n is ℓ_n = eᵀ F_n(x̃_1, .., x̃_n) + b (tied) or ℓ_n = aᵀ F_n + b (untied), with
-x̃_i = x_i e + pos_i, x_i ∈ {0, 1}, and F_n: R^{d×n} → R^d an arbitrary smooth map (everything after the
-embedding) that also depends on a further weight ω (any coordinate of W_Q, W_K, W_V, W_O, W_1, W_2 or pos,
-or any direction among them).  M_π is {e = 0, b = log(p/q)} (untied also a = 0), every other weight free.
-Around x̃ = pos, ω = 0, through second order in (e, ω):
+Set-up.  The logit at position n is ℓ_n = eᵀ F_n(x̃_1, .., x̃_n, ω) + b (tied) or aᵀ F_n + b (untied), with
+x̃_i = x_i e + pos_i, x_i ∈ {0, 1}, and F_n = (F_{n,1}, .., F_{n,d}) UNDEFINED SymPy functions of the n·d
+embedding coordinates and of a further weight ω (any coordinate of W_Q, W_K, W_V, W_O, W_1, W_2 or pos, or any
+direction among them; ``hidden_state``).  F_n stands for everything after the embedding: any number of layers,
+any attention mask, layer norm or not.  M_π is {e = 0, σ(b) = π1} (untied also a = 0), every other weight free.
+On it x̃ = pos, and what the derivation leaves are the hidden states z_n = F_n(pos, 0), their Jacobians
+K_{n,i} = ∂F_n/∂x̃_i (d × d, entry (j, c) = ∂F_{n,j}/∂x̃_{i,c}) and z'_n = ∂F_n/∂ω there, renamed to symbols
+(``jet``); anything else left (a second derivative of F, say) would stop the derivation with an error.
 
-    F_n = z_n + ω z'_n + ½ω² z''_n + Σ_{i≤n} (K_{n,i} + ω K'_{n,i}) x_i e + Σ_{i≤j≤n} x_i x_j (eᵀ S^{(c)}_{n,i,j} e)_c,
+Derivation (``sequence_hessian``, ``moment_block``).  Per position n SymPy differentiates the composed
+f(ℓ_n(θ), x_{n+1}), f(u, y) = log(1 + eᵘ) − y u (nats), twice in the weights ``parameters`` = (e, b, ω) (untied
+(e, a, b, ω)) and evaluates at e = a = ω = 0, b = log(σ/(1 − σ)), σ a symbol: the probability predicted there.
+The result is a polynomial in x_1..x_{N+1}.  E is linear, so for ANY joint law of binary x_1..x_{N+1} the expected
+Hessian replaces each monomial Π_{t∈S} x_t by the moment symbol E[x_S] (x_t² = x_t).  Proven
+(``law_identity``): only E[x_i], E[x_{n+1}] and E[x_i x_{n+1}] (i ≤ n) enter, as
 
-with z_n = F_n(pos) the hidden state and K_{n,i} = ∂F_n/∂x̃_i (d × d) its Jacobians at x̃ = pos.  Every
-coefficient is a SYMBOL (``Expansion``), so what is proven holds for every F_n.  The quadratic terms in e (their
-x-dependence is general because x_i² = x_i) reach ℓ_n multiplied by eᵀ or aᵀ: cubic in the weights, they
-cannot reach the Hessian at e = 0 (untied e = a = 0); they are kept and drop out of the derivation.
+    ∇²L = (1/N) Σ_n [ σ(1−σ) g_n g_nᵀ + E[σ − x_{n+1}] Ω_n + Σ_{i≤n} E[(σ − x_{n+1}) x_i] B_{n,i} ],
 
-Loss.  L = (1/N) Σ_n E[f(ℓ_n, x_{n+1})], f(u, y) = log(1 + eᵘ) − y u (nats), E the stationary chain's exact
-expectation: the sum over all 2^{N+1} sequences with probability π_{x_1} Π_t P(x_t, x_{t+1}).
+g_n = ∇ℓ_n = (z_n, 1, 0) (untied (0, z_n, 1, 0)), Ω_n the ω row (z'_n against e, untied against a), B_{n,i} the
+x_i-part of ∇²ℓ_n: K_{n,i} + K_{n,i}ᵀ in e–e (untied K_{n,i} in a–e).  A source fixes the moments (``*_block``):
 
-Derivation (``derived_block``).  E is a finite sum, so ∇²L = (1/N) Σ_n E[∇²f(ℓ_n, x_{n+1})], and by the chain
-rule (as in ``theory.landscape``) ∇²f(ℓ_n, y) = ∂²_u f ∇ℓ_n ∇ℓ_nᵀ + ∂_u f ∇²ℓ_n.  SymPy differentiates f, and
-ℓ_n in a sparse polynomial ring (symbolic in x), evaluates at e = a = ω = 0 and b = log(p/q), and takes E
-term by term with exact moments in QQ(p, q).
+* a stationary source (``stationary_block``): E[x_t] = π1, E[x_i x_j] = π1² + c_{|j−i|} with symbolic
+  autocovariances c_1, c_2, ..; on M_π, σ = π1, so E[σ − x_{n+1}] = 0 and E[(σ − x_{n+1}) x_i] = −c_{n+1−i}.  It
+  knows no third moment: a derivation needing one would stop;
+* the first-order chain (``derived_block``): every moment by exact enumeration of the chain's sequences.
 
-Closed form (``closed_form``).  With k = π0 π1, λ = 1 − p − q, z̄ = mean_n z_n, M = mean_n z_n z_nᵀ and the
-lag Jacobian A = (1/N) Σ_n Σ_{i≤n} λ^{n+1−i} K_{n,i}:
+Closed form (``closed_form``).  With k = π0π1 = σ'(b) on M_π, z̄ = mean_n z_n, M = mean_n z_n z_nᵀ and the lag
+Jacobian A_c = (1/N) Σ_n Σ_{i≤n} c(n+1−i) K_{n,i} (``lag_jacobian``; the lag n + 1 − i is ``lag``):
 
-    tied:    H_ee = k [M − (A + Aᵀ)],   H_eb = k z̄,   H_bb = k;
-    untied:  H_ee = 0,   H_{e_c,a_j} = −k A_{jc},   H_aa = k M,   H_ab = k z̄,   H_bb = k,   H_eb = 0;
+    tied:    H_ee = k M − (A_c + A_cᵀ),   H_eb = k z̄,   H_bb = k;
+    untied:  H_ee = 0,   H_{e_c,a_j} = −(A_c)_{jc},   H_aa = k M,   H_ab = k z̄,   H_bb = k,   H_eb = 0;
 
-and every entry in the ω row is 0; ω being any direction, the Hessian vanishes outside the block (a symmetric
-form that is 0 on every ω and pairs every ω with e, a, b to 0 is 0 there).
+every entry in the ω row 0: ω being any direction, the Hessian vanishes outside the block.  After eliminating b
+(``schur_complement``) S = k Cov_n(z_n) − (A_c + A_cᵀ) (uniform weights 1/N, no Bessel correction).
 
-Why: on M_π ∂²_u f = σ'(b) = k and ∂_u f = π1 − x_{n+1}; ∇ℓ_n is deterministic; ∇²ℓ_n is Σ_i x_i (K_{n,i} +
-K_{n,i}ᵀ) (tied e–e; untied e–a: Σ_i x_i K_{n,i}) plus deterministic terms that E[π1 − x_{n+1}] = 0 removes;
-and E[(π1 − x_{n+1}) x_i] = −k λ^{n+1−i} (``moment_identity``; it is −Cov(x_i, x_{n+1}), the ``SRC``
-covariance).  The argument is free of N and d; the symbolic proofs are for the sizes in ``SIZES``: N = 3
-reaches every lag power λ, λ², λ³, and d = 2 tells K_{n,i} from K_{n,i}ᵀ.
+The first-order chain has c(m) = kλ^m (λ = 1 − p − q; ``theory.autocovariance``): SPEC §10's block, claim
+``MANIFOLD``, written with A = (1/N) Σ λ^{n+1−i} K_{n,i} (so A_c = kA) — derived from the chain
+(``block_identity``) and as the case c(m) = kλ^m of the general form (``first_order_case_identity``).  The paper's
+second-order chain has c(m) = kλ^{m/2} at even m and 0 at odd m: the Jacobians of odd lag, the symbol's own path
+K_{n,n} among them, drop out of S (``odd_lag_identity``), and θ_π (z = 0, K_{n,n} = I, K_{n,i<n} = 0) has S = 0
+(``second_order_theta_pi_identity``): fully degenerate.
 
-Special cases, substituted in the closed form (N = 3, d = 2 unless noted):
-* θ_π (z_n = 0, K_{n,n} = I, K_{n,i<n} = 0): the tied block is diag(2k(p+q−1) I, k), exactly the θ_π
-  spectrum of ``theory.landscape`` (``LOCAL-MIN`` for p + q > 1, ``SADDLE`` for p + q < 1); the untied block
-  has characteristic polynomial (μ − k)(μ² − k²(p+q−1)²)^d (``SADDLE-UNTIED``).
+Why the derivation is free of N and d: on M_π ∂²_u f = σ'(b) and ∂_u f = σ − x_{n+1}; ∇ℓ_n is deterministic;
+∇²ℓ_n is linear in x.  The proofs run at the sizes ``SIZES``: N = 3 reaches the lags 1, 2, 3, d = 2 tells K_{n,i}
+from K_{n,i}ᵀ.
+
+Special cases of the first-order form, substituted in the closed form (N = 3, d = 2 unless noted):
+* θ_π: the tied block is diag(2k(p+q−1) I, k), exactly the θ_π spectrum of ``theory.landscape`` (``LOCAL-MIN``
+  for p + q > 1, ``SADDLE`` for p + q < 1); the untied block has characteristic polynomial
+  (μ − k)(μ² − k²(p+q−1)²)^d (``SADDLE-UNTIED``).
 * the reduced model of ``theory.reduced`` (d = 1, z_n = (1+g)c, K_{n,n} = 1+g, K_{n,i<n} = 0): the closed form
   is the (s, b) block (tied) and the (s, t, b) block (untied) that ``theory.landscape`` derives at θ_π.
-* W_O = W_1 = W_2 = 0 (z_n = pos_n, K_{n,i} = δ_{in} I): the Schur complement after eliminating b,
-  S = H_ee − H_eb H_ebᵀ / H_bb = k [Cov_n(z_n) − (A + Aᵀ)] in general, is k [Cov_n(pos_n) + 2(p+q−1) I]
-  (uniform weights 1/N, no Bessel correction).
+* W_O = W_1 = W_2 = 0 (z_n = pos_n, K_{n,i} = δ_{in} I): S = k [Cov_n(pos_n) + 2(p+q−1) I].
 
-Everything is derived once per process (``functools.cache``); ``results`` returns the ``Result``s.
+Everything is derived once per process (``functools.cache``); ``results`` returns the ``Result``s of claim
+MANIFOLD, ``general_results`` those of MANIFOLD-GENERAL and SECOND-ORDER-DEGENERATE.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
 import sympy as sp
+from sympy.core.function import AppliedUndef
 from sympy.polys.fields import FracElement
 from sympy.polys.rings import PolyElement, ring
 
+from theory import autocovariance as AC
 from theory import landscape as T
 from theory import reduced as R
 from theory.calculus import DOMAIN, UNIGRAM_BIAS, K, Result, Statement
-from theory.markov import canonical, kernel, p, q, second_eigenvalue, stationary
+from theory.markov import kernel, p, q, second_eigenvalue, stationary
 
 CLAIM = "MANIFOLD"
-#: (N, d) of the exact derivations: N = 3 reaches λ³, d = 2 tells K from Kᵀ.
+GENERAL_CLAIM = "MANIFOLD-GENERAL"
+DEGENERATE_CLAIM = "SECOND-ORDER-DEGENERATE"
+#: (N, d) of the exact derivations: N = 3 reaches the lags 1..3, d = 2 tells K from Kᵀ.
 SIZES = ((3, 1), (2, 2))
 #: (N, d) at which the special cases are substituted into the closed form.
 SPECIAL_SIZE = (3, 2)
 LAMBDA = second_eigenvalue()
 #: k and λ as plain symbols: the closed forms are stated, and printed, in them.
 K_SYMBOL, LAMBDA_SYMBOL = sp.symbols("k lambda", real=True)
-#: what they stand for: k = π0 π1, λ = 1 − p − q.
+#: what they stand for on the first-order chain: k = π0 π1, λ = 1 − p − q.
 MEANING = {K_SYMBOL: K, LAMBDA_SYMBOL: LAMBDA}
 #: a further weight: any direction among W_Q, W_K, W_V, W_O, W_1, W_2, pos.
 OMEGA = sp.Symbol("omega", real=True)
 MU = sp.Symbol("mu")  # the variable of characteristic polynomials
+#: σ(b), the probability predicted at the derivation's point b = log(σ/(1 − σ)); on M_π it is π1.
+SIGMA = sp.Symbol("sigma", positive=True)
+#: E[x_t] of a general stationary source; there k = σ'(b) = π1(1 − π1) = Var(x_t) on M_π.
+PI1 = sp.Symbol("pi_1", positive=True)
+GENERAL_MEANING = {K_SYMBOL: PI1 * (1 - PI1)}
 
 _u, _y = sp.symbols("u y", real=True)
 #: the loss of one prediction, as a function of its logit u and the next symbol y (nats).
 PREDICTION_LOSS = sp.log(1 + sp.exp(_u)) - _y * _u
-#: coefficients of every derived Hessian: rational functions of p, q (e^b is one where b = log(p/q)).
+#: coefficients of the first-order Hessians: rational functions of p, q.
 _FIELD = sp.QQ.frac_field(p, q)
 
 
@@ -104,7 +125,7 @@ def _indexed_matrix(name: str, n: int, i: int, dim: int) -> sp.Matrix:
 
 
 def sequence_symbols(length: int) -> tuple[sp.Symbol, ...]:
-    """x_1, .., x_length: the symbols of one sequence of the chain."""
+    """x_1, .., x_length: the symbols of one sequence of the source."""
     return tuple(sp.Symbol(f"x_{{{t}}}", real=True) for t in range(1, length + 1))
 
 
@@ -116,14 +137,16 @@ def parameters(dim: int, tying: bool) -> tuple[sp.Symbol, ...]:
 
 @dataclass(frozen=True)
 class Jet:
-    """z_n and K_{n,i} on M_π: all that the Hessian there depends on (claim MANIFOLD).
+    """z_n, K_{n,i} (and z'_n) on M_π: all that the Hessian there depends on (claims MANIFOLD, MANIFOLD-GENERAL).
 
-    ``hidden[n-1]`` = z_n (d × 1), ``jacobian[n, i]`` = K_{n,i} (d × d) for i ≤ n.  Symbols in the general case
-    (``jet``), values in the special cases (``frozen_jet`` and the jets built on it).
+    ``hidden[n-1]`` = z_n (d × 1), ``jacobian[n, i]`` = K_{n,i} (d × d) for i ≤ n, ``slope[n-1]`` = z'_n = ∂z_n/∂ω
+    (None where the case fixes no ω).  Symbols in the general case (``jet``), values in the special cases
+    (``frozen_jet`` and the jets built on it).
     """
 
     hidden: tuple[sp.Matrix, ...]
     jacobian: dict[tuple[int, int], sp.Matrix]
+    slope: tuple[sp.Matrix, ...] | None = None
 
     @property
     def length(self) -> int:
@@ -133,47 +156,11 @@ class Jet:
     def dim(self) -> int:
         return self.hidden[0].rows
 
-
-@dataclass(frozen=True)
-class Expansion:
-    """F_1..F_N around x̃ = pos, ω = 0 through second order in (e, ω), every coefficient a symbol.
-
-    ``jet`` holds z_n and K_{n,i}.  The rest enter F_n only to show that they drop out: ``hidden_slope`` and
-    ``hidden_curvature`` (z'_n, z''_n: z_n along ω), ``jacobian_slope[n, i]`` (K'_{n,i}: K_{n,i} along ω) and
-    ``quadratic[n, i, j, c]`` (i ≤ j ≤ n: the symmetric S^{(c)}_{n,i,j} of the e–e term of output c).
-    """
-
-    jet: Jet
-    hidden_slope: tuple[sp.Matrix, ...]
-    hidden_curvature: tuple[sp.Matrix, ...]
-    jacobian_slope: dict[tuple[int, int], sp.Matrix]
-    quadratic: dict[tuple[int, int, int, int], sp.Matrix]
-
     @property
-    def jet_symbols(self) -> tuple[sp.Symbol, ...]:
-        """The symbols of z_n and K_{n,i}."""
-        return tuple(s for m in (*self.jet.hidden, *self.jet.jacobian.values()) for s in m)
-
-    @property
-    def remainder_symbols(self) -> tuple[sp.Symbol, ...]:
-        """The symbols that must drop out: ω-derivatives and the quadratic terms in e."""
-        parts = (*self.hidden_slope, *self.hidden_curvature, *self.jacobian_slope.values(), *self.quadratic.values())
-        return tuple(dict.fromkeys(s for m in parts for s in m))
-
-    def output(self, n: int, x: tuple[sp.Expr, ...], e: sp.Matrix) -> sp.Matrix:
-        """F_n(x e + pos; ω) through second order in (e, ω), as in the module docstring."""
-        F = self.jet.hidden[n - 1] + OMEGA * self.hidden_slope[n - 1] + OMEGA**2 / 2 * self.hidden_curvature[n - 1]
-        for i in range(1, n + 1):
-            F += x[i - 1] * (self.jet.jacobian[n, i] + OMEGA * self.jacobian_slope[n, i]) * e
-            for j in range(i, n + 1):
-                F += x[i - 1] * x[j - 1] * sp.Matrix([(e.T * self.quadratic[n, i, j, c] * e)[0]
-                                                      for c in range(self.jet.dim)])
-        return F
-
-
-def _symmetric(name: str, dim: int) -> sp.Matrix:
-    """A symmetric d × d matrix of symbols (the quadratic form eᵀ S e sees only the symmetric part)."""
-    return sp.Matrix(dim, dim, lambda u, v: sp.Symbol(f"{name}^{{({min(u, v) + 1},{max(u, v) + 1})}}", real=True))
+    def symbols(self) -> tuple[sp.Symbol, ...]:
+        """Every symbol of z_n, K_{n,i} and z'_n, in that order."""
+        parts = (*self.hidden, *self.jacobian.values(), *(self.slope or ()))
+        return tuple(dict.fromkeys(s for m in parts for s in m.free_symbols))
 
 
 def _pairs(length: int) -> list[tuple[int, int]]:
@@ -182,23 +169,12 @@ def _pairs(length: int) -> list[tuple[int, int]]:
 
 
 @cache
-def expansion(length: int, dim: int) -> Expansion:
-    """The symbolic expansion for sequence length N = ``length`` and embedding dimension d = ``dim``."""
-    positions, pairs = range(1, length + 1), _pairs(length)
-    return Expansion(
-        Jet(tuple(_indexed_vector("z", n, dim) for n in positions),
-            {(n, i): _indexed_matrix("K", n, i, dim) for n, i in pairs}),
-        hidden_slope=tuple(_indexed_vector("z'", n, dim) for n in positions),
-        hidden_curvature=tuple(_indexed_vector("z''", n, dim) for n in positions),
-        jacobian_slope={(n, i): _indexed_matrix("K'", n, i, dim) for n, i in pairs},
-        quadratic={(n, i, j, c): _symmetric(f"S_{{{n},{i},{j}}}^{{{c + 1}}}", dim)
-                   for n, i in pairs for j in range(i, n + 1) for c in range(dim)},
-    )
-
-
 def jet(length: int, dim: int) -> Jet:
-    """z_n and K_{n,i} as symbols."""
-    return expansion(length, dim).jet
+    """z_n, K_{n,i} and z'_n as symbols, for sequence length N = ``length`` and embedding dimension d = ``dim``."""
+    positions = range(1, length + 1)
+    return Jet(tuple(_indexed_vector("z", n, dim) for n in positions),
+               {(n, i): _indexed_matrix("K", n, i, dim) for n, i in _pairs(length)},
+               tuple(_indexed_vector("z'", n, dim) for n in positions))
 
 
 def frozen_jet(hidden: tuple[sp.Matrix, ...], gain: sp.Expr = sp.S.One) -> Jet:
@@ -228,11 +204,156 @@ def reduced_jet(length: int) -> Jet:
     return frozen_jet(tuple(sp.Matrix([gain * R.c]) for _ in range(length)), gain)
 
 
-def logit(model: Expansion, n: int, tying: bool, x: tuple[sp.Expr, ...]) -> sp.Expr:
-    """ℓ_n = eᵀ F_n + b (tied) or aᵀ F_n + b (untied), for the sequence symbols ``x``."""
-    e = _vector("e", model.jet.dim)
-    head = e if tying else _vector("a", model.jet.dim)
-    return (head.T * model.output(n, x, e))[0] + R.b
+def hidden_state(n: int, x: tuple[sp.Expr, ...], e: sp.Matrix) -> sp.Matrix:
+    """F_n(x_1 e + pos_1, .., x_n e + pos_n, ω): d undefined functions F_{n,j} of the n·d embedding coordinates
+    (position by position, coordinate by coordinate) and of ω."""
+    dim = e.rows
+    coordinates = [x[i] * e[c] + pos[c] for i, pos in enumerate(position_symbols(n, dim)) for c in range(dim)]
+    names = [f"F_{{{n}}}"] if dim == 1 else [f"F_{{{n},{j}}}" for j in range(1, dim + 1)]
+    return sp.Matrix([sp.Function(name, real=True)(*coordinates, OMEGA) for name in names])
+
+
+def _on_manifold(expr: sp.Expr, dim: int) -> sp.Expr:
+    """``expr`` at e = a = 0, b = log(σ/(1 − σ)), ω = 0.
+
+    The weights go by ``xreplace`` (no derivative is taken in them), ω by ``subs`` (derivatives are); ``doit``
+    turns a Subs at the symbols pos into the derivative there, one object per partial derivative.
+    """
+    point = {w: sp.Integer(0) for w in (*_vector("e", dim), *_vector("a", dim))} | {R.b: sp.log(SIGMA / (1 - SIGMA))}
+    return expr.xreplace(point).subs(OMEGA, 0).doit()
+
+
+@cache
+def _jet_objects(length: int, dim: int) -> dict[sp.Basic, sp.Symbol]:
+    """{SymPy's F_n(pos, 0), ∂F_n/∂x̃_{i,c} and ∂F_n/∂ω there: the symbol of ``jet`` it stands for}, each object
+    built the way the derivation meets it (``_on_manifold`` of a derivative of ``hidden_state``)."""
+    model, x, e = jet(length, dim), sequence_symbols(length), _vector("e", dim)
+    objects: dict[sp.Basic, sp.Symbol] = {}
+    for n in range(1, length + 1):
+        F = hidden_state(n, x, e)
+        for j in range(dim):
+            objects[_on_manifold(F[j], dim)] = model.hidden[n - 1][j]
+            objects[_on_manifold(F[j].diff(OMEGA), dim)] = model.slope[n - 1][j]
+            for c in range(dim):
+                along = sp.expand(_on_manifold(F[j].diff(e[c]), dim))  # Σ_i x_i ∂F_{n,j}/∂x̃_{i,c}
+                for i in range(1, n + 1):
+                    objects[along.coeff(x[i - 1])] = model.jacobian[n, i][j, c]
+    return objects
+
+
+@cache
+def sequence_hessian(length: int, dim: int, tying: bool) -> tuple[sp.Matrix, ...]:
+    """Per position n, ∇²f(ℓ_n, x_{n+1}) in ``parameters(dim, tying)`` at e = a = ω = 0, b = log(σ/(1 − σ)).
+
+    SymPy differentiates the composed f(ℓ_n(θ), x_{n+1}) with F_n undefined; z_n, K_{n,i}, z'_n become the symbols
+    of ``jet``.  Any other object left (a derivative of F of second order, say) raises ``ArithmeticError``.
+    """
+    weights, x, e = parameters(dim, tying), sequence_symbols(length + 1), _vector("e", dim)
+    head = e if tying else _vector("a", dim)
+    objects = _jet_objects(length, dim)
+    pairs = list(itertools.combinations_with_replacement(range(len(weights)), 2))
+    out = []
+    for n in range(1, length + 1):
+        loss = PREDICTION_LOSS.xreplace({_u: (head.T * hidden_state(n, x, e))[0] + R.b, _y: x[n]})
+        gradient = [loss.diff(w) for w in weights]
+        entries = {}
+        for r, c in pairs:
+            entry = _on_manifold(gradient[r].diff(weights[c]), dim).xreplace(objects)
+            if left := entry.atoms(AppliedUndef, sp.Derivative, sp.Subs):
+                raise ArithmeticError(f"position {n}: the Hessian on M_π depends on more than z, K, z': {left}")
+            entries[r, c] = entry
+        out.append(sp.Matrix([[entries[min(r, c), max(r, c)] for c in range(len(weights))]
+                              for r in range(len(weights))]))
+    return tuple(out)
+
+
+@cache
+def moment_symbol(support: tuple[int, ...]) -> sp.Expr:
+    """E[Π_{t ∈ support} x_t] as a symbol (1 for the empty product): a moment of any joint law."""
+    if not support:
+        return sp.Integer(1)
+    return sp.Symbol("E[" + " ".join(f"x_{{{t}}}" for t in support) + "]", real=True)
+
+
+def _supports(count: int) -> list[tuple[int, ...]]:
+    """Every nonempty set of positions among 1..count, as sorted tuples."""
+    return [s for size in range(1, count + 1) for s in itertools.combinations(range(1, count + 1), size)]
+
+
+def _linear_expectation(poly: PolyElement, count: int) -> sp.Expr:
+    """E[poly] for any law of the first ``count`` generators (binary): each monomial's x-part → its moment symbol."""
+    gens, domain = poly.ring.symbols, poly.ring.domain
+    return sp.Add(*(domain.to_sympy(c) * moment_symbol(tuple(t + 1 for t in range(count) if monomial[t]))
+                    * sp.Mul(*(g**m for g, m in zip(gens[count:], monomial[count:])))
+                    for monomial, c in poly.items()))
+
+
+@cache
+def moment_block(length: int, dim: int, tying: bool) -> sp.Matrix:
+    """(1/N) Σ_n E[∇²f(ℓ_n, x_{n+1})] for ANY joint law of binary x_1..x_{N+1}, in moment symbols (``collected``).
+
+    The per-sequence Hessians (``sequence_hessian``) are polynomials in x with coefficients in QQ(σ) (σ'(b) and
+    σ(b) as rational functions of e^b = σ/(1 − σ)); E is linear.
+    """
+    x = sequence_symbols(length + 1)
+    poly_ring = ring((*x, *jet(length, dim).symbols), sp.QQ.frac_field(SIGMA))[0]
+    total = sum((hessian.applyfunc(lambda entry: _linear_expectation(poly_ring(entry), len(x)))
+                 for hessian in sequence_hessian(length, dim, tying)), sp.zeros(len(parameters(dim, tying))))
+    return (total / length).applyfunc(collected)
+
+
+def entering_moments(length: int, dim: int, tying: bool) -> list[tuple[int, ...]]:
+    """The supports S whose moment E[x_S] appears in ``moment_block``."""
+    free = set().union(*(entry.free_symbols for entry in moment_block(length, dim, tying)))
+    return [s for s in _supports(length + 1) if moment_symbol(s) in free]
+
+
+def autocovariance_symbol(lag_value: int) -> sp.Symbol:
+    """c_m = Cov(x_{t+m}, x_t) of a general stationary source, a symbol."""
+    return sp.Symbol(f"c_{{{lag_value}}}", real=True)
+
+
+def stationary_moment(support: tuple[int, ...]) -> sp.Expr:
+    """E[x_S] of a stationary binary source with mean π1 and autocovariance c: π1, or π1² + c_{j−i} for S = {i, j}.
+
+    It knows no moment of three or more symbols: a block that needed one raises ``ArithmeticError``.
+    """
+    if len(support) > 2:
+        raise ArithmeticError(f"a moment of {len(support)} symbols entered: E[x_S], S = {support}")
+    if len(support) == 1:
+        return PI1
+    first, last = support
+    return PI1**2 + autocovariance_symbol(last - first)
+
+
+def first_order_moment(support: tuple[int, ...]) -> sp.Expr:
+    """E[x_S] of the stationary first-order chain, by exact enumeration (``moment``)."""
+    return _FIELD.to_sympy(moment(tuple(int(t in support) for t in range(1, max(support) + 1))))
+
+
+def _at_source(block: sp.Matrix, length: int, moments: Callable[[tuple[int, ...]], sp.Expr],
+               prediction: sp.Expr) -> sp.Matrix:
+    """``block`` (in moment symbols and σ) with σ = ``prediction`` and the moments that enter from ``moments``."""
+    free = set().union(*(entry.free_symbols for entry in block))
+    values = {moment_symbol(s): moments(s) for s in _supports(length + 1) if moment_symbol(s) in free}
+    return block.xreplace(values | {SIGMA: prediction}).applyfunc(collected)
+
+
+@cache
+def derived_block(length: int, dim: int, tying: bool, bias: sp.Expr = UNIGRAM_BIAS) -> sp.Matrix:
+    """∇²L in ``parameters(dim, tying)`` at e = a = ω = 0, b = ``bias`` on the first-order chain (claim MANIFOLD).
+
+    ``moment_block`` with σ = σ(``bias``) and every moment the chain's exact one; ``bias`` must make e^b rational
+    in p, q (log(p/q) on M_π, log(q/p), log(2p/q), ...).  Entries in the form of ``collected``.
+    """
+    prediction = sp.cancel(1 / (1 + sp.exp(-bias)))
+    return _at_source(moment_block(length, dim, tying), length, first_order_moment, prediction)
+
+
+@cache
+def stationary_block(length: int, dim: int, tying: bool) -> sp.Matrix:
+    """∇²L on M_π (σ = π1) for a stationary source with symbolic mean π1 and autocovariance c (MANIFOLD-GENERAL)."""
+    return _at_source(moment_block(length, dim, tying), length, stationary_moment, PI1)
 
 
 def _probability(sequence: tuple[int, ...]) -> sp.Expr:
@@ -274,21 +395,6 @@ def claimed_lag_moments(length: int) -> sp.Matrix:
 
 
 @cache
-def _prediction_derivative(order: int, logit_value: sp.Expr) -> tuple[FracElement, ...]:
-    """∂^order f/∂u^order at u = ``logit_value`` as its coefficients of y^0, y^1 (f is affine in y), in QQ(p, q).
-
-    At u = log(p/q): order 1 gives (π1, −1) (∂_u f = σ(u) − y), order 2 gives (π0π1,) (σ'(u)).
-    """
-    derivative = canonical(sp.diff(PREDICTION_LOSS, _u, order).subs(_u, logit_value))
-    return tuple(_FIELD.from_sympy(c) for c in reversed(sp.Poly(derivative, _y).all_coeffs()))
-
-
-def _at_zero(poly: PolyElement, positions: tuple[int, ...]) -> PolyElement:
-    """``poly`` with the generators at ``positions`` set to 0: the terms free of them."""
-    return poly.ring.from_dict({m: c for m, c in poly.items() if not any(m[i] for i in positions)})
-
-
-@cache
 def _factored(c: FracElement) -> sp.Expr:
     """c ∈ QQ(p, q) as a product of powers of irreducible polynomials (factored in the ring: milliseconds)."""
     (top, tops), (bottom, bottoms) = c.numer.factor_list(), c.denom.factor_list()
@@ -325,62 +431,6 @@ def collected(expr: sp.Expr) -> sp.Expr:
     return _from_terms(terms, gens)
 
 
-def _add_expectation(terms: dict[tuple[int, ...], FracElement], poly: PolyElement, scale: FracElement,
-                     x_positions: range, symbol_positions: range) -> None:
-    """terms += scale · E[poly] over the x generators, keyed by the monomial in the other symbols.
-
-    A weight left in ``poly`` is an error: the point is e = a = ω = 0.
-    """
-    for monomial, c in poly.items():
-        if any(monomial[i] for i in range(x_positions.start)):
-            raise ArithmeticError(f"a Hessian entry depends on a weight: {poly.as_expr()}")
-        key = tuple(monomial[i] for i in symbol_positions)
-        value = scale * _FIELD.convert(c, sp.QQ) * moment(tuple(monomial[i] for i in x_positions))
-        terms[key] = terms.get(key, _FIELD.zero) + value
-
-
-@cache
-def derived_block(length: int, dim: int, tying: bool, bias: sp.Expr = UNIGRAM_BIAS) -> sp.Matrix:
-    """∇²L in ``parameters(dim, tying)`` at e = a = ω = 0, b = ``bias``, by SymPy (claim MANIFOLD).
-
-    Per position ∂²_u f ∇ℓ_n ∇ℓ_nᵀ + ∂_u f ∇²ℓ_n (module docstring): ℓ_n is differentiated in the sparse
-    polynomial ring QQ[weights, x, symbols of the expansion], ∂_u f and ∂²_u f are taken at the value ℓ_n has
-    on M_π, with y = x_{n+1}, and E over x_1..x_{N+1} is exact.  The symbols of the expansion other than z_n,
-    K_{n,i} are kept: they drop out, or the identity with the closed form fails.  ``bias`` must make e^b
-    rational in p, q (log(p/q), log(q/p), log(2p/q), ...).  Entries in the form of ``collected``.
-    """
-    model = expansion(length, dim)
-    weights = parameters(dim, tying)
-    x = sequence_symbols(length + 1)
-    symbols = (*model.jet_symbols, *model.remainder_symbols)
-    poly_ring, *gens = ring((*weights, *x, *symbols), sp.QQ)
-    on_manifold = tuple(i for i, w in enumerate(weights) if w != R.b)
-    x_positions = range(len(weights), len(weights) + len(x))
-    symbol_positions = range(x_positions.stop, len(gens))
-    pairs = list(itertools.combinations_with_replacement(range(len(weights)), 2))
-    terms: dict[tuple[int, int], dict] = {pair: {} for pair in pairs}
-    mean = _FIELD.convert(sp.Rational(1, length))
-    for n in range(1, length + 1):
-        ell = poly_ring(logit(model, n, tying, x))
-        value = _at_zero(ell, on_manifold).as_expr()
-        if value.free_symbols - {R.b}:  # f's derivatives would then depend on x: not this derivation
-            raise ArithmeticError(f"ℓ_{n} on M_π depends on more than b: {value}")
-        slope = _prediction_derivative(1, value.subs(R.b, bias))
-        curvature = _prediction_derivative(2, value.subs(R.b, bias))
-        next_symbol = gens[x_positions[n]]  # y = x_{n+1}
-        grad = [ell.diff(g) for g in gens[:len(weights)]]
-        grad_on = [_at_zero(g, on_manifold) for g in grad]
-        for r, c in pairs:
-            second = _at_zero(grad[r].diff(gens[c]), on_manifold)
-            for power, coeff in enumerate(curvature):
-                _add_expectation(terms[r, c], grad_on[r] * grad_on[c] * next_symbol**power, mean * coeff,
-                                 x_positions, symbol_positions)
-            for power, coeff in enumerate(slope):
-                _add_expectation(terms[r, c], second * next_symbol**power, mean * coeff, x_positions, symbol_positions)
-    entries = {pair: _from_terms(terms[pair], symbols) for pair in pairs}
-    return sp.Matrix(len(weights), len(weights), lambda r, c: entries[min(r, c), max(r, c)])
-
-
 def hidden_mean(model: Jet) -> sp.Matrix:
     """z̄ = (1/N) Σ_n z_n."""
     return sum(model.hidden, sp.zeros(model.dim, 1)) / model.length
@@ -401,27 +451,61 @@ def covariance(vectors: tuple[sp.Matrix, ...], mean: sp.Matrix | None = None) ->
     return sum(((v - mean) * (v - mean).T for v in vectors), sp.zeros(mean.rows)) / len(vectors)
 
 
-def lag_jacobian(model: Jet, lam: sp.Expr = LAMBDA_SYMBOL) -> sp.Matrix:
-    """A = (1/N) Σ_n Σ_{i≤n} λ^{n+1−i} K_{n,i}: the Jacobians weighted by the lag correlation (claim MANIFOLD)."""
-    return sum((lam ** (n + 1 - i) * jac for (n, i), jac in model.jacobian.items()), sp.zeros(model.dim)) / model.length
+def lag(n: int, i: int) -> int:
+    """The lag between the predicted x_{n+1} and x_i: n + 1 − i."""
+    return n + 1 - i
 
 
-def closed_form(model: Jet, tying: bool, k: sp.Expr = K_SYMBOL, lam: sp.Expr = LAMBDA_SYMBOL) -> sp.Matrix:
-    """The claimed Hessian on M_π in ``parameters(d, tying)`` (claim MANIFOLD); the ω row and column are 0.
+def first_order_covariance(n: int, i: int) -> sp.Expr:
+    """Cov(x_{n+1}, x_i) = kλ^{n+1−i} on the first-order chain (k, λ as symbols)."""
+    return K_SYMBOL * LAMBDA_SYMBOL ** lag(n, i)
 
-    Tied [[k(M − A − Aᵀ), k z̄], [k z̄ᵀ, k]]; untied [[0, −k Aᵀ, 0], [−k A, k M, k z̄], [0, k z̄ᵀ, k]]
-    (so H_{e_c,a_j} = −k A_{jc}).  In the symbols k, λ as printed; ``collected`` (or ``.subs(MEANING)``)
-    gives the value, k = π0π1 and λ = 1 − p − q.
+
+def stationary_covariance(n: int, i: int) -> sp.Expr:
+    """Cov(x_{n+1}, x_i) = c_{n+1−i} of a stationary source."""
+    return autocovariance_symbol(lag(n, i))
+
+
+def law_covariance(n: int, i: int) -> sp.Expr:
+    """−E[(σ − x_{n+1}) x_i] = E[x_i x_{n+1}] − σ E[x_i] for any law: the covariance at σ = E[x_{n+1}]."""
+    return moment_symbol((i, n + 1)) - SIGMA * moment_symbol((i,))
+
+
+def law_drift(n: int) -> sp.Expr:
+    """E[σ − x_{n+1}] for any law: 0 on M_π of a stationary source."""
+    return SIGMA - moment_symbol((n + 1,))
+
+
+def lag_jacobian(model: Jet, weight: Callable[[int, int], sp.Expr] = first_order_covariance) -> sp.Matrix:
+    """A = (1/N) Σ_n Σ_{i≤n} w(n, i) K_{n,i}: the Jacobians weighted by Cov(x_{n+1}, x_i) (claims MANIFOLD,
+    MANIFOLD-GENERAL); ``weight`` w(n, i) = c(n+1−i) for a stationary source."""
+    return sum((weight(n, i) * jac for (n, i), jac in model.jacobian.items()), sp.zeros(model.dim)) / model.length
+
+
+def closed_form(model: Jet, tying: bool, k: sp.Expr = K_SYMBOL,
+                weight: Callable[[int, int], sp.Expr] = first_order_covariance,
+                drift: Callable[[int], sp.Expr] | None = None) -> sp.Matrix:
+    """The claimed Hessian in ``parameters(d, tying)`` (claims MANIFOLD, MANIFOLD-GENERAL).
+
+    With A = ``lag_jacobian(model, weight)``: tied [[k M − A − Aᵀ, k z̄], [k z̄ᵀ, k]]; untied
+    [[0, −Aᵀ, 0], [−A, k M, k z̄], [0, k z̄ᵀ, k]] (so H_{e_c,a_j} = −A_{jc}).  The ω row is 0, or with ``drift``
+    (for any law: E[σ − x_{n+1}]) (1/N) Σ_n drift(n) z'_n against e (untied against a).  The default is the
+    first-order chain in the symbols k, λ as printed; ``collected`` gives the value, k = π0π1 and λ = 1 − p − q.
     """
     d = model.dim
-    A, M, mean = lag_jacobian(model, lam), second_moment(model), hidden_mean(model)
+    A, M, mean = lag_jacobian(model, weight), second_moment(model), hidden_mean(model)
     if tying:
-        top = sp.Matrix.hstack(k * (M - A - A.T), k * mean)
+        top = sp.Matrix.hstack(k * M - A - A.T, k * mean)
     else:
-        top = sp.Matrix.vstack(sp.Matrix.hstack(sp.zeros(d), -k * A.T, sp.zeros(d, 1)),
-                               sp.Matrix.hstack(-k * A, k * M, k * mean))
-    bottom = sp.Matrix.hstack(sp.zeros(1, top.cols - d - 1), k * mean.T, sp.Matrix([[k]]))
-    return sp.diag(sp.Matrix.vstack(top, bottom), sp.Integer(0))
+        top = sp.Matrix.vstack(sp.Matrix.hstack(sp.zeros(d), -A.T, sp.zeros(d, 1)),
+                               sp.Matrix.hstack(-A, k * M, k * mean))
+    block = sp.Matrix.vstack(top, sp.Matrix.hstack(sp.zeros(1, top.cols - d - 1), k * mean.T, sp.Matrix([[k]])))
+    omega = sp.zeros(block.rows, 1)
+    if drift is not None:
+        head = 0 if tying else d
+        omega[head:head + d, 0] = sum((drift(n) * z for n, z in enumerate(model.slope, 1)),
+                                      sp.zeros(d, 1)) / model.length
+    return sp.Matrix.vstack(sp.Matrix.hstack(block, omega), sp.Matrix.hstack(omega.T, sp.zeros(1, 1)))
 
 
 def without_omega(block: sp.Matrix) -> sp.Matrix:
@@ -435,17 +519,24 @@ def schur_complement(block: sp.Matrix, dim: int) -> sp.Matrix:
     return block[:dim, :dim] - h_eb * h_eb.T / block[dim, dim]
 
 
+def general_collected(expr: sp.Expr) -> sp.Expr:
+    """``collected`` for a general stationary source: k is π1(1 − π1) there (``GENERAL_MEANING``)."""
+    return collected(sp.sympify(expr).xreplace(GENERAL_MEANING))
+
+
 def _identity(name: str, expr: sp.Expr | sp.Matrix, expected: sp.Expr | sp.Matrix, *assumptions: str,
-              notes: str = "", extra: dict | None = None, statement: Statement | None = None) -> Result:
-    """``calculus.identity`` for claim MANIFOLD with the ``collected`` form, for both sides.
+              notes: str = "", extra: dict | None = None, statement: Statement | None = None, claim: str = CLAIM,
+              normal: Callable[[sp.Expr], sp.Expr] = collected) -> Result:
+    """``calculus.identity`` for ``claim`` with the ``normal`` form (``collected`` or ``general_collected``),
+    for both sides.
 
     ``Result.proven`` reduces form − expected with ``canonical``; with both sides collected that is a
     cancellation of like terms, not a factorisation in dozens of symbols.
     """
-    def normal(side):
-        return side.applyfunc(collected) if isinstance(side, sp.MatrixBase) else collected(side)
+    def normalised(side):
+        return side.applyfunc(normal) if isinstance(side, sp.MatrixBase) else normal(side)
 
-    return Result(name, CLAIM, expr, normal(expr), normal(expected), (DOMAIN, *assumptions), notes,
+    return Result(name, claim, expr, normalised(expr), normalised(expected), (DOMAIN, *assumptions), notes,
                   {"expected": expected} | (extra or {}), statement)
 
 
@@ -459,9 +550,14 @@ def moment_identity(length: int = max(n for n, _ in SIZES)) -> Result:
                                          f"$i \\le n \\le N = {length}$"))
 
 
+def _kind(tying: bool) -> tuple[str, str, str]:
+    """The block as names print it, the word for the head, and the coordinates as statements print them."""
+    return ("(e,b)", "tied", r"(e, b, \omega)") if tying else ("(e,a,b)", "untied", r"(e, a, b, \omega)")
+
+
 def block_name(length: int, dim: int, tying: bool) -> str:
     """The name of ``block_identity(length, dim, tying)``."""
-    block, kind = ("(e,b)", "tied") if tying else ("(e,a,b)", "untied")
+    block, kind, _ = _kind(tying)
     return f"M_pi Hessian = closed form {block} block, 0 elsewhere ({kind}, N={length}, d={dim})"
 
 
@@ -474,10 +570,10 @@ def block_identity(length: int, dim: int, tying: bool) -> Result:
     """
     derived = derived_block(length, dim, tying)
     claimed = closed_form(jet(length, dim), tying)
-    coords, kind = (r"(e, b, \omega)", "tied") if tying else (r"(e, a, b, \omega)", "untied")
+    _, kind, coords = _kind(tying)
     return Result(block_name(length, dim, tying), CLAIM, derived, derived, claimed.applyfunc(collected),
-                  (DOMAIN, "F_n smooth; z_n, K_n,i arbitrary symbols"),
-                  notes="the second-order terms and the omega-derivatives of F_n are symbols too, and drop out",
+                  (DOMAIN, "F_n undefined functions; z_n, K_n,i, z'_n arbitrary symbols"),
+                  notes="the omega-derivatives z'_n of F_n enter the per-sequence Hessian and drop out",
                   extra={"expected": claimed},
                   statement=Statement(f"\\nabla^2_{{{coords}}} L",
                                       r"\text{the closed form \eqref{eq:manifold-general}}",
@@ -488,7 +584,7 @@ def block_identity(length: int, dim: int, tying: bool) -> Result:
 def schur_identity() -> Result:
     """S = H_ee − H_eb H_ebᵀ/H_bb of the tied closed form is k[Cov_n(z_n) − (A + Aᵀ)] (claim MANIFOLD)."""
     model = jet(*SPECIAL_SIZE)
-    A = lag_jacobian(model)
+    A = lag_jacobian(model, lambda n, i: LAMBDA_SYMBOL ** lag(n, i))
     schur = schur_complement(closed_form(model, True), model.dim)
     return _identity(f"M_pi Schur complement = pi0 pi1 [Cov(z) - (A + A^T)] (N={model.length}, d={model.dim})",
                      schur, K_SYMBOL * (covariance(model.hidden) - A - A.T),
@@ -572,3 +668,111 @@ def results() -> tuple[Result, ...]:
     blocks = tuple(block_identity(n, d, tying) for tying in (True, False) for n, d in SIZES)
     return (moment_identity(), *blocks, schur_identity(), position_schur_identity(), theta_pi_identity(),
             untied_theta_pi_identity(), reduced_identity(True), reduced_identity(False))
+
+
+@cache
+def law_identity(length: int, dim: int, tying: bool) -> Result:
+    """For any joint law of x_1..x_{N+1} the Hessian at e = a = ω = 0, σ(b) = σ is ``closed_form`` with
+    k = σ(1 − σ), w(n, i) = E[x_i x_{n+1}] − σE[x_i] and drift E[σ − x_{n+1}] (claim MANIFOLD-GENERAL).
+
+    So only E[x_i], E[x_{n+1}] and E[x_i x_{n+1}] (i ≤ n) enter: the closed side holds no other moment.
+    """
+    _, kind, coords = _kind(tying)
+    claimed = closed_form(jet(length, dim), tying, SIGMA * (1 - SIGMA), law_covariance, law_drift)
+    return _identity(f"Hessian at e = 0 for any law of x_1..x_(N+1): only E[x_i], E[x_(n+1)], E[x_i x_(n+1)] "
+                     f"enter ({kind}, N={length}, d={dim})", moment_block(length, dim, tying), claimed,
+                     "x_t in {0, 1}, any joint law", "F_n undefined functions", claim=GENERAL_CLAIM,
+                     statement=Statement(f"\\nabla^2_{{{coords}}} L",
+                                         r"\text{the moment form \eqref{eq:general-moment-form}}",
+                                         f"any law of $x_1, \\dots, x_{{N+1}}$, {kind}, $N = {length}$, $d = {dim}$"))
+
+
+def general_block_name(length: int, dim: int, tying: bool) -> str:
+    """The name of ``general_block_identity(length, dim, tying)``."""
+    block, kind, _ = _kind(tying)
+    return (f"M_pi Hessian, stationary source with autocovariance c_m = closed form {block} block, 0 elsewhere "
+            f"({kind}, N={length}, d={dim})")
+
+
+@cache
+def general_block_identity(length: int, dim: int, tying: bool) -> Result:
+    """On M_π of a stationary source with symbolic π1 and c_m, the Hessian is ``closed_form`` with
+    w(n, i) = c_{n+1−i} and k = π1(1 − π1) (claim MANIFOLD-GENERAL)."""
+    _, kind, coords = _kind(tying)
+    claimed = closed_form(jet(length, dim), tying, weight=stationary_covariance)
+    return _identity(general_block_name(length, dim, tying), stationary_block(length, dim, tying), claimed,
+                     "stationary source: E[x_t] = pi_1, Cov(x_(t+m), x_t) = c_m", "F_n undefined functions",
+                     claim=GENERAL_CLAIM, normal=general_collected,
+                     statement=Statement(f"\\nabla^2_{{{coords}}} L",
+                                         r"\text{the closed form \eqref{eq:general-closed-form}}",
+                                         f"on $M_\\pi$, any stationary source, {kind}, $N = {length}$, $d = {dim}$"))
+
+
+@cache
+def general_schur_identity() -> Result:
+    """S of the general tied closed form is k Cov_n(z_n) − (A_c + A_cᵀ) (claim MANIFOLD-GENERAL)."""
+    model = jet(*SPECIAL_SIZE)
+    A = lag_jacobian(model, stationary_covariance)
+    schur = schur_complement(closed_form(model, True, weight=stationary_covariance), model.dim)
+    return _identity(f"M_pi Schur complement, stationary source = k Cov(z) - (A_c + A_c^T) "
+                     f"(N={model.length}, d={model.dim})", schur, K_SYMBOL * covariance(model.hidden) - A - A.T,
+                     claim=GENERAL_CLAIM, normal=general_collected,
+                     statement=Statement("S", r"k\,\mathrm{Cov}_n(z_n) - (A_c + A_c^\top)",
+                                         f"any stationary source, $N = {model.length}$, $d = {model.dim}$"))
+
+
+def _at_autocovariance(block: sp.Matrix, order: int) -> sp.Matrix:
+    """``block`` with each c_m the autocovariance of the source of ``order``, derived from its chain."""
+    count = max(lag(n, 1) for n in range(1, SPECIAL_SIZE[0] + 1))
+    return block.xreplace({autocovariance_symbol(m): c for m, c in enumerate(AC.values(order, count), 1)})
+
+
+@cache
+def first_order_case_identity(tying: bool) -> Result:
+    """The general closed form at the first-order chain's c(m) (matrix powers) is SPEC §10's block (claim
+    MANIFOLD-GENERAL): the first-order theory is the case c(m) = kλ^m."""
+    block, kind, _ = _kind(tying)
+    model = jet(*SPECIAL_SIZE)
+    general = _at_autocovariance(closed_form(model, tying, weight=stationary_covariance), 1)
+    return _identity(f"general closed form at the first-order c(m) = SPEC 10 {block} block ({kind}, "
+                     f"N={model.length}, d={model.dim})", general, closed_form(model, tying), claim=GENERAL_CLAIM,
+                     statement=Statement(r"H\big|_{c_m = c^{(1)}(m)}", r"H^{(\S 10)}",
+                                         f"$c^{{(1)}}(m) = \\mathrm{{Cov}}(x_{{t+m}}, x_t)$ of the first-order "
+                                         f"chain, {kind}, $N = {model.length}$, $d = {model.dim}$"))
+
+
+def second_order_schur(model: Jet) -> sp.Matrix:
+    """S of the tied general closed form at the second-order source's c(m) (matrix powers of its pair chain)."""
+    return _at_autocovariance(schur_complement(closed_form(model, True, weight=stationary_covariance), model.dim), 2)
+
+
+@cache
+def odd_lag_identity() -> Result:
+    """On the second-order source S = k Cov_n(z_n) − (A + Aᵀ), A = (1/N) Σ over EVEN lags m = n+1−i of
+    kλ^{m/2} K_{n,i}: the odd lags, the own position K_{n,n} among them, drop out (SECOND-ORDER-DEGENERATE)."""
+    model = jet(*SPECIAL_SIZE)
+    A = lag_jacobian(model, lambda n, i: K_SYMBOL * LAMBDA_SYMBOL ** (lag(n, i) // 2) if lag(n, i) % 2 == 0 else 0)
+    return _identity(f"second-order source: M_pi Schur complement has only even lags: k Cov(z) - (A_even + "
+                     f"A_even^T) (N={model.length}, d={model.dim})", second_order_schur(model),
+                     K_SYMBOL * covariance(model.hidden) - A - A.T, claim=DEGENERATE_CLAIM,
+                     statement=Statement("S", r"k\,\mathrm{Cov}_n(z_n) - (A_{\mathrm{even}} + "
+                                         r"A_{\mathrm{even}}^\top)",
+                                         f"the second-order source, $N = {model.length}$, $d = {model.dim}$"))
+
+
+@cache
+def second_order_theta_pi_identity() -> Result:
+    """At θ_π the second-order source gives S = 0: fully degenerate, c(1) = 0 (SECOND-ORDER-DEGENERATE)."""
+    length, dim = SPECIAL_SIZE
+    return _identity(f"second-order source: M_pi Schur complement at theta_pi = 0 (N={length}, d={dim})",
+                     second_order_schur(theta_pi_jet(length, dim)), sp.zeros(dim), claim=DEGENERATE_CLAIM,
+                     statement=Statement(r"S(\theta_\pi)", "0", f"the second-order source, $d = {dim}$"))
+
+
+@cache
+def general_results() -> tuple[Result, ...]:
+    """Every identity of claims MANIFOLD-GENERAL and SECOND-ORDER-DEGENERATE."""
+    sizes = [(n, d, tying) for tying in (True, False) for n, d in SIZES]
+    return (*(law_identity(*size) for size in sizes), *(general_block_identity(*size) for size in sizes),
+            general_schur_identity(), first_order_case_identity(True), first_order_case_identity(False),
+            odd_lag_identity(), second_order_theta_pi_identity())

@@ -1,5 +1,6 @@
 """Every identity of the theory, gathered from the modules that derive them: the source and the reduced model
-(``theory.landscape``), the manifold of θ_π (``theory.manifold``), the canonical model (``theory.canonical``)
+(``theory.landscape``), the sources' autocovariance (``theory.autocovariance``), the manifold of θ_π for the
+first-order chain and for any stationary source (``theory.manifold``), the canonical model (``theory.canonical``)
 and k-state chains (``theory.multistate``).
 
 The top of ``theory``: it imports them all and nothing imports it but its readers (the tests, the LaTeX
@@ -8,7 +9,7 @@ document, ``python -m verify --list``).
 
 from __future__ import annotations
 
-from theory import canonical, landscape, manifold, multistate
+from theory import autocovariance, canonical, landscape, manifold, multistate
 from theory.calculus import Result
 
 
@@ -18,5 +19,6 @@ def identities() -> list[Result]:
     for tying in (True, False):
         out += [landscape.stationarity_pi(tying), landscape.loss_pi(tying), landscape.stationarity_star(tying),
                 landscape.loss_star(tying)]
-    return [*out, *manifold.results(), landscape.gauss_newton_star(), landscape.normal_block_pi(),
+    return [*out, *manifold.results(), *autocovariance.results(), *manifold.general_results(),
+            landscape.gauss_newton_star(), landscape.normal_block_pi(),
             landscape.untied_block_pi(), *canonical.results(), *multistate.results()]
