@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import sympy as sp
 
+from theory import autocovariance as AC
 from theory import landscape as T
 from theory import latex as X
+from theory import manifold as M
 from theory import registry
 from theory.calculus import identity
 from theory.markov import p, q
@@ -100,3 +102,34 @@ def test_pdf_flag_compiles_the_document(tmp_path, capsys):
     assert X.main(["--out", str(out), "--p", "0.2", "--q", "0.3", "--pdf"]) == 0
     assert capsys.readouterr().out.splitlines() == [f"wrote {out}", f"wrote {tmp_path / 'd.pdf'}"]
     assert (tmp_path / "d.pdf").stat().st_size > 10_000
+
+
+def _general_section(text: str) -> str:
+    start = text.index("\\section{Any stationary source, depth and mask}")
+    return text[start:text.index("\\section{", start + 1)]
+
+
+def test_general_manifold_section_lists_every_identity_proven_and_prints_the_live_forms(text):
+    section = _general_section(text)
+    results = [r for r in registry.identities() if r.claim in X._GENERAL_CLAIMS]
+    assert {r.claim for r in results} == set(X._GENERAL_CLAIMS)
+    for result in results:
+        assert f"\\item {X._title(result.statement)}: proven" in section, result.name
+    assert "NOT proven" not in section and "did NOT" not in section
+    for m in range(AC.LAGS + 1):  # the autocovariance table: the matrix powers' values as printed
+        assert X._latex(X._readable(AC.autocovariance(2, m))) in section
+    assert X._latex(AC.pair_kernel()) in section
+    N, d = M.SIZES[0]
+    odd = M.second_order_schur(M.jet(N, d))[0, 0]
+    assert f"S = {X._latex(odd)}" in section and "K_{3,3}" not in X._latex(odd)  # own path dropped
+    assert "c_{3}" in section and "E[x_{1} x_{4}]" in section  # the derived blocks, in c_m and in moments
+    unescaped = re.sub(r"\\[{}]", "", section)
+    assert unescaped.count("{") == unescaped.count("}")
+
+
+def test_general_manifold_section_follows_the_expressions_it_prints(monkeypatch):
+    """Printed from the live expressions: a changed autocovariance changes the table, not a hand-written one."""
+    marker, original = sp.Symbol("MARKER"), AC.autocovariance
+    monkeypatch.setattr(AC, "autocovariance", lambda order, m: marker if (order, m) == (2, 3) else original(order, m))
+    section = "\n".join(X._general_manifold_section())
+    assert section.count("MARKER") == 1
