@@ -21,7 +21,7 @@ Hessian replaces each monomial Π_{t∈S} x_t by the moment symbol E[x_S] (x_t²
     ∇²L = (1/N) Σ_n [ σ(1−σ) g_n g_nᵀ + E[σ − x_{n+1}] Ω_n + Σ_{i≤n} E[(σ − x_{n+1}) x_i] B_{n,i} ],
 
 g_n = ∇ℓ_n = (z_n, 1, 0) (untied (0, z_n, 1, 0)), Ω_n the ω row (z'_n against e, untied against a), B_{n,i} the
-x_i-part of ∇²ℓ_n: K_{n,i} + K_{n,i}ᵀ in e–e (untied K_{n,i} in a–e).  A source fixes the moments (``*_block``):
+x_i-part of ∇²ℓ_n: K_{n,i} + K_{n,i}ᵀ in e–e (untied K_{n,i} in a–e).  A source fixes the moments:
 
 * a stationary source (``stationary_block``): E[x_t] = π1, E[x_i x_j] = π1² + c_{|j−i|} with symbolic
   autocovariances c_1, c_2, ..; on M_π, σ = π1, so E[σ − x_{n+1}] = 0 and E[(σ − x_{n+1}) x_i] = −c_{n+1−i}.  It
@@ -160,7 +160,8 @@ class Jet:
     def symbols(self) -> tuple[sp.Symbol, ...]:
         """Every symbol of z_n, K_{n,i} and z'_n, in that order."""
         parts = (*self.hidden, *self.jacobian.values(), *(self.slope or ()))
-        return tuple(dict.fromkeys(s for m in parts for s in m.free_symbols))
+        return tuple(dict.fromkeys(s for m in parts for entry in m
+                                   for s in sorted(entry.free_symbols, key=sp.default_sort_key)))
 
 
 def _pairs(length: int) -> list[tuple[int, int]]:
