@@ -1,13 +1,13 @@
 """A standalone LaTeX derivation built from the live SymPy expressions.
 
 ``python -m theory.latex --out derivations.tex [--p 0.5 --q 0.8] [--pdf]`` writes an article (amsmath)
-with the setup, the reduced model, its loss, gradient and Hessian, their values at θ_π and
-θ_*, the determinant and definiteness condition, the k-state, critical-manifold and canonical-model
-sections, and every identity with its claim ID: its statement as the title, its left side, its right
-side and their difference reduced to 0.  Every formula is printed from the live expressions, in a form
-chosen for reading (``_readable``: shortest of a few equal forms, signs made positive); the proofs
-use the canonical forms whatever is shown.  With p, q given, numeric values are added; ``--pdf``
-compiles it.
+with the setup, the reduced model, its loss, gradient and Hessian, their values at θ_π and θ_*, the
+determinant and definiteness condition, the k-state, critical-manifold (first-order chain, then any stationary
+source with the sources' autocovariances) and canonical-model sections, and every identity with its claim ID:
+its statement as the title, its left side, its right side and their difference reduced to 0.  Every formula is
+printed from the live expressions, in a form chosen for reading (``_readable``: shortest of a few equal forms,
+signs made positive); the proofs use the canonical forms whatever is shown.  With p, q given, numeric values are
+added; ``--pdf`` compiles it.
 """
 
 from __future__ import annotations
