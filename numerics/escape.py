@@ -62,19 +62,25 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+from torch.func import jvp, vmap
 
+from numerics import transformer as model
+from numerics.autocovariance import autocovariance
 from numerics.manifold import (
     LOCAL_MINIMUM,
     SADDLE_POINT,
     ManifoldCurvature,
+    binary_source,
     centred_spread,
+    layer_states,
     manifold_curvature,
     position_pass,
     project_to_manifold,
+    tangent_chunk,
 )
 from numerics.markov import InvalidInputError, MarkovChain
 from numerics.train import Source, TrainConfig, TrainResult, train
-from numerics.transformer import Params
+from numerics.transformer import Params, has_layer_norm, num_layers
 
 ESCAPES, TRAPPED, UNDECIDED = "escapes", "trapped", "undecided"
 ATTENTION, DIAGONAL = "attention", "diagonal"
@@ -90,7 +96,7 @@ class SelfJacobian:
     feed_forward: Tensor
 
 
-def diagonal_jacobian(params: Params, dtype: torch.dtype = torch.float64) -> SelfJacobian:
+def diagonal_jacobian(params: Params, dtype: torch.dtype = torch.float64, memory: int | None = None) -> SelfJacobian:
     """K_{n,n} = G_n (I + W_O J_n) of the one-layer model at x̃ = pos, for every position n.
 
     J_n = ∂m_n/∂x̃_n for the attention mix m_n = Σ_{l≤n} a_{n,l} v_l, v_l = W_V x̃_l, where x̃_n enters
@@ -102,7 +108,7 @@ def diagonal_jacobian(params: Params, dtype: torch.dtype = torch.float64) -> Sel
     and G_n = I + W_2 diag(1[W_1 y_n > 0]) W_1 is the Jacobian of z_n = y_n + W_2 ReLU(W_1 y_n) in y_n.
     Cost O(N² d + N d² r); tests check it against ``torch.func.jacrev`` of the forward pass.
     """
-    fp = position_pass(params, dtype)
+    fp = position_pass(params, dtype, memory)
     W, v, m, y = fp.W, fp.v, fp.m, fp.y
     own = fp.att.diagonal()
     J = own[:, None, None] * (W["W_V"] + (v - m)[:, :, None] * fp.r[:, None, :]) + centred_spread(fp.att, v, fp.u, m)
@@ -148,7 +154,7 @@ class CurvatureParts:
             "diagonal": self.diagonal, "driver": self.driver, "leading": self.leading}
 
 
-def curvature_parts(point: Params, curvature: ManifoldCurvature) -> CurvatureParts:
+def curvature_parts(point: Params, curvature: ManifoldCurvature, memory: int | None = None) -> CurvatureParts:
     """Split λ_min(S) of the M_π point ``point`` (tied, as classified by ``curvature``) into its parts.
 
     Cov_n(z_n) is ``curvature.covariance``, A_diag from ``diagonal_jacobian``,
@@ -161,7 +167,7 @@ def curvature_parts(point: Params, curvature: ManifoldCurvature) -> CurvaturePar
     w = vectors[:, 0]
     w = w * torch.sign(w[w.abs().argmax()])
     k, lam = curvature.k, curvature.lam
-    selfjac = diagonal_jacobian(point, curvature.schur.dtype)
+    selfjac = diagonal_jacobian(point, curvature.schur.dtype, memory)
     eye = torch.eye(w.shape[0], dtype=w.dtype, device=w.device)
     attention = curvature.lag_jacobian - lam * selfjac.total.mean(dim=0)
 
@@ -179,13 +185,54 @@ def curvature_parts(point: Params, curvature: ManifoldCurvature) -> CurvaturePar
     )
 
 
+def bottom_vector(curvature: ManifoldCurvature) -> Tensor:
+    """The unit bottom eigenvector w of S, its largest entry positive."""
+    w = torch.linalg.eigh(curvature.schur)[1][:, 0]
+    return w * torch.sign(w[w.abs().argmax()])
+
+
+def lag_profile(point: Params, curvature: ManifoldCurvature, source: Source, memory: int | None = None,
+                lags: int = 8) -> dict[str, float | list[float]]:
+    """λ_min(S) = wᵀ S w split by the attended lag, for any depth, mask and layer norm (``MANIFOLD-GENERAL``).
+
+    With q_{n,i} = wᵀ K_{n,i} w (w: S's bottom eigenvector; one forward-mode pass per input position i),
+
+        wᵀ S w = k wᵀ Cov_n(z_n) w  +  Σ_m part(m),     part(m) = -2 c(m) (1/N) Σ_n q_{n, n+1-m},
+
+    m = n + 1 - i the lag of x̃_i in c(m) = Cov(x_{t+m}, x_t): m = 1 is the symbol's own position, m = 2 the one
+    before (the only one the second-order source's x_{n+1} depends on).  Returns the covariance part, part(1..lags)
+    and the sum of the parts beyond ``lags``; they add up to λ_min(S) up to rounding (tests check it).
+    """
+    w = bottom_vector(curvature)
+    weights = {name: value.detach().to(w.dtype) for name, value in point.items()}
+    pos = weights["pos"]
+    seq_len = pos.shape[0]
+    tangents = torch.eye(seq_len, dtype=w.dtype)[:, :, None] * w[None, None, :]  # row i: w at position i
+    forward = vmap(lambda t: jvp(lambda h: model.hidden(weights, h, memory), (pos,), (t,))[1])
+    chunk = tangent_chunk(weights, seq_len, num_layers(weights), pos.device)
+    q = torch.cat([forward(t) for t in tangents.split(chunk)]) @ w  # q[i, n] = wᵀ K_{n,i} w
+    c = torch.as_tensor(autocovariance(source).scalar(seq_len) if not isinstance(source, MarkovChain)
+                        else curvature.k * curvature.lam ** torch.arange(1, seq_len + 1, dtype=torch.float64),
+                        dtype=w.dtype)
+    parts = [-2 * c[m - 1].item() * q.diagonal(offset=m - 1).sum().item() / seq_len for m in range(1, seq_len + 1)]
+    return {"covariance": curvature.k * (w @ curvature.covariance @ w).item(), "lags": parts[:lags],
+            "beyond": sum(parts[lags:]), "eigenvalue": curvature.schur_eigenvalues[0].item()}
+
+
+def attention_to_previous(point: Params, memory: int | None = None) -> list[float]:
+    """Per layer, mean_{n≥2} a_{n,n-1}: the attention mass on the previous symbol x_{n-1} at x̃ = pos (lag m = 2)."""
+    return [state.attention.diagonal(offset=-1).mean().item() for state in layer_states(point, memory)]
+
+
 @dataclass(frozen=True)
 class EscapePoint:
     """One evaluation of a tied run: the test loss and the curvature of θ(t)'s projection onto M_π.
 
     ``lambda_min`` = λ_min(S) (``schur_eigenvalues[0]``), ``e_norm`` = |e(t)| before projection,
     ``alignment`` = |cos(e(t), w)| with w the bottom eigenvector of S (NaN if e = 0), ``drift``: the
-    Frobenius distance of each of ``GROUPS`` from its value at ``start`` (empty without a start).
+    Frobenius distance of each of ``GROUPS`` from its value at ``start`` (empty without a start);
+    ``parts``: ``curvature_parts`` (one layer without layer norm; None otherwise); ``attention_previous``:
+    ``attention_to_previous`` of the projection.
     """
 
     step: int
@@ -194,40 +241,45 @@ class EscapePoint:
     classification: str
     error_bound: float
     e_norm: float
-    parts: CurvatureParts
+    parts: CurvatureParts | None
     alignment: float = math.nan
     drift: dict[str, float] = field(default_factory=dict)
+    attention_previous: list[float] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {"step": self.step, "test_loss": self.test_loss, "lambda_min": self.lambda_min,
                 "classification": self.classification, "error_bound": self.error_bound,
                 "e_norm": self.e_norm, "alignment": self.alignment, "drift": self.drift,
-                "parts": self.parts.as_dict()}
+                "parts": self.parts.as_dict() if self.parts else None,
+                "attention_previous": self.attention_previous}
 
 
 def drift(params: Params, start: Params) -> dict[str, float]:
     """‖θ_g - θ_g(start)‖ (Frobenius, over the group's tensors together) for every group g of ``GROUPS``."""
-    return {group: math.sqrt(sum(float((params[name].detach() - start[name]).pow(2).sum()) for name in names))
+    return {group: math.sqrt(sum(float((params[name].detach() - start[name]).pow(2).sum())
+                                 for name in params if name.split(".")[0] in names))
             for group, names in GROUPS.items()}
 
 
 def measure_point(
-    params: Params, p: float, q: float, step: int, test_loss: float, *, start: Params | None = None
+    params: Params, source: Source, step: int, test_loss: float, *, memory: int | None = None,
+    start: Params | None = None,
 ) -> EscapePoint:
-    """Project tied one-layer ``params`` onto M_π and classify the projection at the run's own N.
-
-    ``start``: parameters to measure the drift from (the run's first evaluation), or None.
-    """
-    point = project_to_manifold(params, p, q, tying=True)
-    curvature = manifold_curvature(point, p, q, tying=True)
-    parts = curvature_parts(point, curvature)
-    e = params["e"].detach().to(parts.vector.dtype)
+    """Project tied ``params`` (any depth, layer norm) onto M_π of the binary ``source`` and classify the projection
+    at the run's own N and attention memory.  ``start``: parameters to measure the drift from, or None."""
+    point = project_to_manifold(params, tying=True, source=source)
+    curvature = manifold_curvature(point, tying=True, source=source, memory=memory)
+    one_layer = num_layers(point) == 1 and not has_layer_norm(point)
+    parts = curvature_parts(point, curvature, memory) if one_layer else None
+    w = bottom_vector(curvature)
+    e = params["e"].detach().to(w.dtype)
     e_norm = torch.linalg.vector_norm(e).item()
-    alignment = abs((e @ parts.vector).item()) / e_norm if e_norm > 0 else math.nan
+    alignment = abs((e @ w).item()) / e_norm if e_norm > 0 else math.nan
     return EscapePoint(
         step=step, test_loss=test_loss, lambda_min=curvature.schur_eigenvalues[0].item(),
         classification=curvature.classification, error_bound=curvature.error_bound, e_norm=e_norm,
         parts=parts, alignment=alignment, drift=drift(params, start) if start is not None else {},
+        attention_previous=attention_to_previous(point, memory),
     )
 
 
@@ -235,14 +287,14 @@ def measure_point(
 class EscapeRecorder:
     """An ``on_eval`` hook for ``numerics.train.train``: measures every evaluation, keeps a copy of θ(t)."""
 
-    p: float
-    q: float
+    source: Source
+    memory: int | None = None
     points: list[EscapePoint] = field(default_factory=list)
     snapshots: list[Params] = field(default_factory=list, repr=False)
 
     def __call__(self, step: int, params: Params, test_loss: float) -> None:
         start = self.snapshots[0] if self.snapshots else params
-        self.points.append(measure_point(params, self.p, self.q, step, test_loss, start=start))
+        self.points.append(measure_point(params, self.source, step, test_loss, memory=self.memory, start=start))
         self.snapshots.append({name: value.detach().clone() for name, value in params.items()})
 
 
@@ -284,13 +336,15 @@ def escape_outcome(points: list[EscapePoint], unigram: float, band: float) -> Es
 class EscapeRun:
     """One tracked run: its training result, every evaluation's curvature, the outcome and θ at key points.
 
-    ``params``: parameter dicts (before projection) at "plateau", "last_plateau" (where they exist) and "end".
+    ``params``: parameter dicts (before projection) at "plateau", "last_plateau" (where they exist) and "end";
+    ``profiles``: ``lag_profile`` of the projection at the same points.
     """
 
     result: TrainResult
     points: list[EscapePoint]
     outcome: EscapeOutcome
     params: dict[str, Params]
+    profiles: dict[str, dict] = field(default_factory=dict)
 
     def at(self, index: int | None) -> EscapePoint | None:
         return None if index is None else self.points[index]
@@ -317,31 +371,40 @@ class EscapeRun:
             return None if point is None else point.as_dict() | {"prediction": prediction(point),
                                                                  "matches": self.matches(index)}
 
+        def keyed(name: str, index: int | None) -> dict | None:
+            entry = summary(index)
+            return None if entry is None else entry | {"profile": self.profiles.get(name)}
+
         crossing, escape = self.step_of(self.outcome.crossing), self.step_of(self.outcome.escape)
         return {
             "observed": self.observed, "final_loss": self.result.final_loss,
             "unigram_test_loss": self.result.reference_test_loss["unigram"],
-            "first_plateau": summary(self.outcome.first_plateau), "plateau": summary(self.outcome.plateau),
-            "last_plateau": summary(self.outcome.last_plateau),
-            "end": summary(len(self.points) - 1), "crossing_step": crossing, "escape_step": escape,
+            "first_plateau": summary(self.outcome.first_plateau), "plateau": keyed("plateau", self.outcome.plateau),
+            "last_plateau": keyed("last_plateau", self.outcome.last_plateau),
+            "end": keyed("end", len(self.points) - 1), "crossing_step": crossing, "escape_step": escape,
             "lead_steps": None if crossing is None or escape is None else escape - crossing,
             "trajectory": [point.as_dict() for point in self.points],
         }
 
 
 def track_escape(source: Source, config: TrainConfig, band: float, *, progress=None) -> EscapeRun:
-    """Train a tied one-layer model on a first-order chain and measure the M_π curvature at every evaluation.
+    """Train a tied model (any depth, memory, layer norm) on a binary source and measure the M_π curvature at every
+    evaluation; the lag profile (``lag_profile``) at the plateau, the last plateau point and the end.
 
     ``band``: β of ``escape_outcome``.  The reference U is the unigram predictor's loss on the run's
     test sequences (``TrainResult.reference_test_loss``).
     """
-    if not isinstance(source, MarkovChain) or not config.tying or config.layers != 1 or config.layer_norm \
-            or config.memory is not None:
-        raise InvalidInputError("the escape study tracks tied one-layer models without layer norm or memory "
-                                "on a first-order chain")
-    recorder = EscapeRecorder(source.p, source.q)
+    if not config.tying or config.embedding != "scalar":
+        raise InvalidInputError("the escape study tracks the tied scalar model (the M_π formula's model)")
+    binary_source(None, None, source)
+    recorder = EscapeRecorder(source, config.memory)
     result = train(source, config, progress=progress, on_eval=recorder)
     outcome = escape_outcome(recorder.points, result.reference_test_loss["unigram"], band)
     keep = {"plateau": outcome.plateau, "last_plateau": outcome.last_plateau, "end": len(recorder.points) - 1}
     params = {name: recorder.snapshots[i] for name, i in keep.items() if i is not None}
-    return EscapeRun(result, recorder.points, outcome, params)
+    profiles = {}
+    for name, theta in params.items():
+        point = project_to_manifold(theta, tying=True, source=source)
+        curvature = manifold_curvature(point, tying=True, source=source, memory=config.memory)
+        profiles[name] = lag_profile(point, curvature, source, config.memory)
+    return EscapeRun(result, recorder.points, outcome, params, profiles)

@@ -472,7 +472,7 @@ def _tangent_blocks(rho: complex, seq_len: int, dtype: torch.dtype) -> list[tupl
     return [(s, min(s + size, seq_len)) for s in range(0, seq_len, size)]
 
 
-def _tangent_chunk(params: Params, seq_len: int, layers: int, device: torch.device) -> int:
+def tangent_chunk(params: Params, seq_len: int, layers: int, device: torch.device) -> int:
     """How many tangents one vmapped forward-mode pass may carry: scores, weights and their tangents (about
     6 N² per layer) and the feed-forward (4 N r) within an eighth of ``memory_budget_bytes``."""
     r = params["W_1"].shape[0]
@@ -487,33 +487,32 @@ def lag_sums(params: Params, rhos: list[complex], memory: int | None, dtype: tor
     included) by forward-mode autograd, without forming K: for an output block n ∈ [s, e) the tangent
     x̃_i ↦ ρ^{s-i} u (i < e) gives at position n the vector Σ_i ρ^{s-i} K_{n,i} u, and ρ^{n+1-s} times it is the
     block's share of T(ρ) u.  Blocks keep |ρ|^{s-i} within ``_log_range`` (ρ → 0 needs more of them); a complex
-    ρ takes two real passes (real and imaginary part of the tangent).  Cost: d · Σ_ρ (blocks) forward passes,
-    O(L N² d) each, instead of N d passes for the whole Jacobian.
+    ρ takes two real passes (real and imaginary part of the tangent).  The model is causal, so a block's pass
+    runs on the positions before e only, and with a memory W on the last L W before s as well (nothing earlier
+    reaches [s, e) through L layers).  Cost: d · Σ_ρ (blocks) forward passes of at most O(L N² d) each,
+    instead of N d passes for the whole Jacobian.
     """
     weights = {name: value.detach().to(dtype) for name, value in params.items()}
     pos = weights["pos"]
     seq_len, d = pos.shape
+    layers = num_layers(weights)
     eye = torch.eye(d, dtype=dtype, device=pos.device)
-    tangents, plan = [], []  # plan: (which ρ, output block, output weights, real part or imaginary part)
+    forward = vmap(lambda h, t: jvp(lambda x: model.hidden(weights, x, memory), (h,), (t,))[1], in_dims=(None, 0))
+    chunk = tangent_chunk(weights, seq_len, layers, pos.device)
+    sums = torch.zeros(len(rhos), d, d, dtype=torch.complex128)
     for index, rho in enumerate(rhos):
         for s, e in _tangent_blocks(rho, seq_len, dtype):
-            inputs = np.power(complex(rho), np.arange(s, s - e, -1, dtype=float))  # ρ^{s-i}, i = 0..e-1
+            first = 0 if memory is None else max(0, s - layers * memory)
+            inputs = np.power(complex(rho), np.arange(s - first, s - e, -1, dtype=float))  # ρ^{s-i}, i ∈ [first, e)
             outputs = torch.as_tensor(np.power(complex(rho), np.arange(1, e - s + 1, dtype=float)))
             for part in ("real", "imag") if rho.imag != 0 else ("real",):
-                column = torch.zeros(seq_len, dtype=dtype, device=pos.device)
-                column[:e] = torch.as_tensor(getattr(inputs, part), dtype=dtype)
-                tangents += [column[:, None] * eye[u] for u in range(d)]
-                plan.append((index, s, e, outputs, part))
-    forward = vmap(lambda t: jvp(lambda h: model.hidden(weights, h, memory), (pos,), (t,))[1])
-    chunk = _tangent_chunk(weights, seq_len, num_layers(weights), pos.device)
-    stacked = torch.stack(tangents) if tangents else pos.new_zeros(0, seq_len, d)
-    moved = torch.cat([forward(c) for c in stacked.split(chunk)]) if tangents else stacked
-    sums = [torch.zeros(d, d, dtype=torch.complex128) for _ in rhos]
-    for j, (index, s, e, outputs, part) in enumerate(plan):
-        block = moved[j * d : (j + 1) * d, s:e].to(torch.float64).cpu()  # (u, n, :) = Σ_i ρ^{s-i} K_{n,i} e_u
-        column = (outputs[None, :, None] * block).sum(dim=1).T  # (:, u)
-        sums[index] += column if part == "real" else 1j * column
-    return model.hidden(weights, pos, memory).detach(), torch.stack(sums) if rhos else torch.zeros(0, d, d)
+                column = torch.as_tensor(getattr(inputs, part), dtype=dtype, device=pos.device)
+                tangents = column[None, :, None] * eye[:, None, :]  # (u, i, :)
+                moved = torch.cat([forward(pos[first:e], t) for t in tangents.split(chunk)])
+                block = moved[:, s - first :].to(torch.float64).cpu()  # (u, n, :) = Σ_i ρ^{s-i} K_{n,i} e_u
+                share = (outputs[None, :, None] * block).sum(dim=1).T  # (:, u)
+                sums[index] += share if part == "real" else 1j * share
+    return model.hidden(weights, pos, memory).detach(), sums
 
 
 def forward_mode_lag_jacobian(params: Params, source: Source, memory: int | None,
@@ -534,19 +533,32 @@ def forward_mode_lag_jacobian(params: Params, source: Source, memory: int | None
     return z, lag.to(dtype=dtype, device=z.device)
 
 
-def _feed_forward_inputs(params: Params, memory: int | None) -> list[tuple[Tensor, Tensor, Tensor]]:
-    """For each layer at x̃ = pos: the ReLU inputs W_1 v_n (v = y or LN_2(y)), the same on absolute values,
-    and which hidden units can matter (W_1 row and W_2 column nonzero)."""
+@dataclass(frozen=True)
+class LayerState:
+    """One layer of the forward pass at x̃ = pos: its attention weights a_{n,i} (N × N), the ReLU inputs W_1 v_n
+    (v = y or LN_2(y)), the same on absolute values, and which hidden units can matter (W_1 row and W_2 column
+    nonzero)."""
+
+    attention: Tensor
+    preactivation: Tensor
+    magnitude: Tensor
+    live: Tensor
+
+
+def layer_states(params: Params, memory: int | None) -> list[LayerState]:
+    """``LayerState`` of every layer, through the model's own functions (what the forward-mode route differentiates)."""
     h = params["pos"].detach()
     mask = model.attention_mask(h.shape[0], memory, h.device)
     out = []
     for layer in range(num_layers(params)):
         u = model.norm(params, layer_key("ln_1", layer), h)
-        y = h + model.attention(params, layer, u, *model.keys_values(params, layer, u), mask)
+        key, value = model.keys_values(params, layer, u)
+        scores = (model.queries(params, layer, u) @ key.T).masked_fill(~mask, -math.inf)
+        y = h + model.attention(params, layer, u, key, value, mask)
         v = model.norm(params, layer_key("ln_2", layer), y)
         W_1, W_2 = params[layer_key("W_1", layer)].detach(), params[layer_key("W_2", layer)].detach()
         live = (W_1.abs().sum(dim=1) > 0) & (W_2.abs().sum(dim=0) > 0)
-        out.append((v @ W_1.T, v.abs() @ W_1.abs().T, live))
+        out.append(LayerState(torch.softmax(scores, dim=-1).detach(), v @ W_1.T, v.abs() @ W_1.abs().T, live))
         h = y + model.feed_forward(params, layer, v)
     return out
 
@@ -556,8 +568,8 @@ def _deep_kink_reason(params: Params, memory: int | None, dtype: torch.dtype) ->
     seq_len, d = params["pos"].shape
     layers = num_layers(params)
     rounding = torch.finfo(dtype).eps / 2 * (4 * seq_len + 2 * params["W_1"].shape[0] + 6 * d + 10) * layers
-    for layer, (pre, size, live) in enumerate(_feed_forward_inputs(params, memory)):
-        near = (pre.abs() <= rounding * size) & live
+    for layer, state in enumerate(layer_states(params, memory)):
+        near = (state.preactivation.abs() <= rounding * state.magnitude) & state.live
         if bool(near.any()):
             n, j = (int(t) for t in near.nonzero()[0])
             return (f"{KINK}: the input of hidden unit j={j} of layer {layer + 1} at position n={n + 1} is 0 within "

@@ -10,19 +10,22 @@ import torch
 from torch.func import jacrev
 
 from numerics import canonical_flow, escape
+from numerics.autocovariance import Autocovariance
 from numerics.escape import (
     EscapePoint,
     EscapeRecorder,
     SelfJacobian,
+    attention_to_previous,
     curvature_parts,
     diagonal_jacobian,
     escape_outcome,
+    lag_profile,
     measure_point,
     prediction,
     track_escape,
 )
 from numerics.manifold import LOCAL_MINIMUM, SADDLE_POINT, UNDECIDED, manifold_curvature, project_to_manifold
-from numerics.markov import InvalidInputError, MarkovChain
+from numerics.markov import FiniteChain, InvalidInputError, MarkovChain, SecondOrderChain
 from numerics.stationary_points import theta_pi, theta_star
 from numerics.train import TrainConfig, train
 from numerics.transformer import attention, attention_mask, block, feed_forward, init_params, keys_values
@@ -94,8 +97,8 @@ def test_a_self_jacobian_without_its_attention_path_is_noticed(monkeypatch):
     good = curvature_parts(point, curvature)
     real = escape.diagonal_jacobian
 
-    def without_attention_path(params, dtype):
-        G = real(params, dtype).feed_forward
+    def without_attention_path(params, dtype, memory=None):
+        G = real(params, dtype, memory).feed_forward
         return SelfJacobian(total=G, feed_forward=G)
 
     monkeypatch.setattr(escape, "diagonal_jacobian", without_attention_path)
@@ -117,16 +120,16 @@ def test_theta_pi_parts_are_the_baseline_alone():
 def test_a_flipped_lambda_sign_changes_the_measurement(monkeypatch):
     """Mutation: λ = p + q - 1 instead of 1 - p - q turns θ_π's λ_min(S) = 2k(p+q-1) > 0 negative."""
     theta_pi = init_params(4, 6, std=0.0)
-    good = measure_point(theta_pi, P, Q, 0, 0.0)
+    good = measure_point(theta_pi, MarkovChain(P, Q), 0, 0.0)
     monkeypatch.setattr(MarkovChain, "eigenvalue", property(lambda self: self.p + self.q - 1.0))
-    bad = measure_point(theta_pi, P, Q, 0, 0.0)
+    bad = measure_point(theta_pi, MarkovChain(P, Q), 0, 0.0)
     assert good.lambda_min == pytest.approx(0.1420118343, abs=1e-9) and prediction(good) == "trapped"
     assert bad.lambda_min == pytest.approx(-0.1420118343, abs=1e-9) and prediction(bad) == "escapes"
 
 
 def test_recorder_measures_the_projection_of_every_evaluation():
     config = TrainConfig(d=3, seq_len=6, steps=6, eval_every=3, eval_sequences=8, lr=2e-2)
-    recorder = EscapeRecorder(P, Q)
+    recorder = EscapeRecorder(MarkovChain(P, Q))
     result = train(MarkovChain(P, Q), config, on_eval=recorder)
     assert [pt.step for pt in recorder.points] == result.steps == [0, 3, 6]
     assert [pt.test_loss for pt in recorder.points] == result.test_loss
@@ -167,8 +170,10 @@ def test_escape_outcome_definitions():
 
 
 def test_track_escape_refuses_models_the_formula_does_not_cover():
-    for source, config in ((MarkovChain(P, Q), TrainConfig(tying=False)), (MarkovChain(P, Q), TrainConfig(layers=2)),
-                           (experiments.SECOND, TrainConfig())):
+    """Untied, one-hot or a source with more than two symbols: refused before any training step."""
+    for source, config in ((MarkovChain(P, Q), TrainConfig(tying=False)),
+                           (MarkovChain(P, Q), TrainConfig(embedding="onehot")),
+                           (FiniteChain.dirichlet(3, 0), TrainConfig())):
         with pytest.raises(InvalidInputError):
             track_escape(source, config, 0.01)
 
@@ -298,3 +303,50 @@ def test_trapped_means_predicting_the_stationary_law_beyond_the_first_positions(
     rows = [{"variant": "v", "runs": [{"positions": unigram}, {"positions": kernel}]}]
     assert experiments.position_summary(rows) == {"v": {part: (unigram[part] + kernel[part]) / 2
                                                         for part in ("head", "bulk", "trapped")}}
+
+
+@pytest.mark.parametrize("layers, layer_norm, memory", [(1, False, None), (2, True, 3), (2, False, None)])
+@pytest.mark.parametrize("source", [MarkovChain(P, Q), SecondOrderChain.lagged(0.2, 0.3)])
+def test_lag_profile_adds_up_to_the_bottom_eigenvalue(layers, layer_norm, memory, source):
+    """covariance + Σ_m part(m) = λ_min(S) for any depth, mask and layer norm; the second-order source's lag 1 is 0."""
+    point = project_to_manifold(init_params(3, 12, layers=layers, layer_norm=layer_norm, std=0.6, seed=2),
+                                tying=True, source=source)
+    curvature = manifold_curvature(point, tying=True, source=source, memory=memory)
+    profile = lag_profile(point, curvature, source, memory, lags=4)
+    total = profile["covariance"] + sum(profile["lags"]) + profile["beyond"]
+    assert total == pytest.approx(curvature.schur_eigenvalues[0].item(), abs=1e-12)
+    if isinstance(source, SecondOrderChain):
+        assert abs(profile["lags"][0]) <= 1e-14 and abs(profile["lags"][2]) <= 1e-14
+    if memory is not None:
+        assert all(part == 0.0 for part in profile["lags"][layers * memory + 1:])
+
+
+def test_lag_profile_fails_with_a_shifted_autocovariance(monkeypatch):
+    """Mutation: c(m + 1) in place of c(m) no longer adds up to λ_min(S)."""
+    source = SecondOrderChain.lagged(0.2, 0.3)
+    point = project_to_manifold(init_params(3, 12, layers=2, std=0.6, seed=2), tying=True, source=source)
+    curvature = manifold_curvature(point, tying=True, source=source)
+    original = Autocovariance.scalar
+    monkeypatch.setattr(Autocovariance, "scalar", lambda self, lags: original(self, lags + 1)[1:])
+    profile = lag_profile(point, curvature, source, None, lags=4)
+    total = profile["covariance"] + sum(profile["lags"]) + profile["beyond"]
+    assert abs(total - curvature.schur_eigenvalues[0].item()) > 1e-6
+
+
+def test_attention_to_previous_is_uniform_at_zero_scores():
+    """W_Q = 0: uniform attention, mass 1/(min(n, W) + 1) on x_{n-1} (the dilution SPEC §12 predicts)."""
+    point = init_params(2, 10, std=0.3, seed=0)
+    point["W_Q"] = torch.zeros_like(point["W_Q"])
+    for memory, expected in ((2, (1 / 2 + 8 / 3) / 9), (None, sum(1 / (n + 1) for n in range(1, 10)) / 9)):
+        assert attention_to_previous(point, memory)[0] == pytest.approx(expected, rel=1e-12)
+
+
+def test_escape_tracks_a_deep_masked_run_on_the_second_order_chain():
+    source = SecondOrderChain.lagged(0.2, 0.3)
+    config = TrainConfig(d=3, seq_len=8, steps=4, eval_every=2, eval_sequences=8, layers=2, memory=2,
+                         layer_norm=True, lr=2e-2)
+    run = track_escape(source, config, band=0.01)
+    record = run.as_dict()
+    assert [point["step"] for point in record["trajectory"]] == [0, 2, 4]
+    assert record["end"]["profile"]["eigenvalue"] == record["end"]["lambda_min"]
+    assert record["end"]["parts"] is None and len(record["end"]["attention_previous"]) == 2
