@@ -101,11 +101,13 @@ from numerics.markov import (
     MarkovChain,
     SecondOrderChain,
     check_positive_int,
+    parse_number,
     preset,
 )
 from numerics.population import memory_budget_bytes
 from numerics.train import (
     DEFAULT_LR,
+    RECIPES,
     Source,
     TrainConfig,
     TrainResult,
@@ -215,8 +217,11 @@ def _init() -> list[Setting]:
 EXPERIMENTS = {"tying": _tying, "depth": _depth, "second-order": _second_order, "masking": _masking, "init": _init,
                "multi-state": _multi_state}
 SCHEDULES = {"full": {"seq_len": 256, "steps": 800, "seeds": 3}, "quick": {"seq_len": 128, "steps": 600, "seeds": 2}}
-#: The escape study: the source and its own run sizes.
-ESCAPE_SOURCE = FIRST_ABOVE
+#: The escape study's sources and their default (p, q): the paper's first-order and second-order settings.
+ESCAPE_SOURCES = {"first-order": (0.5, 0.8), "second-order": (0.2, 0.3)}
+#: Experiments run with layer norm unless --no-layer-norm: the paper's second-order and masking numbers come
+#: from its GPT-2 recipe (pre-norm blocks), which the theory's model without layer norm does not reach.
+LAYER_NORM_EXPERIMENTS = ("second-order", "masking")
 ESCAPE_SCHEDULES = {"full": {"seq_len": 256, "steps": 800, "seeds": 8},
                     "quick": {"seq_len": 64, "steps": 300, "seeds": 3}}
 #: Experiments with run sizes of their own (the others use SCHEDULES); init trains 4 settings × 4 seeds.
@@ -386,19 +391,24 @@ def training_jobs(settings: dict[str, list[Setting]], sizes: dict[str, tuple[Tra
     return jobs
 
 
-def escape_jobs(optimizers: list[str], base: TrainConfig, seeds: int, folder: Path) -> list[Job]:
-    """``seeds`` tied one-layer runs on ``ESCAPE_SOURCE`` per optimiser; the band β of the escape step is the
-    unigram tolerance of ``label`` without standard errors.  Checkpoints under ``folder``/checkpoints
-    (absolute, so that workers elsewhere write to the same place)."""
-    common = {"task": "escape", "source": source_json(ESCAPE_SOURCE), "band": escape_band(),
+def escape_variant(train: dict) -> str:
+    """The row label of an escape run: optimiser, depth and attention memory of its training configuration."""
+    layers, memory = train["layers"], train["memory"]
+    return f"{train['optimizer']}, {layers} layer{'s' * (layers > 1)}, W={memory or 'full'}"
+
+
+def escape_jobs(source: Source, variants: list[dict], base: TrainConfig, seeds: int, folder: Path) -> list[Job]:
+    """``seeds`` tied runs on ``source`` per variant (overrides of ``base``: optimiser, layers, memory); the band β of
+    the escape step is the unigram tolerance of ``label`` without standard errors.  Checkpoints under
+    ``folder``/checkpoints (absolute, so that workers elsewhere write to the same place)."""
+    common = {"task": "escape", "source": source_json(source), "band": escape_band(source),
               "checkpoints": str(folder.resolve() / "checkpoints")}
-    return [Job("escape", None, common | {"train": train_config_json(replace(base, optimizer=name, seed=seed,
-                                                                            tying=True))})
-            for name in optimizers for seed in range(seeds)]
+    return [Job("escape", None, common | {"train": train_config_json(replace(base, seed=seed, tying=True, **variant))})
+            for variant in variants for seed in range(seeds)]
 
 
-def escape_band() -> float:
-    return tolerance(reference_entropies(ESCAPE_SOURCE), 0.0)
+def escape_band(source: Source) -> float:
+    return tolerance(reference_entropies(source), 0.0)
 
 
 def job_seconds(job: Job) -> float:
@@ -469,18 +479,20 @@ def table(rows: list[dict]) -> str:
 
 
 def escape_rows(runs: list[tuple[Job, dict]]) -> dict[str, dict]:
-    """Per optimiser with recorded runs (``escape_task`` records; rows in seed order): its learning rate, the
-    runs, and how often the prediction at each plateau point matches the outcome."""
+    """Per variant with recorded runs (``escape_variant``; ``escape_task`` records, rows in seed order): its
+    learning rate, depth and memory, the runs, and how often the prediction at each plateau point matches the
+    outcome."""
     summary = {}
-    for name in dict.fromkeys(job.config["train"]["optimizer"] for job, _ in runs):
-        mine = [(job, record) for job, record in runs if job.config["train"]["optimizer"] == name]
+    for name in dict.fromkeys(escape_variant(job.config["train"]) for job, _ in runs):
+        mine = [(job, record) for job, record in runs if escape_variant(job.config["train"]) == name]
         rows = sorted((record for _, record in mine), key=lambda record: record["seed"])
         rates = {}
         for where in ("first_plateau", "plateau", "last_plateau"):
             decided = [row[where]["matches"] for row in rows if row[where] and row[where]["matches"] is not None]
             rates[where] = {"matches": sum(decided), "decided": len(decided), "runs": len(rows)}
-        summary[name] = {"lr": train_config_from_json(mine[0][0].config["train"]).learning_rate, "runs": rows,
-                         "match": rates}
+        train = mine[0][0].config["train"]
+        summary[name] = {"lr": train_config_from_json(train).learning_rate, "optimizer": train["optimizer"],
+                         "layers": train["layers"], "memory": train["memory"], "runs": rows, "match": rates}
     return summary
 
 
@@ -488,54 +500,69 @@ def _cell(value, fmt: str = "", missing: str = "-") -> str:
     return missing if value is None else format(value, fmt)
 
 
+def _driver(point: dict) -> str:
+    """The block driving λ_min(S) at a point: the one-layer split's driver, else the lag profile's own position
+    (m = 1) and previous symbol (m = 2) parts."""
+    parts, profile = point.get("parts"), point.get("profile")
+    if parts:
+        return f"{parts['driver']} ({parts['leading'].replace('_', '-')})"
+    if profile:
+        return f"m1 {profile['lags'][0]:+.3f} m2 {profile['lags'][1]:+.3f}"
+    return "-"
+
+
 def escape_table(summary: dict[str, dict]) -> str:
-    """One block per optimiser: a line per seed, then the match rates of the three prediction points.
+    """One block per variant: a line per seed, then the match rates of the three prediction points.
 
     λ_min(S) and the prediction at the plateau and at the last plateau point (step of each), the
-    observed outcome and label, the final test loss, the crossing and escape steps, the block that
-    drives λ_min(S) at the last plateau point (its most negative part in brackets) and |cos(e, w)| there.
+    observed outcome and label, the final test loss, the crossing and escape steps, what drives λ_min(S) at
+    the last plateau point (``_driver``), the attention mass on the previous symbol there (first layer) and
+    |cos(e, w)| there.
     """
     head = (f"{'seed':>4} | {'plateau: step':>13} {'λmin':>7} {'pred':>7} | {'last: step':>10} {'λmin':>7} "
             f"{'pred':>7} | {'observed':>8} {'label':>7} {'final':>6} | {'cross':>5} {'escape':>6} | "
-            f"{'driver@last':<26} {'cos(e,w)':>8}")
+            f"{'driver@last':<26} {'a(n-1)':>6} {'cos(e,w)':>8}")
     lines = []
     for name, block in summary.items():
         lines += ["", f"{name} (lr {block['lr']:g}):", head]
         for row in block["runs"]:
             plateau, last = row["plateau"] or {}, row["last_plateau"] or {}
-            parts = last.get("parts") or {}
-            driver = f"{parts['driver']} ({parts['leading'].replace('_', '-')})" if parts else "-"
+            previous = (last.get("attention_previous") or [None])[0]
             lines.append(
                 f"{row['seed']:>4} | {_cell(plateau.get('step')):>13} {_cell(plateau.get('lambda_min'), '.4f'):>7} "
                 f"{plateau.get('prediction') or '-':>7} | {_cell(last.get('step')):>10} "
                 f"{_cell(last.get('lambda_min'), '.4f'):>7} {last.get('prediction') or '-':>7} | "
                 f"{row['observed']:>8} {row['label']:>7} {row['final_loss']:>6.4f} | "
                 f"{_cell(row['crossing_step']):>5} {_cell(row['escape_step']):>6} | "
-                f"{driver:<26} {_cell(last.get('alignment'), '.3f'):>8}")
+                f"{_driver(last):<26} {_cell(previous, '.3f'):>6} {_cell(last.get('alignment'), '.3f'):>8}")
         for where, rate in block["match"].items():
             lines.append(f"prediction at the {where.replace('_', ' ')} point matches the outcome in "
                          f"{rate['matches']}/{rate['decided']} decided runs (of {rate['runs']})")
     return "\n".join(lines[1:])
 
 
-def escape_plot(summary: dict[str, dict], path: Path) -> list[Path]:
-    """λ_min(S)(t), its attention and diagonal parts, |e|, the FF weights' drift, the test loss; PNG and PDF.
+def escape_plot(summary: dict[str, dict], source: Source, path: Path) -> list[Path]:
+    """λ_min(S)(t), its parts, |e|, the FF weights' drift, the test loss; PNG and PDF.
 
-    One column per optimiser; circles mark the crossing (first saddle), crosses the escape step.
+    One column per variant; circles mark the crossing (first saddle), crosses the escape step.  Parts: the
+    one-layer split (attention to earlier symbols solid, own position beyond θ_π dashed) where it exists,
+    else the attention mass on the previous symbol x_{n-1} (first layer).
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    references = reference_entropies(ESCAPE_SOURCE)
+    references = reference_entropies(source)
     fig, axes = plt.subplots(5, len(summary), figsize=(6 * len(summary), 16), squeeze=False, sharex="col")
     for column, (name, block) in enumerate(summary.items()):
         colours = plt.get_cmap("tab10" if len(block["runs"]) <= 10 else "viridis", max(10, len(block["runs"])))
+        split = all(point["parts"] for row in block["runs"] for point in row["trajectory"])
         for i, row in enumerate(block["runs"]):
             steps = [point["step"] for point in row["trajectory"]]
-            series = {"lambda_min": [point["lambda_min"] for point in row["trajectory"]],
-                      "attention": [point["parts"]["attention"] for point in row["trajectory"]],
+            share = [point["parts"]["attention"] if split else point["attention_previous"][0]
+                     for point in row["trajectory"]]
+            series = {"lambda_min": [point["lambda_min"] for point in row["trajectory"]], "share": share,
                       "e_norm": [point["e_norm"] for point in row["trajectory"]],
                       "drift": [point["drift"]["feed_forward"] for point in row["trajectory"]],
                       "test_loss": [point["test_loss"] for point in row["trajectory"]]}
@@ -544,22 +571,50 @@ def escape_plot(summary: dict[str, dict], path: Path) -> list[Path]:
                 for event, marker in (("crossing_step", "o"), ("escape_step", "x")):
                     if row[event] is not None:
                         ax.plot(row[event], series[key][steps.index(row[event])], marker, color=colours(i))
-            diagonal = [point["parts"]["diagonal"] for point in row["trajectory"]]
-            axes[1, column].plot(steps, diagonal, color=colours(i), lw=1.2, ls="--")
+            if split:
+                diagonal = [point["parts"]["diagonal"] for point in row["trajectory"]]
+                axes[1, column].plot(steps, diagonal, color=colours(i), lw=1.2, ls="--")
         top, parts, middle, moved, bottom = axes[:, column]
-        for ax in (top, parts):
+        for ax in (top, parts) if split else (top,):
             ax.axhline(0.0, color="black", lw=1)
-        top.set(title=f"{name} (lr {block['lr']:g}): tied, 1 layer, p={ESCAPE_SOURCE.p}, q={ESCAPE_SOURCE.q}",
-                ylabel="λ_min(S) of the projection onto M_π")
-        parts.set(ylabel="share of λ_min(S): attention i<n (solid),\nown position i=n beyond θ_π (dashed)")
+        top.set(title=f"{name} (lr {block['lr']:g})", ylabel="λ_min(S) of the projection onto M_π")
+        parts.set(ylabel="share of λ_min(S): attention i<n (solid),\nown position i=n beyond θ_π (dashed)" if split
+                  else "attention mass on x_{n-1} at x̃ = pos\n(first layer)")
         middle.set(yscale="log", ylabel="|e|")
         moved.set(yscale="log", ylabel="‖(W_1, W_2)(t) - (W_1, W_2)(0)‖")
-        for style, (ref, value) in zip(("--", ":"), references.items()):
+        for style, (ref, value) in zip(("--", ":", "-."), references.items()):
             bottom.axhline(value, color="black", ls=style, lw=1, label=f"{ref} {value:.4f}")
         low = min(references.values())
         bottom.set(ylim=(low - 0.02, max(references.values()) + 0.04), xlabel="training step",
                    ylabel="test loss (nats)")
         bottom.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def memory_plot(summary: dict[str, dict], seq_len: int, path: Path) -> list[Path]:
+    """Escape step against the attention memory W (full attention drawn at W = N), one point per seed (runs that
+    never escape drawn at the top, hollow), and λ_min(S) at the plateau against W; PNG and PDF."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    top = max((row["trajectory"][-1]["step"] for block in summary.values() for row in block["runs"]), default=1)
+    for block in summary.values():
+        width = block["memory"] or seq_len
+        for row in block["runs"]:
+            escaped = row["escape_step"] is not None
+            left.plot(width, row["escape_step"] if escaped else top, "o", color="C0",
+                      mfc="C0" if escaped else "none")
+            plateau = row["plateau"] or row["end"]
+            right.plot(width, plateau["lambda_min"], "o", color="C1")
+    left.set(xscale="log", xlabel="attention memory W (full attention at W = N)",
+             ylabel=f"escape step (hollow: none by step {top})")
+    right.axhline(0.0, color="black", lw=1)
+    right.set(xscale="log", xlabel="attention memory W (full attention at W = N)",
+              ylabel="λ_min(S) at the plateau (or the end)")
     fig.tight_layout()
     return save_figure(fig, path)
 
@@ -648,7 +703,25 @@ def _parser() -> Parser:
     ap.add_argument("--optimizer", choices=list(DEFAULT_LR),
                     help="adamw (the paper's, with its schedule) or sgd (plain, lr 1, constant); "
                          "default: adamw, and both for escape")
-    ap.add_argument("--layer-norm", action="store_true", help="GPT-2 pre-norm blocks (default: off, as in the theory)")
+    ap.add_argument("--layer-norm", action=argparse.BooleanOptionalAction,
+                    help="GPT-2 pre-norm blocks with a final norm before the head, the paper's recipe (default: on "
+                         "for second-order and masking and for escape on the second-order source, where the "
+                         "paper's numbers come from it; off elsewhere, the theory's model)")
+    ap.add_argument("--recipe", choices=list(RECIPES), default="package",
+                    help="package: this package's training defaults; released: the authors' released code's (no "
+                         "decay on the embedding, W_O and W_2 at 0.02/sqrt(2L), head bias 0, cosine warm-up) "
+                         "(default: %(default)s)")
+    escape = ap.add_argument_group("escape study (ignored by the other experiments)")
+    escape.add_argument("--source", choices=list(ESCAPE_SOURCES), default="first-order",
+                        help="first-order chain (default p=0.5, q=0.8) or the paper's lagged second-order chain "
+                             "x_{n+1} ~ P(. | x_{n-1}) (default p=0.2, q=0.3)")
+    escape.add_argument("--p", type=parse_number, help="the source's p (with --q)")
+    escape.add_argument("--q", type=parse_number, help="the source's q (with --p)")
+    escape.add_argument("--layers", type=int, nargs="+", default=[1], metavar="L",
+                        help="depths to train, e.g. --layers 1 2 4 (default: 1)")
+    escape.add_argument("--memory", nargs="+", default=["full"], metavar="W",
+                        help="attention memories: each a positive integer (the current symbol and the W before "
+                             "it) or 'full', e.g. --memory 2 8 40 100 full (default: full)")
     ap.add_argument("--embedding", choices=["scalar", "onehot"], default="scalar",
                     help="tying only: onehot also trains the released code's one-hot model (k = 2) beside the "
                          "theory's scalar one, 6 seeds each by default (default: %(default)s)")
@@ -675,11 +748,12 @@ def _sizes(args: argparse.Namespace, name: str) -> tuple[TrainConfig, int]:
     schedule = OWN_SCHEDULES.get(name, SCHEDULES)["quick" if args.quick else "full"]
     if name == "tying" and args.embedding == "onehot" and not args.quick:
         schedule = schedule | {"seeds": ONEHOT_TYING_SEEDS}
+    paper_recipe = name in LAYER_NORM_EXPERIMENTS or (name == "escape" and args.source == "second-order")
     base = TrainConfig(
         seq_len=check_positive_int("seq-len", _given(args.seq_len, schedule["seq_len"])),
         steps=check_positive_int("steps", _given(args.steps, schedule["steps"])),
-        optimizer=args.optimizer or "adamw", layer_norm=args.layer_norm,
-        device=resolve_device(args.device), dtype=getattr(torch, args.dtype))
+        optimizer=args.optimizer or "adamw", layer_norm=paper_recipe if args.layer_norm is None else args.layer_norm,
+        recipe=args.recipe, device=resolve_device(args.device), dtype=getattr(torch, args.dtype))
     return base, check_positive_int("seeds", _given(args.seeds, schedule["seeds"]))
 
 
@@ -734,8 +808,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         escape = args.name == "escape"
-        if escape and args.layer_norm:
-            raise InvalidInputError("escape tracks the model without layer norm (the M_π formula's model)")
         names = ["escape"] if escape else list(EXPERIMENTS) if args.name == "all" else [args.name]
         sizes = {name: _sizes(args, name) for name in names}
         if args.embedding == "onehot" and names != ["tying"]:
@@ -744,7 +816,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = {name: EXPERIMENTS[name]() for name in names if name in EXPERIMENTS}
         if args.embedding == "onehot":
             settings["tying"] = _tying(("scalar", "onehot"))
-        plan = _plan(args, sizes, settings)
+        source, variants = escape_source(args), escape_variants(args)
+        plan = _plan(args, sizes, settings, len(variants))
         check_feasible(plan, _at_once(args, sum(runs for _, _, runs in plan)))
         every = list(dict.fromkeys([*names, args.name]))  # "all" keeps its runs' records in a folder of its own
         folders = dict(zip(every, prepare_output(Path(args.out), every)))
@@ -755,8 +828,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot write to --out {args.out}: {err.strerror or err}", file=sys.stderr)
         return 2
     if escape:
-        jobs = escape_jobs([args.optimizer] if args.optimizer else list(DEFAULT_LR), *sizes["escape"],
-                           folders["escape"])
+        jobs = escape_jobs(source, variants, *sizes["escape"], folders["escape"])
     else:
         jobs = training_jobs(settings, sizes)
     try:
@@ -768,7 +840,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     records = [e["record"] if e is not None and e["status"] == "ok" else None for e in entries]
     if escape:
-        code = report_escape(args, *sizes["escape"], folders["escape"], jobs, records)
+        code = report_escape(args, source, *sizes["escape"], folders["escape"], jobs, records)
     else:
         code = report_experiments(args, names, sizes, settings, folders, jobs, records)
     missing = sum(record is None for record in records)
@@ -802,13 +874,38 @@ def _entries(jobs: list[Job], args: argparse.Namespace, out: Path) -> list[dict 
     return result.entries
 
 
+def escape_source(args: argparse.Namespace) -> Source:
+    """--source with --p, --q (both or neither; defaults ``ESCAPE_SOURCES``)."""
+    if (args.p is None) != (args.q is None):
+        raise InvalidInputError("give --p and --q together (or neither, for the source's defaults)")
+    p, q = ESCAPE_SOURCES[args.source] if args.p is None else (args.p, args.q)
+    return MarkovChain(p, q) if args.source == "first-order" else SecondOrderChain.lagged(p, q)
+
+
+def escape_variants(args: argparse.Namespace) -> list[dict]:
+    """The escape study's variants: every optimiser (--optimizer, or both) × --layers × --memory."""
+    memories = []
+    for text in args.memory:
+        if text == "full":
+            memories.append(None)
+        elif text.isdigit() and int(text) >= 1:
+            memories.append(int(text))
+        else:
+            raise InvalidInputError(f"--memory takes positive integers or 'full', got {text!r}")
+    for layers in args.layers:
+        check_positive_int("layers", layers)
+    optimizers = [args.optimizer] if args.optimizer else list(DEFAULT_LR)
+    return [{"optimizer": name, "layers": layers, "memory": memory}
+            for name in optimizers for layers in dict.fromkeys(args.layers) for memory in dict.fromkeys(memories)]
+
+
 def _plan(args: argparse.Namespace, sizes: dict[str, tuple[TrainConfig, int]],
-          settings: dict[str, list[Setting]]) -> list[tuple[str, TrainConfig, int]]:
+          settings: dict[str, list[Setting]], variants: int) -> list[tuple[str, TrainConfig, int]]:
     """(experiment, run configuration, runs) of everything ``main`` will train: each setting's seeds, or the
-    escape study's seeds per optimiser."""
+    escape study's seeds per variant."""
     if "escape" in sizes:
         base, seeds = sizes["escape"]
-        return [("escape", base, seeds * (1 if args.optimizer else len(DEFAULT_LR)))]
+        return [("escape", base, seeds * variants)]
     return [(name, replace(sizes[name][0], **setting.overrides), sizes[name][1])
             for name, mine in settings.items() for setting in mine]
 
@@ -863,30 +960,29 @@ def _emit(as_json: bool, summary: dict, text: str, files: list[Path]) -> None:
 
 
 def gather_checkpoints(runs: list[tuple[Job, dict]]) -> tuple[dict[str, dict[int, dict[str, Params]]], int]:
-    """optimizer -> seed -> the run's parameters at its key points, read from the checkpoint files of the
-    recorded ``runs``; and how many of those files are not there (written on a machine that does not share
+    """variant (``escape_variant``) -> seed -> the run's parameters at its key points, read from the checkpoint files
+    of the recorded ``runs``; and how many of those files are not there (written on a machine that does not share
     the output folder)."""
     params: dict[str, dict[int, dict[str, Params]]] = {}
     absent = 0
     for job, record in runs:
         path = checkpoint_path(job.config)
         if path.exists():
-            params.setdefault(job.config["train"]["optimizer"], {})[record["seed"]] = torch.load(path)
+            params.setdefault(escape_variant(job.config["train"]), {})[record["seed"]] = torch.load(path)
         else:
             absent += 1
     return params, absent
 
 
-def report_escape(args: argparse.Namespace, base: TrainConfig, seeds: int, folder: Path, jobs: list[Job],
-                  records: list[dict | None]) -> int:
-    """The escape study from its jobs' records (None: not recorded): summary JSON, plot and parameters, the
+def report_escape(args: argparse.Namespace, source: Source, base: TrainConfig, seeds: int, folder: Path,
+                  jobs: list[Job], records: list[dict | None]) -> int:
+    """The escape study from its jobs' records (None: not recorded): summary JSON, plots and parameters, the
     table; exit code 0 when every decided last-plateau prediction matches the outcome."""
     runs = [(job, record) for job, record in zip(jobs, records) if record is not None]
-    by_optimizer = escape_rows(runs)
-    summary = {"settings": _settings_json(base) | {"lr": {k: v["lr"] for k, v in by_optimizer.items()},
-                                                   "p": ESCAPE_SOURCE.p, "q": ESCAPE_SOURCE.q},
-               "seeds": seeds, "missing": len(jobs) - len(runs), "band": escape_band(),
-               "references": reference_entropies(ESCAPE_SOURCE), "optimizers": by_optimizer}
+    variants = escape_rows(runs)
+    summary = {"settings": _settings_json(base) | {"lr": {k: v["lr"] for k, v in variants.items()}},
+               "source": source_json(source), "seeds": seeds, "missing": len(jobs) - len(runs),
+               "band": escape_band(source), "references": reference_entropies(source), "variants": variants}
     (folder / "summary.json").write_text(json.dumps(summary, indent=2))
     # θ before projection at the plateau, the last plateau point and the end, for follow-up analysis
     params, absent = gather_checkpoints(runs)
@@ -894,21 +990,30 @@ def report_escape(args: argparse.Namespace, base: TrainConfig, seeds: int, folde
     if absent:
         print(f"note: {absent} of {len(runs)} recorded runs have no checkpoint in {folder / 'checkpoints'} "
               "(written where the output folder is not shared?): params.pt leaves them out", file=sys.stderr)
-    files = [folder / "summary.json", folder / "params.pt", *escape_plot(by_optimizer, folder / "escape")]
-    _emit(args.json, summary, escape_table(by_optimizer) + (
-        f"\n\nsettings: tied, 1 layer, p={ESCAPE_SOURCE.p}, q={ESCAPE_SOURCE.q}, N={base.seq_len}, "
-        f"{base.steps} steps, batch {base.batch}, d={base.d}, {seeds} seeds, {base.device}/{args.dtype}; "
-        f"band {summary['band']:g} nats"
+    files = [folder / "summary.json", folder / "params.pt", *escape_plot(variants, source, folder / "escape")]
+    if len({block["memory"] for block in variants.values()}) > 1:
+        files += memory_plot(variants, base.seq_len, folder / "memory")
+    _emit(args.json, summary, escape_table(variants) + (
+        f"\n\nsettings: tied, {_source_text(source)}, N={base.seq_len}, {base.steps} steps, batch {base.batch}, "
+        f"d={base.d}, layer norm {'on' if base.layer_norm else 'off'}, recipe {base.recipe}, {seeds} seeds, "
+        f"{base.device}/{args.dtype}; band {summary['band']:g} nats"
         + (f"; {summary['missing']} of {len(jobs)} runs not recorded, rows cover the others" if summary["missing"]
            else "") + ".\n"
         "plateau: the evaluation closest to the unigram test loss before the escape; last: the last one "
         "within the band before the escape (or the end); escape: the first evaluation more than the band "
         "below it;\ncross: the first evaluation whose projection onto M_π is a saddle; driver: the block "
-        "most negative in λ_min(S) at the last plateau point (its most negative part); cos(e,w): "
-        "|cos| of e and S's bottom eigenvector there"), files)
-    decided = [row["last_plateau"]["matches"] for block in by_optimizer.values() for row in block["runs"]
+        "most negative in λ_min(S) at the last plateau point (one layer: its most negative part; otherwise the "
+        "parts of lag m = 1, own position, and m = 2, the previous symbol); a(n-1): attention mass on the "
+        "previous symbol there; cos(e,w): |cos| of e and S's bottom eigenvector there"), files)
+    decided = [row["last_plateau"]["matches"] for block in variants.values() for row in block["runs"]
                if row["last_plateau"] and row["last_plateau"]["matches"] is not None]
     return 0 if all(decided) else 1
+
+
+def _source_text(source: Source) -> str:
+    if isinstance(source, MarkovChain):
+        return f"first order p={source.p:g}, q={source.q:g}"
+    return f"second order table {[list(row) for row in source.table]}"
 
 
 if __name__ == "__main__":
