@@ -184,10 +184,11 @@ def test_escape_cli_writes_table_json_plot_and_parameters(tmp_path, capsys):
     captured = capsys.readouterr()
     summary = json.loads(captured.out)
     assert "tasks: 2/2 done" in captured.err  # the runner's progress lines on a non-terminal stderr
-    assert set(summary["optimizers"]) == {"adamw", "sgd"} and summary["settings"]["dtype"] == "float64"
-    assert summary["settings"]["lr"] == {"adamw": 2e-3, "sgd": 1.0} and summary["band"] == pytest.approx(0.01)
+    adamw, sgd = "adamw, 1 layer, W=full", "sgd, 1 layer, W=full"
+    assert set(summary["variants"]) == {adamw, sgd} and summary["settings"]["dtype"] == "float64"
+    assert summary["settings"]["lr"] == {adamw: 2e-3, sgd: 1.0} and summary["band"] == pytest.approx(0.01)
     decided = []
-    for mine in summary["optimizers"].values():
+    for mine in summary["variants"].values():
         (row,) = mine["runs"]
         assert [pt["step"] for pt in row["trajectory"]] == [0, 6]
         assert row["label"] in {"unigram", "bigram", "other"} and row["observed"] in {"escaped", "trapped"}
@@ -200,13 +201,37 @@ def test_escape_cli_writes_table_json_plot_and_parameters(tmp_path, capsys):
                                                   "results.jsonl", "checkpoints"}
     assert len(list((folder / "checkpoints").iterdir())) == 2  # one file per run, named by its task key
     saved = torch.load(folder / "params.pt")
-    assert set(saved) == {"adamw", "sgd"} and "end" in saved["sgd"][0]
-    text = experiments.escape_table(summary["optimizers"])
-    assert "adamw (lr 0.002):" in text and "sgd (lr 1):" in text and text.count("matches the outcome") == 6
+    assert set(saved) == {adamw, sgd} and "end" in saved[sgd][0]
+    text = experiments.escape_table(summary["variants"])
+    assert f"{adamw} (lr 0.002):" in text and f"{sgd} (lr 1):" in text and text.count("matches the outcome") == 6
+
+
+def test_escape_study_over_depth_and_memory_on_the_second_order_chain(tmp_path, capsys):
+    """Variants = depth × memory; layer norm on by default for the second-order source; escape step vs W plotted."""
+    code = experiments.main(["escape", "--source", "second-order", "--layers", "1", "2", "--memory", "2", "full",
+                             "--optimizer", "adamw", "--seeds", "1", "--steps", "4", "--seq-len", "8", "--out",
+                             str(tmp_path), "--json", "--workers", "1"])
+    summary = json.loads(capsys.readouterr().out)
+    assert code in (0, 1)
+    assert set(summary["variants"]) == {f"adamw, {n} layer{'s' * (n > 1)}, W={w}" for n in (1, 2) for w in (2, "full")}
+    assert summary["settings"]["layer_norm"] is True and summary["source"] == {"table": [[0.2, 0.2], [0.7, 0.7]]}
+    for variant in summary["variants"].values():
+        (row,) = variant["runs"]
+        assert len(row["end"]["attention_previous"]) == variant["layers"]
+        assert row["end"]["profile"]["eigenvalue"] == row["end"]["lambda_min"]
+    assert (tmp_path / "escape" / "memory.png").exists()
+
+
+@pytest.mark.parametrize("argv", [["escape", "--memory", "0"], ["escape", "--memory", "x"], ["escape", "--layers", "0"],
+                                  ["escape", "--p", "0.3"], ["escape", "--p", "1.5", "--q", "0.3"]])
+def test_bad_escape_flags_exit_2_with_one_line(argv, capsys):
+    assert experiments.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("argv", [["tying", "--steps", "0"], ["tying", "--seq-len", "0"], ["escape", "--seeds", "0"],
-                                  ["escape", "--layer-norm"], ["tying", "--optimizer", "adam"],
+                                  ["tying", "--optimizer", "adam"],
                                   ["init", "--seeds", "0"], ["init", "--steps", "-1"], ["init", "--seq-len", "0"],
                                   ["init", "--seeds", "x"]])
 def test_zero_and_bad_flags_exit_2_with_one_line(argv, capsys):

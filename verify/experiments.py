@@ -17,9 +17,15 @@ NAME is one of
                 (M_s negative definite on 1^perp: tied predicted trapped at H(pi)) and rotating3 (complex
                 eigenvalues with negative real part, yet M_s indefinite: a saddle, tied predicted to escape)
   all           every one of the above
-  escape        why tied 1-layer runs at p=0.5, q=0.8 leave the H(pi) plateau (not part of "all"):
-                the curvature of theta(t)'s projection onto the unigram manifold M_pi along each
-                run (numerics.escape), for AdamW and for plain SGD (or the one --optimizer names)
+  escape        why tied runs leave the H(pi) plateau, or do not (not part of "all"): the curvature
+                lambda_min(S)(t) of theta(t)'s projection onto the unigram manifold M_pi along each run
+                (numerics.escape, SPEC 12), for AdamW and for plain SGD (or the one --optimizer names),
+                on --source first-order (p=0.5, q=0.8) or second-order (the lagged chain, p=0.2, q=0.3),
+                for every depth in --layers and attention memory in --memory; e.g. the paper's three
+                open questions:
+                  escape --source first-order --layers 1 2 4 --optimizer adamw --seeds 6
+                  escape --source second-order --layers 1 2 4 --optimizer adamw --seeds 6
+                  escape --source second-order --memory 2 8 40 100 full --optimizer adamw --seeds 6
 
 Each run trains on fresh samples (``numerics.train``) and ends with a test loss, which is
 compared, on the same test sequences, with the loss of the reference predictors: unigram (the
