@@ -8,7 +8,10 @@
    dense Hessian's largest |entry| outside that block (target for all three: ≤ 1e-10 max(1, ‖H‖₂), the
    tolerance of the property test in tests/test_manifold.py).
 2. d = 8, N = 256 and 1024: the median wall time of ``manifold_curvature`` on the CPU (target: N = 1024
-   under 1 s) and, when CUDA is available, on the GPU (synchronised before and after every call).
+   under 1 s for one layer, under 10 s for two) and, when CUDA is available, on the GPU (synchronised before
+   and after every call): tied and untied one layer on the first-order chain, then (SPEC §12) one layer with
+   memory W = 40 on the second-order chain, two layers with and without W = 40 on the first-order chain and
+   two layers on the second-order chain.
 3. The Monte-Carlo check's per-sequence Hessians (``numerics.manifold.sequence_hessians``: the block's
    Jacobian once, then one product for all sequences) against the route it replaced, forward-over-reverse
    through the whole model for every sequence (``sequence_hessians_reference``), on the same 128
@@ -43,15 +46,21 @@ from typing import TypeVar
 import torch
 from _common import Target, add_threads, count, entry, parser, positive_float, progress, report, set_threads, stage
 
+from numerics.autocovariance import Source
 from numerics.curvature import block_names, flatten, hessian
 from numerics.manifold import manifold_curvature, project_to_manifold, sequence_hessians, sequence_hessians_reference
-from numerics.markov import MarkovChain
+from numerics.markov import MarkovChain, SecondOrderChain
 from numerics.population import population_loss
 from numerics.transformer import Params, init_params
 from verify.cli import binary_pair
 
 RATIO_TARGET = 100.0
 LONG_TARGET_S = 1.0
+#: two layers at N = 1024, d = 8 on 2 CPU cores (issue 20)
+DEEP_TARGET_S = 10.0
+#: part 2's general cases: a mask in one layer (closed form), two layers with and without a mask, both sources
+DEEP_CASES = ({"second_order": True, "memory": 40}, {"layers": 2}, {"layers": 2, "memory": 40},
+              {"layers": 2, "second_order": True})
 AGREEMENT_TOLERANCE = 1e-10  # relative to max(1, ‖H‖₂); justified next to DENSE_TOLERANCE in tests/test_manifold.py
 #: part 3: batched per-sequence Hessians against forward-over-reverse through the whole model
 SAMPLED_RATIO_TARGET = 10.0
@@ -86,7 +95,7 @@ class DenseComparison:
 
 @dataclass(frozen=True)
 class LongTiming:
-    """Median wall time of ``manifold_curvature`` at one long N on one device."""
+    """Median wall time of ``manifold_curvature`` at one long N on one device, for a source, depth and memory."""
 
     device: str
     tying: bool
@@ -95,6 +104,9 @@ class LongTiming:
     seconds: float
     repeats: int
     classification: str
+    source: str = "first-order"
+    layers: int = 1
+    memory: int | None = None
 
 
 @dataclass(frozen=True)
@@ -143,9 +155,12 @@ def median_seconds(fn: Callable[[], T], repeats: int, *, cuda: bool = False) -> 
 
 
 def random_manifold_point(d: int, seq_len: int, p: float, q: float, *, tying: bool, std: float, seed: int,
-                          device: str = "cpu") -> Params:
-    """A point of M_π with every other weight (pos, W_Q .. W_2) drawn N(0, std²), in float64."""
-    params = init_params(d, seq_len, tying=tying, std=std, seed=seed, device=device)
+                          device: str = "cpu", source: Source | None = None, layers: int = 1) -> Params:
+    """A point of M_π with every other weight (pos, W_Q .. W_2) drawn N(0, std²), in float64; M_π of the chain
+    (p, q), or of ``source`` when given."""
+    params = init_params(d, seq_len, tying=tying, std=std, seed=seed, device=device, layers=layers)
+    if source is not None:
+        return project_to_manifold(params, tying=tying, source=source)
     return project_to_manifold(params, p, q, tying=tying)
 
 
@@ -185,12 +200,16 @@ def compare_with_dense(p: float, q: float, *, tying: bool, d: int, seq_len: int,
 
 
 def time_long(p: float, q: float, *, device: str, tying: bool, d: int, seq_len: int, std: float, seed: int,
-              repeats: int) -> LongTiming:
-    """Median time of ``manifold_curvature`` at one long N, parameters already on ``device``."""
-    params = random_manifold_point(d, seq_len, p, q, tying=tying, std=std, seed=seed, device=device)
-    seconds, mc = median_seconds(lambda: manifold_curvature(params, p, q, tying=tying), repeats,
-                                 cuda=device == "cuda")
-    return LongTiming(device, tying, d, seq_len, seconds, repeats, mc.classification)
+              repeats: int, second_order: bool = False, layers: int = 1, memory: int | None = None) -> LongTiming:
+    """Median time of ``manifold_curvature`` at one long N, parameters already on ``device``: the chain (p, q), or
+    the lagged second-order chain of (p, q), ``layers`` deep with attention memory ``memory``."""
+    source = SecondOrderChain.lagged(p, q) if second_order else MarkovChain(p, q)
+    params = random_manifold_point(d, seq_len, p, q, tying=tying, std=std, seed=seed, device=device, source=source,
+                                   layers=layers)
+    seconds, mc = median_seconds(lambda: manifold_curvature(params, tying=tying, source=source, memory=memory),
+                                 repeats, cuda=device == "cuda")
+    return LongTiming(device, tying, d, seq_len, seconds, repeats, mc.classification,
+                      "second-order" if second_order else "first-order", layers, memory)
 
 
 def compare_sampled(p: float, q: float, *, std: float, seed: int, repeats: int) -> SampledComparison:
@@ -238,9 +257,9 @@ def targets(dense: list[DenseComparison], long: list[LongTiming], sampled: Sampl
                           AGREEMENT_TOLERANCE, at_least=False))
     for t in long:
         if t.device == "cpu" and t.seq_len == 1024:
-            kind = "tied" if t.tying else "untied"
-            out.append(Target(f"closed form at N=1024 on CPU ({kind}, d={t.d}), seconds", t.seconds, LONG_TARGET_S,
-                              at_least=False, unit=" s"))
+            kind = f"{'tied' if t.tying else 'untied'}, {t.source}, L={t.layers}, W={t.memory or 'full'}"
+            out.append(Target(f"M_π curvature at N=1024 on CPU ({kind}, d={t.d}), seconds", t.seconds,
+                              LONG_TARGET_S if t.layers == 1 else DEEP_TARGET_S, at_least=False, unit=" s"))
     out.append(Target(f"per-sequence Hessians, batched vs whole model (N={sampled.seq_len}, {sampled.sequences} "
                       "sequences), speed-up", sampled.ratio, SAMPLED_RATIO_TARGET, unit="×"))
     out.append(Target("per-sequence Hessians, batched vs whole model, largest gap / max(1, max |h|)",
@@ -274,11 +293,13 @@ def print_table(config: dict, dense: list[DenseComparison], long: list[LongTimin
         print(f"{'tied' if c.tying else 'untied':<7} {c.D:>4} {c.formula_s:>10.5f} {c.dense_s:>9.3f} "
               f"{c.ratio:>7.0f}× {c.spectrum_gap:>13.1e} {c.block_gap:>10.1e} {c.outside_max:>12.1e} "
               f"{c.hessian_norm:>8.3g} {c.error_bound:>11.1e}  {c.classification}")
-    print(f"\n2. long sequences, d={long[0].d}: median wall time of manifold_curvature")
-    print(f"{'device':<7} {'tying':<7} {'N':>5} {'seconds':>9} {'repeats':>8}  verdict")
+    print(f"\n2. long sequences, d={long[0].d}: median wall time of manifold_curvature (one layer without layer norm: "
+          "the closed form; deeper: forward mode plus its float32 shadow)")
+    print(f"{'device':<7} {'tying':<7} {'source':<13} {'L':>2} {'W':>5} {'N':>5} {'seconds':>9} {'repeats':>8}  "
+          "verdict")
     for t in long:
-        print(f"{t.device:<7} {'tied' if t.tying else 'untied':<7} {t.seq_len:>5} {t.seconds:>9.4f} "
-              f"{t.repeats:>8}  {t.classification}")
+        print(f"{t.device:<7} {'tied' if t.tying else 'untied':<7} {t.source:<13} {t.layers:>2} "
+              f"{t.memory or 'full':>5} {t.seq_len:>5} {t.seconds:>9.4f} {t.repeats:>8}  {t.classification}")
     if not torch.cuda.is_available():
         print("(no CUDA device: GPU timings skipped)")
     s = sampled
@@ -320,9 +341,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 formula_repeats=formula_repeats, **common)
              for tying in progress([True, False], "1. formula vs dense Hessian")]
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    cases = [(device, tying, seq_len) for device in devices for tying in (True, False) for seq_len in (256, 1024)]
+    cases = [(device, tying, seq_len, {}) for device in devices for tying in (True, False) for seq_len in (256, 1024)]
+    cases += [(device, True, seq_len, deep) for device in devices for seq_len in (256, 1024) for deep in DEEP_CASES]
     long = [time_long(chain.p, chain.q, device=device, tying=tying, d=8, seq_len=seq_len, repeats=long_repeats,
-                      **common) for device, tying, seq_len in progress(cases, "2. closed form at long N")]
+                      **common, **deep)
+            for device, tying, seq_len, deep in progress(cases, "2. M_π curvature at long N")]
     with stage(f"3. per-sequence Hessians, batched vs whole model (N={SAMPLED_SEQ_LEN}, {SAMPLED_SEQUENCES} "
                "sequences)"):
         sampled = compare_sampled(chain.p, chain.q, repeats=1 if args.quick else 3, **common)
