@@ -2,7 +2,6 @@
 every identity is proven, a wrong lag index, moment or autocovariance is not, and the general block agrees with
 autograd on a concrete model under the exact second-order source."""
 
-import itertools
 import math
 
 import pytest
@@ -15,7 +14,7 @@ from theory import manifold as M
 from theory import registry
 from theory.markov import p, q
 
-from .test_theory_manifold import _concrete_model
+from .test_theory_manifold import concrete_hessian
 
 CLAIMS = (M.GENERAL_CLAIM, M.DEGENERATE_CLAIM, AC.CLAIMS[2])
 RESULTS = (*M.general_results(), *AC.results())
@@ -129,33 +128,10 @@ def test_general_block_equals_autograd_under_the_second_order_source(tying):
     z_n, K_{n,i} with π1 and c_m the source's."""
     length, dim = 2, 2
     pv, qv = 0.2, 0.3
-    hidden, pos, direction = _concrete_model(length, dim)
-    sequences = list(itertools.product((0, 1), repeat=length + 1))
-    weights = [_second_order_probability(s, pv, qv) for s in sequences]
-
-    def loss(theta: torch.Tensor) -> torch.Tensor:
-        e, b, omega = theta[:dim], theta[-2], theta[-1]
-        head = e if tying else theta[dim:2 * dim]
-        total = torch.zeros((), dtype=torch.float64)
-        for seq, weight in zip(sequences, weights):
-            x = torch.tensor(seq, dtype=torch.float64)
-            ell = hidden(x[:length, None] * e + pos + omega * direction) @ head + b
-            total = total + weight * (torch.nn.functional.softplus(ell) - x[1:] * ell).mean()
-        return total
-
-    theta = torch.zeros(dim * (1 if tying else 2) + 2, dtype=torch.float64)
-    theta[-2] = math.log(pv / qv)
-    autograd = torch.autograd.functional.hessian(loss, theta)
-
-    z = hidden(pos)
-    jac = torch.autograd.functional.jacobian(hidden, pos)  # [n, j, i, c] = ∂F_n,j/∂x̃_i,c
-    model = M.jet(length, dim)
-    values = {p: pv, q: qv, M.PI1: pv / (pv + qv)}
+    autograd, values = concrete_hessian(length, dim, tying, lambda s: _second_order_probability(s, pv, qv),
+                                        math.log(pv / qv))
+    values |= {p: pv, q: qv, M.PI1: pv / (pv + qv)}
     values |= {M.autocovariance_symbol(m): c for m, c in enumerate(AC.values(2, length), 1)}
-    for n in range(1, length + 1):
-        values |= dict(zip(model.hidden[n - 1], z[n - 1].tolist()))
-        for i in range(1, n + 1):
-            values |= dict(zip(model.jacobian[n, i], jac[n - 1, :, i - 1, :].flatten().tolist()))
     symbolic = M.stationary_block(length, dim, tying).subs(values).subs(values)  # c_m → p, q → numbers
     torch.testing.assert_close(torch.tensor(symbolic.tolist(), dtype=torch.float64), autograd,
                                rtol=1e-10, atol=1e-12)

@@ -123,16 +123,13 @@ def _concrete_model(length: int, dim: int):
     return hidden, pos, direction
 
 
-@pytest.mark.parametrize("tying", [True, False], ids=["tied", "untied"])
-@pytest.mark.parametrize(("length", "dim"), M.SIZES)
-def test_derived_block_equals_autograd_on_a_concrete_model(length, dim, tying):
-    """Independent of SymPy's differentiation: the exact loss (all 2^{N+1} sequences) of a concrete model, its
-    Hessian in (e, [a], b, ω) by autograd on M_π, against ``derived_block`` at that model's z_n, K_{n,i}."""
-    pv, qv = 0.3, 0.55
+def concrete_hessian(length: int, dim: int, tying: bool, law, bias: float) -> tuple[torch.Tensor, dict]:
+    """The exact loss of ``_concrete_model`` under ``law`` (the probability of one sequence x_1..x_{N+1}), its Hessian
+    in (e, [a], b, ω) by autograd at e = a = ω = 0, b = ``bias``, and the values of that model's z_n and K_{n,i}
+    as substitutions for ``M.jet(length, dim)``'s symbols."""
     hidden, pos, direction = _concrete_model(length, dim)
-    pi, P = (qv / (pv + qv), pv / (pv + qv)), ((1 - pv, pv), (qv, 1 - qv))
     sequences = list(itertools.product((0, 1), repeat=length + 1))
-    weights = [pi[s[0]] * math.prod(P[a][b] for a, b in itertools.pairwise(s)) for s in sequences]
+    weights = [law(s) for s in sequences]
 
     def loss(theta: torch.Tensor) -> torch.Tensor:
         e, b, omega = theta[:dim], theta[-2], theta[-1]
@@ -145,17 +142,29 @@ def test_derived_block_equals_autograd_on_a_concrete_model(length, dim, tying):
         return total
 
     theta = torch.zeros(dim * (1 if tying else 2) + 2, dtype=torch.float64)
-    theta[-2] = math.log(pv / qv)
+    theta[-2] = bias
     autograd = torch.autograd.functional.hessian(loss, theta)
-
     z = hidden(pos)
     jac = torch.autograd.functional.jacobian(hidden, pos)  # [n, j, i, c] = ∂F_n,j/∂x̃_i,c
     model = M.jet(length, dim)
-    values = {p: pv, q: qv}
+    values = {}
     for n in range(1, length + 1):
         values |= dict(zip(model.hidden[n - 1], z[n - 1].tolist()))
         for i in range(1, n + 1):
             values |= dict(zip(model.jacobian[n, i], jac[n - 1, :, i - 1, :].flatten().tolist()))
+    return autograd, values
+
+
+@pytest.mark.parametrize("tying", [True, False], ids=["tied", "untied"])
+@pytest.mark.parametrize(("length", "dim"), M.SIZES)
+def test_derived_block_equals_autograd_on_a_concrete_model(length, dim, tying):
+    """Independent of SymPy's differentiation: the exact loss (all 2^{N+1} sequences) of a concrete model, its
+    Hessian in (e, [a], b, ω) by autograd on M_π, against ``derived_block`` at that model's z_n, K_{n,i}."""
+    pv, qv = 0.3, 0.55
+    pi, P = (qv / (pv + qv), pv / (pv + qv)), ((1 - pv, pv), (qv, 1 - qv))
+    autograd, values = concrete_hessian(length, dim, tying, lambda s: pi[s[0]] * math.prod(
+        P[a][b] for a, b in itertools.pairwise(s)), math.log(pv / qv))
+    values |= {p: pv, q: qv}
     symbolic = torch.tensor(M.derived_block(length, dim, tying).subs(values).tolist(), dtype=torch.float64)
     torch.testing.assert_close(symbolic, autograd, rtol=1e-10, atol=1e-12)
     assert autograd[-1].abs().max() < 1e-12  # the ω row: flat in every other direction
