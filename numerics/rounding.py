@@ -50,7 +50,7 @@ import torch
 from torch import Tensor
 
 from numerics.curvature import flatten, unflatten
-from numerics.markov import FiniteChain, MarkovChain, prefix_tree
+from numerics.markov import FiniteChain, MarkovChain, SecondOrderChain, prefix_tree, previous_symbols
 from numerics.transformer import Params, has_layer_norm, is_onehot, logits, num_layers, prefix_logits
 
 #: margin of the estimates over their first-order forms (checked by tests/test_rounding.py: measured errors
@@ -81,25 +81,33 @@ class Rounding:
         return math.ceil(math.log2(max(2, terms))) * self.per_level + self.propagated
 
 
-def _evaluations(params: Params, chain: MarkovChain | FiniteChain, *,
-                 tying: bool) -> tuple[Callable[[Params], Tensor], Tensor, Tensor]:
-    """The loss as a weighted sum over evaluations: (θ ↦ logits (M, c), weights ω (M,), P(·|x_n) (M, k)).
+def _next_laws(chain: MarkovChain | FiniteChain | SecondOrderChain, previous: Tensor, current: Tensor) -> Tensor:
+    """P(x_{n+1} = j | x_1^n) as (..., k) for prefixes ending in (``previous``, ``current``) = (x_{n-1}, x_n): the
+    kernel's row of x_n, or the second-order source's law given both (``previous`` is read by it alone)."""
+    if isinstance(chain, SecondOrderChain):
+        one, zero = chain.next_probabilities(previous, current)
+        return torch.stack([zero, one], dim=-1)
+    return chain.kernel(device=current.device, dtype=current.dtype)[current.long()]
+
+
+def _evaluations(params: Params, chain: MarkovChain | FiniteChain | SecondOrderChain, *, tying: bool,
+                 memory: int | None = None) -> tuple[Callable[[Params], Tensor], Tensor, Tensor]:
+    """The loss as a weighted sum over evaluations: (θ ↦ logits (M, c), weights ω (M,), P(·|x_1^n) (M, k)).
 
     One-layer models: every prefix once (``prefix_logits``); deeper ones: every position of every
-    full sequence, as ``numerics.population`` evaluates them.
+    full sequence, as ``numerics.population`` evaluates them; attention limited to ``memory`` as there.
     """
     pos = params["pos"]
     seq_len = pos.shape[0]
     tree = prefix_tree(chain, seq_len, device=pos.device, dtype=pos.dtype)
-    kernel = chain.kernel(device=pos.device, dtype=pos.dtype)
     if num_layers(params) == 1 and not has_layer_norm(params):
-        return (lambda p: prefix_logits(p, tree, tying=tying), tree.log_prob.exp() / seq_len,
-                kernel[tree.last.long()])
+        return (lambda p: prefix_logits(p, tree, tying=tying, memory=memory), tree.log_prob.exp() / seq_len,
+                _next_laws(chain, tree.previous, tree.last))
     full = tree.length == seq_len
     x = tree.symbols[full]
     weights = (tree.log_prob[full].exp() / seq_len)[:, None].expand(x.shape).reshape(-1)
-    return (lambda p: logits(p, x, tying=tying).reshape(weights.shape[0], -1), weights,
-            kernel[x.long()].reshape(weights.shape[0], -1))
+    return (lambda p: logits(p, x, tying=tying, memory=memory).reshape(weights.shape[0], -1), weights,
+            _next_laws(chain, previous_symbols(x), x).reshape(weights.shape[0], -1))
 
 
 def logit_jacobian(fn: Callable[[Params], Tensor], params: Params) -> tuple[Tensor, Tensor]:
@@ -126,14 +134,15 @@ def logit_condition(ell: Tensor, J: Tensor, theta: Tensor) -> Tensor:
     return ell.abs() + (J.abs() * theta.abs()).sum(dim=-1)
 
 
-def rounding_estimate(params: Params, chain: MarkovChain | FiniteChain, *, tying: bool,
-                      hessian: Tensor | None = None) -> Rounding:
-    """``Rounding`` of the exact loss and its gradient at ``params`` in their own dtype (module docstring).
+def rounding_estimate(params: Params, chain: MarkovChain | FiniteChain | SecondOrderChain, *, tying: bool,
+                      hessian: Tensor | None = None, memory: int | None = None) -> Rounding:
+    """``Rounding`` of the exact loss and its gradient at ``params`` in their own dtype (module docstring), attention
+    limited to ``memory`` (None: the whole past).
 
     ``hessian``: the dense ∇²L at ``params`` if the caller has it; without it the gradient's term
     ε |∇²L| |θ| (the rounding of the logit Jacobian itself) is left out.
     """
-    fn, omega, target = _evaluations(params, chain, tying=tying)
+    fn, omega, target = _evaluations(params, chain, tying=tying, memory=memory)
     ell, J = logit_jacobian(fn, params)
     theta = flatten(params)[0].detach()
     if is_onehot(params):

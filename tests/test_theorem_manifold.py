@@ -18,7 +18,8 @@ from distributed import LocalCluster
 
 import numerics.transformer as model
 from numerics.manifold import UNDECIDED, manifold_curvature, project_to_manifold, sampled_block
-from numerics.markov import MarkovChain
+from numerics.markov import MarkovChain, SecondOrderChain
+from numerics.released import read_state_dict, to_scalar
 from numerics.transformer import init_params
 from verify import theorem_manifold
 from verify.atlas import atlas
@@ -90,8 +91,10 @@ def test_checkpoint_is_projected_and_classified(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("content, argv, message", [
-    (init_params(2, 4, layers=2, seed=1), [], "one-layer"),
-    (init_params(2, 4, layer_norm=True, seed=1), [], "layer norm"),
+    (init_params(2, 4, layers=2, seed=1), [], "has 2 layer(s), but --layers 1 was given: pass --layers 2"),
+    (init_params(2, 4, seed=1), ["--layers", "2"], "has 1 layer(s), but --layers 2 was given"),
+    (init_params(3, 4, layer_norm=True, seed=1), [], "has layer norm (ln_1, ln_2, ln_f), but --layer-norm was not"),
+    (init_params(2, 4, seed=1), ["--layer-norm"], "has no layer norm, but --layer-norm was given"),
     ([1, 2, 3], [], "not a dict of named tensors"),
     ({"e": torch.zeros(2)}, [], "lacks pos, b"),
     (init_params(2, 4, seed=1), ["--d", "3"], "cannot be combined with --checkpoint"),
@@ -332,3 +335,156 @@ def test_monte_carlo_block_draws_a_pilot_then_the_rest_and_reports_each_pass():
     sampled, size = monte_carlo_block(params, MarkovChain(p, q), curvature, tying=True, samples=40, seed=0,
                                       progress=progress)
     assert labels == ["sampling"] and sampled.samples == size.samples == 40 and size.rule == "--samples"
+
+
+# --- any source, depth, memory and layer norm; the released code's checkpoints (MANIFOLD-GENERAL) ---
+
+#: the smallest model with every new part: second-order source, two layers, a memory, layer norm (d = 3: at d = 2 a
+#: layer norm's output takes two values only, its Jacobian is 0 and the block degenerate)
+GENERAL = ["--source", "second-order", "--layers", "2", "--memory", "1", "--layer-norm", "--d", "3", "--seq-len", "4"]
+GENERAL_MC = ["--source", "second-order", "--layers", "2", "--memory", "2", "--d", "2", "--seq-len", "16",
+              "--samples", "400"]
+
+
+def test_second_order_two_layers_memory_and_layer_norm_on_the_dense_route(capsys):
+    code, report, _ = run(GENERAL, capsys)
+    assert code == 0 and report["verdict"] == "confirmed", report["checks"]
+    assert report["claims"] == ["MODEL", "MANIFOLD", "MANIFOLD-GENERAL"]
+    inputs = report["inputs"]
+    assert (inputs["p"], inputs["q"]) == (0.2, 0.3)  # the paper's lagged chain without --p, --q
+    assert inputs["source"].startswith("second-order") and inputs["layers"] == 2 and inputs["layer_norm"] is True
+    assert inputs["memory"] == 1 and inputs["attention"] == "the current symbol and the 1 before it"
+    assert report["closed_form"]["route"] == "forward-mode" and report["numeric"]["method"].startswith("dense")
+    names = {c["name"]: c["passed"] for c in report["checks"]}
+    assert names["M_π block = dense Hessian"] is True and names["Hessian spectrum = M_π formula"] is True
+    assert report["numeric"]["null_space_dim"] == report["numeric"]["D"] - 4
+    # H(π) of the lagged chain is that of (p, q): the closed form's loss is the dense route's
+    assert report["numeric"]["loss"] == pytest.approx(report["closed_form"]["loss"], abs=1e-13)
+
+
+def test_second_order_two_layers_with_a_memory_on_the_monte_carlo_route(capsys):
+    code, report, _ = run(GENERAL_MC, capsys)
+    assert code in (0, 3) and report["numeric"]["method"].startswith("Monte-Carlo mean of 400")
+    block = next(c for c in report["checks"] if c["name"] == "M_π block = Monte-Carlo Hessian")
+    assert block["passed"] is True and report["closed_form"]["route"] == "forward-mode"
+    assert report["inputs"]["memory"] == 2 and report["inputs"]["layers"] == 2
+
+
+@pytest.mark.parametrize("argv, name", [([*GENERAL[:6], "--d", "2", "--seq-len", "4"], "M_π block = dense Hessian"),
+                                        (GENERAL_MC, "M_π block = Monte-Carlo Hessian")], ids=["dense", "Monte-Carlo"])
+def test_a_leaky_mask_fails_the_block_check_with_the_new_flags(argv, name, monkeypatch, capsys):
+    """The forward-mode block sums c(n+1-i) K_{n,i} over the causal past only; the exact loss (or the sampled one)
+    of a model that sees the future is not that, so the comparison must fail when the mask leaks."""
+    _leaky_mask(monkeypatch)
+    code, report, _ = run(argv, capsys)
+    block = next(c for c in report["checks"] if c["name"] == name)
+    assert code == 1 and report["verdict"] == "contradicted" and block["passed"] is False
+
+
+def test_memory_beyond_the_sequence_is_full_attention(capsys):
+    full = run(["--source", "second-order", *SMALL], capsys)[1]
+    wide = run(["--source", "second-order", *SMALL, "--memory", "50"], capsys)[1]
+    assert wide["inputs"]["attention"] == "full causal" and wide["inputs"]["memory"] == 50
+    assert wide["closed_form"]["normal_block_eigenvalues"] == full["closed_form"]["normal_block_eigenvalues"]
+    assert full["inputs"]["memory"] is None and full["claims"][-1] == "MANIFOLD-GENERAL"
+
+
+def test_a_two_state_chain_is_classified_as_its_p_and_q(capsys):
+    given = run([*SMALL, "--transition", "0.5,0.5;0.8,0.2"], capsys)[1]
+    pair = run([*SMALL, "--p", "0.5", "--q", "0.8"], capsys)[1]
+    assert (given["inputs"]["p"], given["inputs"]["q"]) == (0.5, 0.8) and given["verdict"] == "confirmed"
+    assert given["closed_form"] == pair["closed_form"] and given["claims"] == ["MODEL", "MANIFOLD"]
+
+
+def test_own_two_layer_and_layer_norm_checkpoints_are_accepted_with_matching_flags(tmp_path, capsys):
+    gen = torch.Generator().manual_seed(4)
+    norm = {k: v + 0.5 * torch.randn(v.shape, generator=gen, dtype=v.dtype) if k.startswith("ln_") else v
+            for k, v in init_params(3, 4, layer_norm=True, std=0.5, seed=1).items()}
+    for name, params, flags, shape in (("deep", init_params(2, 4, layers=2, std=0.5, seed=1), ["--layers", "2"],
+                                        (2, False)),
+                                       ("norm", norm, ["--layer-norm"], (1, True))):
+        path = tmp_path / f"{name}.pt"
+        torch.save(params, path)
+        code, report, _ = run(["--checkpoint", str(path), *flags], capsys)
+        assert code == 0 and report["verdict"] == "confirmed", (name, report["checks"])
+        assert report["inputs"]["checkpoint_format"].startswith("numerics.transformer")
+        assert (report["inputs"]["layers"], report["inputs"]["layer_norm"]) == shape
+
+
+def test_layer_norm_at_unit_gains_is_degenerate_along_the_ones_direction(tmp_path, capsys):
+    """Pre-norm blocks ignore a shift of x̃ by c·1 and LN_f's output has mean 0: with gains 1 (the released code's
+    initial layer norm) e ∝ 1 moves no logit but by a constant, which b absorbs, so S has an exact 0 eigenvalue:
+    the class is undecided, not guessed."""
+    path = tmp_path / "unit_gains.pt"
+    torch.save(init_params(3, 4, layer_norm=True, std=0.5, seed=1), path)
+    code, report, _ = run(["--checkpoint", str(path), "--layer-norm"], capsys)
+    assert code == 3 and report["prediction"].startswith("undecided") and report["verdict"] == "inconclusive"
+    assert min(abs(v) for v in report["closed_form"]["schur_eigenvalues"]) < 1e-12
+
+
+def _released(tmp_path, k: int = 2, layers: int = 1, layer_norm: bool = False, seed: int = 3) -> Path:
+    """A GPT-2-layout module of tests/test_released.py (d = 4, N = 7, ReLU), saved as the released code saves it."""
+    from tests.test_released import TinyGPT
+
+    path = tmp_path / "model.pt"
+    torch.save(TinyGPT(k, layers, layer_norm=layer_norm, seed=seed).state_dict(), path)
+    return path
+
+
+def test_a_released_checkpoint_is_mapped_projected_and_classified(tmp_path, capsys):
+    path = _released(tmp_path)
+    code, report, _ = run(["--checkpoint", str(path), "--source", "second-order"], capsys)
+    assert code == 0 and report["verdict"] == "confirmed", report["checks"]
+    assert report["inputs"]["checkpoint_format"].startswith("released GPT-2")
+    assert (report["inputs"]["d"], report["inputs"]["seq_len"], report["inputs"]["tying"]) == (4, 7, True)
+    # the same block as the library computes on the mapped model: e = E1 - E0, pos + E0, b = b1 - b0, projected
+    source = SecondOrderChain.lagged(0.2, 0.3)
+    mapped = project_to_manifold(to_scalar(read_state_dict(path).params), tying=True, source=source)
+    expected = manifold_curvature(mapped, tying=True, source=source).eigenvalues.tolist()
+    assert report["closed_form"]["normal_block_eigenvalues"] == pytest.approx(expected, rel=1e-12, abs=1e-15)
+
+
+def test_a_released_layer_norm_checkpoint_needs_relu_and_the_flag(tmp_path, capsys):
+    path = _released(tmp_path, layer_norm=True)
+    for argv, message in ((["--layer-norm"], "activation is gelu"),
+                          (["--activation", "relu"], "has layer norm (ln_1, ln_2, ln_f), but --layer-norm was not")):
+        code, report, err = run(["--checkpoint", str(path), *argv], capsys)
+        assert code == 2 and report is None and message in err and len(err.strip().splitlines()) == 1
+    code, report, _ = run(["--checkpoint", str(path), "--activation", "relu", "--layer-norm"], capsys)
+    assert code == 0 and report["verdict"] == "confirmed" and report["inputs"]["layer_norm"] is True
+
+
+@pytest.mark.parametrize("k, layers, argv, message", [
+    (2, 2, [], "has 2 layer(s), but --layers 1 was given: pass --layers 2"),
+    (3, 1, [], "has k=3 symbols: the k-state block of M_π is not implemented"),
+])
+def test_released_checkpoints_that_do_not_fit_are_one_line(k, layers, argv, message, tmp_path, capsys):
+    code, report, err = run(["--checkpoint", str(_released(tmp_path, k, layers)), *argv], capsys)
+    assert code == 2 and report is None and message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--memory", "0"], "--memory 0: attention sees the current symbol and the W >= 1 before it"),
+    (["--memory", "-3"], "--memory -3"),
+    (["--layers", "0"], "--layers 0: the model has 1 to 16 blocks"),
+    (["--chain", "sticky5"], "a 5-state chain: the k-state block of M_π is not implemented"),
+    (["--transition", "0.9,0.1;0.2,0.8", "--source", "second-order"], "--source second-order takes the lagged"),
+    (["--embedding", "onehot"], "classifies the scalar model"),
+    (["--activation", "relu"], "without one it has no use"),
+    (["--atlas", "--layers", "2"], "--atlas maps the first-order one-layer model"),
+    (["--source", "second-order", "--seq-len", "1"], "needs --seq-len >= 2"),
+    (["--source", "third-order"], "invalid choice"),
+])
+def test_bad_model_flags_exit_2_with_one_line(argv, message, capsys):
+    code, report, err = run(argv, capsys)
+    assert code == 2 and report is None and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_help_explains_the_new_flags_with_examples(capsys):
+    with pytest.raises(SystemExit):
+        theorem_manifold.run(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for example in ("Example: --source second-order", "Example: --layers 2", "Example: --memory 2",
+                    "Example: --layers 2 --layer-norm", "Example: --checkpoint model.pt",
+                    "W >= N - 1 sees the whole past"):
+        assert example in text

@@ -27,6 +27,7 @@ from numerics.markov import (
     FiniteChain,
     InvalidInputError,
     MarkovChain,
+    SecondOrderChain,
     check_positive_int,
     check_probability,
     num_prefixes,
@@ -55,7 +56,10 @@ SCAN_POINT_SECONDS = 0.016
 @dataclass(frozen=True)
 class Config:
     """One theorem run's inputs.  ``transition`` set: the one-hot model (claim MULTI-STATE) on that
-    k-state chain, with p, q its switching probabilities when k = 2 and None otherwise."""
+    k-state chain, with p, q its switching probabilities when k = 2 and None otherwise.  ``order``
+    "second-order": the source is the paper's lagged chain of (p, q) (``SecondOrderChain.lagged``);
+    ``memory`` = W: attention sees the current symbol and the W before it (None: the whole past).
+    Only theorem_manifold sets these two."""
 
     p: float | None
     q: float | None
@@ -67,6 +71,8 @@ class Config:
     seed: int
     transition: tuple[tuple[float, ...], ...] | None = None
     chain_name: str | None = None
+    order: str = "first-order"
+    memory: int | None = None
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -77,15 +83,19 @@ class Config:
         return self.transition is not None
 
     @functools.cached_property
-    def source(self) -> MarkovChain | FiniteChain:
-        """The chain: the k-state one of the one-hot model, else the binary (p, q)."""
+    def source(self) -> MarkovChain | FiniteChain | SecondOrderChain:
+        """The chain: the k-state one of the one-hot model, else the binary (p, q) (of first or second order)."""
         if self.onehot:
             return FiniteChain(self.transition, name=self.chain_name)
+        if self.order == "second-order":
+            return SecondOrderChain.lagged(self.p, self.q)
         return MarkovChain(self.p, self.q)
 
     def inputs(self) -> dict:
         base = {k: getattr(self, k) for k in ("p", "q", "tying", "d", "seq_len", "device", "dtype")}
-        matrix = self.source.transition.tolist()
+        # the lagged second-order chain applies the first-order kernel of (p, q) to x_(n-1): that kernel is shown
+        kernel = MarkovChain(self.p, self.q) if self.order == "second-order" else self.source
+        matrix = kernel.transition.tolist()
         return base | {"transition": matrix, "chain": self.chain_name,
                        "model": "one-hot (E, A z + b, softmax)" if self.onehot else "scalar (x e, one logit)"}
 

@@ -1,13 +1,14 @@
-"""Checks of claim ``MANIFOLD``: the closed-form normal block on M_π against independent measurements.
+"""Checks of claims ``MANIFOLD`` and ``MANIFOLD-GENERAL``: the normal block on M_π against independent measurements.
 
 ``numerics.manifold`` computes the Hessian of the population loss at a point of M_π from one
-forward pass and an analytic attention Jacobian.  Here it meets what does not share that
-derivation: the dense autograd Hessian of the exact loss over all D parameters (N ≤ 12), the
-loss itself along the predicted escape direction, and, where the exact loss is out of reach, an
-unbiased Monte-Carlo mean of per-sequence Hessians.  Also the special case
-(W_O = W_1 = W_2 = 0: S = π0π1[Cov_n(pos_n) + 2(p+q-1)I]) at two position spreads.  The dense
-comparison at a point with every weight random also catches a wrong softmax scale or a leaking mask
-in the model: the closed form carries its own 1/√d and causal sums.
+forward pass and the attention Jacobian (closed form for one layer, forward mode for any depth, mask
+and layer norm).  Here it meets what does not share that derivation: the dense autograd Hessian of
+the exact loss over all D parameters (N ≤ 12), the loss itself along the predicted escape direction,
+and, where the exact loss is out of reach, an unbiased Monte-Carlo mean of per-sequence Hessians
+(first- or second-order source, the model's own mask).  Also the special case
+(W_O = W_1 = W_2 = 0 in every layer: S = π0π1[Cov_n(pos_n) + 2(p+q-1)I]) at two position spreads.  The
+dense comparison at a point with every weight random also catches a wrong softmax scale or a leaking
+mask in the model: the normal block carries its own 1/√d and causal (windowed) sums.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from statistics import NormalDist
 import torch
 from torch import Tensor
 
+from numerics.autocovariance import Source
 from numerics.curvature import block_names
 from numerics.manifold import (
     KINK,
@@ -29,10 +31,11 @@ from numerics.manifold import (
     SampledBlock,
     sampled_block,
     sampling_bytes,
+    unigram_logit,
 )
 from numerics.markov import MarkovChain
 from numerics.population import memory_budget_bytes
-from numerics.transformer import Params, init_params
+from numerics.transformer import Params, init_params, layer_key
 from verify import checks as C
 from verify.cli import Config
 from verify.measure import MeasuredPoint, classify, closed_form_rounding, measure
@@ -51,15 +54,22 @@ PILOT_SAMPLES = 100
 WORK_BUDGET = 300_000_000
 
 
-def manifold_point(config: Config, chain: MarkovChain, *, pos_std: float, weight_std: float, seed: int,
-                   all_weights: bool = False) -> Params:
-    """A point of M_π in float64 on the CPU: e = a = 0, b = log(p/q), pos ~ N(0, pos_std²) and
-    W_Q, W_K, W_V ~ N(0, weight_std²) (and, if ``all_weights``, W_O, W_1, W_2 too; otherwise 0)."""
-    params = init_params(config.d, config.seq_len, tying=config.tying, std=1.0, seed=seed)
+def manifold_point(config: Config, source: Source, *, pos_std: float, weight_std: float, seed: int,
+                   all_weights: bool = False, layers: int = 1, layer_norm: bool = False) -> Params:
+    """A point of M_π of ``source`` in float64 on the CPU with ``layers`` blocks: e = a = 0, b = log(π1/π0),
+    pos ~ N(0, pos_std²) and every W_Q, W_K, W_V ~ N(0, weight_std²) (and, if ``all_weights``, W_O, W_1, W_2 too;
+    otherwise 0); with ``layer_norm`` every gain 1 + N(0, weight_std²) and bias N(0, weight_std²)."""
+    params = init_params(config.d, config.seq_len, tying=config.tying, layers=layers, std=1.0, seed=seed)
     params = {k: v * (pos_std if k == "pos" else weight_std) for k, v in params.items()}
-    zero = ["e", "a"] + ([] if all_weights else ["W_O", "W_1", "W_2"])
+    zero = ["e", "a"] + ([] if all_weights else [layer_key(name, layer) for layer in range(layers)
+                                                 for name in ("W_O", "W_1", "W_2")])
     params |= {k: torch.zeros_like(params[k]) for k in zero if k in params}
-    params["b"] = torch.tensor(chain.unigram_logit(), dtype=torch.float64)
+    if layer_norm:
+        norms = init_params(config.d, config.seq_len, layers=layers, layer_norm=True, std=0.0)
+        gen = torch.Generator().manual_seed(seed + 1)
+        params |= {k: v + weight_std * torch.randn(v.shape, generator=gen, dtype=torch.float64)
+                   for k, v in norms.items() if k.startswith("ln_")}
+    params["b"] = torch.tensor(unigram_logit(source), dtype=torch.float64)
     return params
 
 
@@ -86,14 +96,16 @@ def formula_block_check(point: MeasuredPoint, curvature: ManifoldCurvature, name
                  "max |gap| in the block and outside it")
 
 
-def manifold_checks(config: Config, chain: MarkovChain) -> list[Check]:
-    """Claim MANIFOLD at two points of M_π (W_O = W_1 = W_2 = 0): positions of small and of
-    large spread.  At each, the (e, b) Schur complement must equal π0π1[Cov_n(p_n) + 2(p+q-1)I]
-    and the full-space classification must follow the sign of its smallest eigenvalue."""
+def manifold_checks(config: Config, chain: MarkovChain, *, layers: int = 1) -> list[Check]:
+    """Claim MANIFOLD at two points of M_π with ``layers`` blocks without layer norm (W_O = W_1 = W_2 = 0 in
+    each, so z_n = pos_n whatever the attention and its memory): positions of small and of large spread.  At each,
+    the (e, b) Schur complement must equal π0π1[Cov_n(p_n) + 2(p+q-1)I] and the full-space classification must
+    follow the sign of its smallest eigenvalue."""
     checks = []
     k = chain.pi[0] * chain.pi[1]
     for label, spread in (("small", 0.3), ("large", 3.0)):
-        params = manifold_point(config, chain, pos_std=spread, weight_std=0.7, seed=config.seed + 3)
+        params = manifold_point(config, chain, pos_std=spread, weight_std=0.7, seed=config.seed + 3,
+                                layers=layers)
         point = measure(config, params)
         d, H = config.d, point.hessian
         idx = normal_indices(point, True)
@@ -283,15 +295,16 @@ def sample_size(curvature: ManifoldCurvature, pilot: SampledBlock, cap: int) -> 
                       f"{pilot.samples} pilot sequences), rounded up to whole pilots", needed=needed, **common)
 
 
-def monte_carlo_block(params: Params, chain: MarkovChain, curvature: ManifoldCurvature, *, tying: bool,
-                      samples: int | None, seed: int,
+def monte_carlo_block(params: Params, source: Source, curvature: ManifoldCurvature, *, tying: bool,
+                      samples: int | None, seed: int, memory: int | None = None,
                       progress: Callable[[Iterable, str], Iterable] = lambda chunks, _: chunks,
                       ) -> tuple[SampledBlock, SampleSize]:
-    """The Monte-Carlo block (``numerics.manifold.sampled_block``) of ``samples`` sequences, or, when None,
-    of the size ``sample_size`` picks from a pilot of ``PILOT_SAMPLES`` (which the sample then includes; the
-    rest drawn with seed + 1).  ``progress(chunks, label)`` wraps each pass over the positions."""
+    """The Monte-Carlo block (``numerics.manifold.sampled_block``, sequences of ``source``, attention memory
+    ``memory``) of ``samples`` sequences, or, when None, of the size ``sample_size`` picks from a pilot of
+    ``PILOT_SAMPLES`` (which the sample then includes; the rest drawn with seed + 1).  ``progress(chunks, label)``
+    wraps each pass over the positions."""
     def draw(count: int, seed: int, label: str) -> SampledBlock:
-        return sampled_block(params, chain.p, chain.q, tying=tying, samples=count, seed=seed,
+        return sampled_block(params, tying=tying, samples=count, seed=seed, source=source, memory=memory,
                              progress=lambda chunks: progress(chunks, label))
 
     if samples is not None:

@@ -38,8 +38,9 @@ FLOAT64_EPS = torch.finfo(torch.float64).eps
 
 
 def loss_of(config: Config) -> Callable[[Params], Tensor]:
-    """θ ↦ L(θ), the exact population loss for the configured source and tying (nats), in θ's dtype."""
-    return lambda params: chain_loss(params, config.source, tying=config.tying)
+    """θ ↦ L(θ), the exact population loss for the configured source, tying and attention memory (nats), in θ's
+    dtype."""
+    return lambda params: chain_loss(params, config.source, tying=config.tying, memory=config.memory)
 
 
 def closed_form_rounding(values: list[float] | Tensor, terms: int = 2) -> float:
@@ -127,7 +128,7 @@ def measure(config: Config, exact: Params) -> MeasuredPoint:
     reference = None
     if config.torch_dtype != torch.float64:
         reference = hessian(loss, {k: v.to(config.device, torch.float64) for k, v in exact.items()}).cpu()
-    rounding = rounding_estimate(params, config.source, tying=config.tying, hessian=H)
+    rounding = rounding_estimate(params, config.source, tying=config.tying, hessian=H, memory=config.memory)
     floor = max(1.0, theta.abs().max().item()) ** 2  # entries: sums of products of two logit derivatives
     return MeasuredPoint(config, params, theta, layout, value, grad.cpu().double(), H,
                          estimated_spectrum(H, reference=reference, floor=floor), rounding.loss, rounding.gradient)

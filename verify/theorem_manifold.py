@@ -1,22 +1,31 @@
-"""The unigram critical manifold M_π at any point (claim MANIFOLD).
+"""The unigram critical manifold M_π at any point (claims MANIFOLD, MANIFOLD-GENERAL).
 
-M_π = {e = 0 (and a = 0 untied), b = log(p/q), every other weight arbitrary}: every point predicts
+M_π = {e = 0 (and a = 0 untied), b = log(π1/π0), every other weight arbitrary}: every point predicts
 π1, is stationary and has loss H(π).  Its Hessian vanishes outside the normal (e, b) block (untied
-(e, a, b)), which has a closed form from one forward pass (numerics/manifold.py): the point is a
-local minimum iff the Schur complement S = π0π1[Cov_n(z_n) - (A + Aᵀ)] is positive definite.
+(e, a, b)), which the data enter only through the source's autocovariance c(m) and the model only through
+its hidden states z_n at x̃ = pos and their Jacobians (numerics/manifold.py; SPEC §10, §12): the point is a
+local minimum iff the Schur complement S = π0π1 Cov_n(z_n) - (A + Aᵀ), A = mean_n Σ_{i≤n} c(n+1-i) K_{n,i},
+is positive definite.  Any source of --source (the first-order chain (p, q), the paper's lagged second-order
+chain), depth (--layers), attention memory (--memory) and layer norm (--layer-norm): one layer without layer
+norm by the closed form, every other model by forward-mode autograd of its own forward pass.
 
 This command draws a random point of M_π (every weight ~ N(0, --weight-std²), positions
-~ N(0, --pos-std²)) or reads one from --checkpoint (projected onto M_π: e, a → 0, b → log(p/q)),
-classifies it by the closed form and checks the closed form against what does not share its
-derivation.  N ≤ 12: the dense autograd Hessian of the exact loss over all D parameters (block,
-spectrum, null space D - (d+1), flatness along M_π, descent along the escape direction of a
-saddle, no nearby descent at a local minimum).  N > 12: an unbiased Monte-Carlo mean of
-per-sequence Hessians of the normal block (agreement within 4 standard errors), over as many
-sequences as the class check needs by a pilot's spread, within a budget, or --samples K.
---atlas instead maps the fraction of local minima over p + q and the weight scale, each cell a task of
-verify/runner.py (--workers, --scheduler, --resume), into the folder --out.
+~ N(0, --pos-std²), layer-norm gains 1 + N(0, --weight-std²)) or reads one from --checkpoint (ours, or the
+released code's GPT-2-style state dict; projected onto M_π: e, a → 0, b → log(π1/π0)), classifies it and
+checks the block against what does not share its derivation.  N ≤ 12: the dense autograd Hessian of the exact
+loss over all D parameters (block, spectrum, null space D - (d+1), flatness along M_π, descent along the escape
+direction of a saddle, no nearby descent at a local minimum).  N > 12: an unbiased Monte-Carlo mean of
+per-sequence Hessians of the normal block (agreement within 4 standard errors), over as many sequences as the
+class check needs by a pilot's spread, within a budget, or --samples K.
+--atlas instead maps the fraction of local minima over p + q and the weight scale (first-order source, one
+layer), each cell a task of verify/runner.py (--workers, --scheduler, --resume), into the folder --out.
 
-Exit code 0: every check agrees with the closed form; 1: some check disagrees; 2: bad input;
+Examples:
+  python -m verify.theorem_manifold --source second-order --layers 2 --memory 2 --layer-norm --seq-len 6
+  python -m verify.theorem_manifold --source second-order --layers 2 --seq-len 1024 --memory 40
+  python -m verify.theorem_manifold --checkpoint model.pt --activation relu --layer-norm
+
+Exit code 0: every check agrees with the prediction; 1: some check disagrees; 2: bad input;
 3: inconclusive (e.g. an eigenvalue of the block within its error bound of 0).
 """
 
@@ -26,18 +35,20 @@ import argparse
 import json
 import os
 import sys
-import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from numerics.markov import InvalidInputError, MarkovChain
-from numerics.transformer import Params, init_params, num_layers
+from numerics.markov import InvalidInputError
+from numerics.released import read_file, read_state_dict, to_scalar, unwrap
+from numerics.transformer import Params, has_layer_norm, init_params, num_layers
 from verify.analysis import DENSE_MANIFOLD_SEQ_LEN, analyse_manifold
 from verify.cli import (
     RESUME_WITHOUT_OUT,
     Config,
     bad_input,
+    chain_from,
     check_folder,
     check_runner_flags,
     check_writable,
@@ -57,7 +68,12 @@ THEOREM = "theorem_manifold"
 DEFAULTS = {"p": 0.5, "q": 0.8, "tying": True, "d": 4, "seq_len": 8,
             "seq_len_help": f"sequence length N (≤ {DENSE_MANIFOLD_SEQ_LEN}: dense check of the exact loss; "
                             "above: Monte-Carlo check)"}
+#: (p, q) of --source second-order without --p, --q: the paper's lagged chain (its optimum 0.545 against H(π) 0.673)
+SECOND_ORDER_PAIR = (0.2, 0.3)
+SOURCES = ("first-order", "second-order")
 MAX_SEQ_LEN = 4096
+#: deeper models cost one forward-mode pass per layer and tangent; beyond this depth nothing here was measured
+MAX_LAYERS = 16
 MIN_SAMPLES = 30
 MAX_STD = 100.0  # beyond, the forward pass overflows long before any curvature is meaningful
 DEFAULT_STD = 0.8
@@ -67,24 +83,51 @@ ATLAS_FOLDER = "manifold_atlas"
 ATLAS_NAME = "atlas"
 #: flags whose value a checkpoint fixes
 FROM_CHECKPOINT = ("--d", "--seq-len", "--tying", "--no-tying", "--weight-std", "--pos-std")
+#: the released code's token embedding: its presence marks a GPT-2-style state dict (numerics.released)
+RELEASED_KEY = "transformer.wte.weight"
 
 
 def _parser() -> argparse.ArgumentParser:
     ap = parser(__doc__, DEFAULTS, prog=f"python -m verify.{THEOREM}", sweep=False)
+    ap.add_argument("--source", choices=SOURCES, default="first-order",
+                    help="the data: first-order, the chain (p, q) (default --p 0.5 --q 0.8); second-order, the "
+                         "paper's lagged chain x_(n+1) ~ P(· | x_(n-1)) of the kernel (p, q) (default --p 0.2 "
+                         "--q 0.3). Example: --source second-order --layers 2 --seq-len 6 (default: %(default)s)")
+    ap.add_argument("--layers", type=int, default=1, metavar="L",
+                    help=f"attention + feed-forward blocks of the model (1 to {MAX_LAYERS}; above 1 the block comes "
+                         "from forward-mode autograd instead of the one-layer closed form). Example: --layers 2 "
+                         "(default: %(default)s)")
+    ap.add_argument("--memory", type=int, default=None, metavar="W",
+                    help="attention sees the current symbol and the W before it (W >= 1); W >= N - 1 sees the whole "
+                         "past, the same model as full attention, and is accepted as such. Example: --memory 2 "
+                         "(default: full attention)")
+    ap.add_argument("--layer-norm", action="store_true",
+                    help="GPT-2 pre-norm blocks (LN before attention and feed-forward, LN_f before the head), as the "
+                         "released code's masking runs; the random point's gains are 1 + N(0, --weight-std²), biases "
+                         "N(0, --weight-std²). Example: --layers 2 --layer-norm")
     ap.add_argument("--weight-std", type=float, default=DEFAULT_STD,
                     help="std of every block weight of the random point (default: %(default)s)")
     ap.add_argument("--pos-std", type=float, default=DEFAULT_STD,
                     help="std of the positional embeddings of the random point (default: %(default)s)")
     ap.add_argument("--checkpoint", metavar="FILE",
-                    help="classify a saved parameter dict (torch.save of {name: tensor}, the names of "
-                         "numerics.transformer) instead of a random point; d, N and tying come from it")
+                    help="classify a saved parameter dict instead of a random point: ours (torch.save of {name: "
+                         "tensor}, the names of numerics.transformer) or the released code's GPT-2/nanoGPT state dict "
+                         f"(keys {RELEASED_KEY}, transformer.h.0.attn.c_attn.weight, ...; model.pt or ckpt.pt) with "
+                         "k = 2 symbols, mapped exactly onto the scalar model; d, N and tying come from it, its depth "
+                         "and layer norm must match --layers and --layer-norm. Example: --checkpoint model.pt "
+                         "--activation relu --layer-norm")
+    ap.add_argument("--activation", choices=["relu", "gelu"], default=None,
+                    help="the feed-forward a released checkpoint was trained with (a state dict does not say; "
+                         "default: the released code's for its layout, ReLU without layer norm, GELU with it); GELU "
+                         "is refused, our model has ReLU. Example: --checkpoint ckpt.pt --activation relu")
     ap.add_argument("--samples", type=int, default=None, metavar="K",
                     help=f"sequences of the Monte-Carlo check when N > 12 (at least {MIN_SAMPLES}; default: "
                          f"{PILOT_SAMPLES} pilot sequences measure the per-sequence spread, then as many as put 4 "
                          "standard errors of λ_min below half its distance from 0, within a budget of about 30 s; "
                          "the chosen size and why are in the JSON's numeric.sample_size)")
     ap.add_argument("--atlas", action="store_true",
-                    help="map the fraction of local minima over p + q (p = q) × weight scale instead")
+                    help="map the fraction of local minima over p + q (p = q) × weight scale instead (first-order "
+                         "source, one layer, full attention, no layer norm)")
     ap.add_argument("--atlas-points", type=int, default=16, metavar="K",
                     help="random points per atlas cell (default: %(default)s)")
     ap.add_argument("--out", metavar="FOLDER",
@@ -97,20 +140,18 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-def load_checkpoint(path: str) -> Params:
-    """A parameter dict of the model from ``path``: the names and shapes of ``init_params`` for its
-    d, N, r and tying (layer norm and extra layers are refused later, by the closed form), real
-    floating-point and finite.  Anything else is bad input (one line)."""
-    try:
-        with warnings.catch_warnings():  # torch warns about legacy formats; the error below says enough
-            warnings.simplefilter("ignore")
-            data = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise InvalidInputError(f"checkpoint {path} does not exist") from None
-    except Exception as err:  # unpickling errors come in many types; all mean "not a checkpoint"
-        why = " ".join(str(err).split())[:160]
-        raise InvalidInputError(f"cannot read checkpoint {path} (not a torch.save file of tensors?): "
-                                f"{type(err).__name__}: {why}") from None
+def is_released(data: object) -> bool:
+    """Is ``data`` (what torch.load read) a state dict of the released code: its token embedding ``RELEASED_KEY``
+    present, under any wrapper prefix (``_orig_mod.``, ``module.``) or inside a checkpoint's "model"?"""
+    if isinstance(data, dict) and isinstance(data.get("model"), dict):
+        data = data["model"]
+    return isinstance(data, dict) and any(isinstance(k, str) and k.endswith(RELEASED_KEY) for k in data)
+
+
+def own_checkpoint(data: object, path: str) -> Params:
+    """A parameter dict of our model from ``data`` (read from ``path``): the names and shapes of ``init_params``
+    for its d, N, r, depth, layer norm and tying, real floating-point and finite.  Anything else is bad input
+    (one line)."""
     if isinstance(data, dict) and data and all(isinstance(v, dict) for v in data.values()):
         raise InvalidInputError(f"checkpoint {path} nests dicts (like the escape study's params.pt: optimizer → "
                                 "seed → point); torch.save one parameter dict, e.g. data['adamw'][0]['end']")
@@ -136,28 +177,100 @@ def load_checkpoint(path: str) -> Params:
     return {k: v.detach().double() for k, v in data.items()}
 
 
-def _config(args: argparse.Namespace, argv: list[str]) -> tuple[Config, Params | None]:
-    """Validated inputs and the checkpoint's parameters (None for a random point)."""
+def released_checkpoint(data: object, path: str, activation: str | None) -> Params:
+    """The scalar model computing a released k = 2 checkpoint exactly (``numerics.released``: the GPT-2 layout onto
+    our one-hot model, then ``to_scalar``: e = E_1 - E_0, pos + E_0, b = b_1 - b_0); what it cannot map is refused
+    there (GELU, several heads, nonzero block biases), a k-state checkpoint here."""
+    model = read_state_dict(unwrap(data), activation=activation)
+    if model.k != 2:
+        raise InvalidInputError(f"checkpoint {path} has k={model.k} symbols: the k-state block of M_π is not "
+                                "implemented in theorem_manifold (k = 2 checkpoints are mapped to the scalar model)")
+    return to_scalar(model.params)
+
+
+#: how the report names the two checkpoint layouts (inputs.checkpoint_format)
+LAYOUTS = {False: "numerics.transformer (the scalar model's names)",
+           True: "released GPT-2 state dict (k = 2 one-hot, mapped exactly to the scalar model)"}
+
+
+def load_checkpoint(path: str, *, layers: int, layer_norm: bool,
+                    activation: str | None = None) -> tuple[Params, str]:
+    """The scalar model's parameters in ``path`` in float64 (``own_checkpoint`` or, by its keys,
+    ``released_checkpoint``) and which layout it had (``LAYOUTS``); a depth or layer norm other than ``layers`` and
+    ``layer_norm`` (the flags) is bad input (one line)."""
+    data = read_file(path)
+    released = is_released(data)
+    params = released_checkpoint(data, path, activation) if released else own_checkpoint(data, path)
+    depth, norm = num_layers(params), has_layer_norm(params)
+    if depth != layers:
+        raise InvalidInputError(f"checkpoint {path} has {depth} layer(s), but --layers {layers} was given: "
+                                f"pass --layers {depth}")
+    if norm != layer_norm:
+        raise InvalidInputError(f"checkpoint {path} has layer norm (ln_1, ln_2, ln_f), but --layer-norm was not "
+                                "given" if norm else f"checkpoint {path} has no layer norm, but --layer-norm was given")
+    return params, LAYOUTS[released]
+
+
+def _model_flags(args: argparse.Namespace) -> None:
+    """Refuse the model and source flags that cannot hold (one line each); a 2-state --chain/--transition becomes
+    the binary (p, q) of the scalar model, a second-order source without --p, --q the paper's (0.2, 0.3)."""
+    if args.layers < 1 or args.layers > MAX_LAYERS:
+        raise InvalidInputError(f"--layers {args.layers}: the model has 1 to {MAX_LAYERS} blocks")
+    if args.memory is not None and args.memory < 1:
+        raise InvalidInputError(f"--memory {args.memory}: attention sees the current symbol and the W >= 1 before "
+                                "it; omit --memory for full attention")
+    if args.embedding == "onehot":
+        raise InvalidInputError("theorem_manifold classifies the scalar model (x e, one logit); a one-hot k = 2 "
+                                "model is the same function: give --p/--q, or its checkpoint (mapped by to_scalar)")
+    if args.transition is not None or args.chain is not None:
+        if args.source == "second-order":
+            raise InvalidInputError("--chain/--transition give a first-order chain; --source second-order takes "
+                                    "the lagged chain's kernel as --p, --q")
+        chain = chain_from(args)
+        if chain.k != 2:
+            raise InvalidInputError(f"a {chain.k}-state chain: the k-state block of M_π is not implemented in "
+                                    "theorem_manifold; a 2-state chain is classified as its (p, q)")
+        args.embedding = "scalar"  # config_from reads the 2-state chain as its (p, q)
+    if args.source == "second-order":
+        args.default_pair = SECOND_ORDER_PAIR
+    if args.atlas and (args.source != "first-order" or args.layers != 1 or args.memory is not None
+                       or args.layer_norm):
+        raise InvalidInputError("--atlas maps the first-order one-layer model with full attention and no layer "
+                                "norm; drop --source second-order, --layers, --memory and --layer-norm")
+
+
+def _config(args: argparse.Namespace, argv: list[str]) -> tuple[Config, Params | None, str | None]:
+    """Validated inputs, the checkpoint's parameters and its layout (``load_checkpoint``; None, None for a random
+    point)."""
     if args.samples is not None and args.samples < MIN_SAMPLES:
         raise InvalidInputError(f"--samples {args.samples}: at least {MIN_SAMPLES} (a mean and its standard error "
                                 "need that many)")
     if args.atlas_points < 1:
         raise InvalidInputError(f"--atlas-points {args.atlas_points}: at least 1")
-    if args.transition is not None or args.chain is not None or args.embedding == "onehot":
-        raise InvalidInputError("theorem_manifold covers the binary scalar model; for k-state chains run "
-                                "python -m verify.theorem_local_min --chain NAME (θ_π of the one-hot model)")
+    _model_flags(args)
     if args.checkpoint is None:
+        if args.activation is not None:
+            raise InvalidInputError("--activation says how a released --checkpoint was trained; without one it "
+                                    "has no use")
         if not (0 <= args.weight_std <= MAX_STD and 0 <= args.pos_std <= MAX_STD):
             raise InvalidInputError(f"--weight-std and --pos-std must be in [0, {MAX_STD:g}]")
-        return _monte_carlo_inputs(config_from(args, max_seq_len=MAX_SEQ_LEN), args.samples), None
+        return _source_inputs(config_from(args, max_seq_len=MAX_SEQ_LEN), args), None, None
     given = given_flags(argv, FROM_CHECKPOINT)
     if given or args.atlas:
         raise InvalidInputError(f"{', '.join(given) or '--atlas'} cannot be combined with --checkpoint "
                                 "(the checkpoint fixes d, N and tying)")
-    params = load_checkpoint(args.checkpoint)
+    params, layout = load_checkpoint(args.checkpoint, layers=args.layers, layer_norm=args.layer_norm,
+                                     activation=args.activation)
     shape = dict(d=params["e"].numel(), seq_len=params["pos"].shape[0], tying="a" not in params)
     config = config_from(argparse.Namespace(**(vars(args) | shape)), max_seq_len=MAX_SEQ_LEN)
-    return _monte_carlo_inputs(config, args.samples), params
+    return _source_inputs(config, args), params, layout
+
+
+def _source_inputs(config: Config, args: argparse.Namespace) -> Config:
+    """``config`` with the source's order and the attention memory, checked for the Monte-Carlo route."""
+    if args.source == "second-order" and config.seq_len < 2:
+        raise InvalidInputError("--source second-order needs --seq-len >= 2 (its law starts from a pair of symbols)")
+    return _monte_carlo_inputs(replace(config, order=args.source, memory=args.memory), args.samples)
 
 
 def _monte_carlo_inputs(config: Config, samples: int | None) -> Config:
@@ -235,8 +348,7 @@ def _run_atlas(config: Config, args: argparse.Namespace) -> int:
 def analyse_default(config: Config, theorem: str = THEOREM, scan: int = 0) -> Report:
     """The command's default check at ``config``: a random point of M_π with every weight of scale
     ``DEFAULT_STD`` (as ``python -m verify`` runs it)."""
-    chain = MarkovChain(config.p, config.q)
-    params = manifold_point(config, chain, pos_std=DEFAULT_STD, weight_std=DEFAULT_STD, seed=config.seed,
+    params = manifold_point(config, config.source, pos_std=DEFAULT_STD, weight_std=DEFAULT_STD, seed=config.seed,
                             all_weights=True)
     return analyse_manifold(config, theorem, params, samples=None, seed=config.seed)
 
@@ -245,7 +357,7 @@ def run(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         args = _parser().parse_args(argv)
-        config, params = _config(args, argv)
+        config, params, layout = _config(args, argv)
         check_runner_flags(args, args.atlas, "--atlas")
         if args.latex:
             check_writable(args.latex)
@@ -253,13 +365,13 @@ def run(argv: list[str] | None = None) -> int:
             return _run_atlas(config, args)
         show_stages(enabled=not args.json)
         if params is None:
-            chain = MarkovChain(config.p, config.q)
-            params = manifold_point(config, chain, pos_std=args.pos_std, weight_std=args.weight_std,
-                                    seed=config.seed, all_weights=True)
+            params = manifold_point(config, config.source, pos_std=args.pos_std, weight_std=args.weight_std,
+                                    seed=config.seed, all_weights=True, layers=args.layers,
+                                    layer_norm=args.layer_norm)
         report = analyse_manifold(config, THEOREM, params, samples=args.samples, seed=config.seed)
         report.inputs |= {"weight_std": None if args.checkpoint else args.weight_std,
                           "pos_std": None if args.checkpoint else args.pos_std,
-                          "checkpoint": args.checkpoint, "samples": args.samples}
+                          "checkpoint": args.checkpoint, "checkpoint_format": layout, "samples": args.samples}
         write_latex(args, config)
     except (InvalidInputError, OSError) as err:
         return bad_input(err)
