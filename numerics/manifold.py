@@ -53,7 +53,7 @@ from torch.func import grad, jacrev, jvp, vmap
 # the Monte-Carlo route calls the model's functions through the module, so that whatever the model
 # computes (a corrupted one in the mutation tests too) is what the estimator measures
 from numerics import transformer as model
-from numerics.autocovariance import Source, autocovariance
+from numerics.autocovariance import Autocovariance, Source, autocovariance
 from numerics.markov import InvalidInputError, MarkovChain
 from numerics.population import expected_cross_entropy, memory_budget_bytes
 from numerics.transformer import BLOCK, Params, has_layer_norm, layer_key, num_layers
@@ -875,3 +875,205 @@ def sampled_block(
     h = sequence_hessians(params, chain, x, tying=tying, memory=memory, progress=progress).double().cpu()
     switches = int((x[:, 1:] != x[:, :-1]).sum())
     return SampledBlock(h.mean(dim=0), h.std(dim=0) / math.sqrt(samples), samples, switches)
+
+
+# --- the one-hot model on k symbols (SPEC §11, §12): the (E, b) block, untied (E, A, b) ---
+
+
+@dataclass(frozen=True)
+class MultistateCurvature:
+    """The nonzero Hessian block of the one-hot model at a point of M_π of a k-symbol source, and its verdict.
+
+    ``block``: tied, the (E, b) block in the parameters' own coordinates, ordered [E_0 (d), …, E_{k-1} (d),
+    b_0, …, b_{k-1}]; untied [E (k d), A (k d), b (k)].  It has exact zeros along the gauge directions E, A →
+    + 1vᵀ (every logit moves alike: softmax unchanged; in E also a shift of every x̃ the positions absorb) and
+    b → b + t1.  ``restricted``: the block on 1^⊥ of the symbol index (coordinates (Uᵀ ⊗ I_d) E, (Uᵀ ⊗ I_d) A,
+    Uᵀ b with U an orthonormal basis of 1^⊥), whose ``eigenvalues`` (ascending) are the Hessian's whole nonzero
+    spectrum.  ``schur``/``schur_eigenvalues``: the Schur complement of ``restricted`` after eliminating b.
+    ``error_bound``, ``classification``, ``reason``: as ``ManifoldCurvature``; ``escape_direction`` (saddles):
+    {"E": (k, d), ("A": (k, d),) "b": (k,)}, a unit vector of the parameters' coordinates.
+    """
+
+    tying: bool
+    block: Tensor
+    restricted: Tensor
+    eigenvalues: Tensor
+    schur: Tensor
+    schur_eigenvalues: Tensor
+    classification: str
+    error_bound: float
+    reason: str
+    escape_direction: dict[str, Tensor] | None
+    hidden_mean: Tensor
+    covariance: Tensor
+
+    @property
+    def min_eigenvalue(self) -> float:
+        return self.eigenvalues[0].item()
+
+
+def _onehot_source(params: Params, source: Source) -> Autocovariance:
+    """The autocovariance of ``source`` when the one-hot model's k symbols (rows of E) are its symbols."""
+    if "E" not in params or params["E"].dim() != 2:
+        raise InvalidInputError("params are not the one-hot model (no k × d embedding table E)")
+    cov = autocovariance(source)
+    if cov.symbols != params["E"].shape[0]:
+        raise InvalidInputError(f"the one-hot model has k={params['E'].shape[0]} symbols, the source "
+                                f"{cov.symbols}")
+    return cov
+
+
+def project_onehot_to_manifold(params: Params, source: Source, *, tying: bool) -> Params:
+    """The point of M_π over a one-hot ``params``: E → 0 (and A → 0 untied), b → log π of ``source``, the rest
+    kept (detached copies, same dtypes and devices)."""
+    cov = _onehot_source(params, source)
+    if not tying and "A" not in params:
+        raise InvalidInputError("tying=False needs the head A in params")
+    out = {name: value.detach().clone() for name, value in params.items()}
+    for name in ("E",) if tying else ("E", "A"):
+        out[name] = torch.zeros_like(out[name])
+    out["b"] = torch.as_tensor(np.log(cov.pi), dtype=out["b"].dtype, device=out["b"].device)
+    return out
+
+
+def _check_onehot_on_manifold(params: Params, cov: Autocovariance, tying: bool) -> None:
+    """E = 0 (and A = 0) exactly, softmax(b) = π: b - log π constant to 1e-12 relative, every entry finite."""
+    for name in ("E",) if tying else ("E", "A"):
+        size = params[name].detach().abs().max().item()
+        if size != 0.0:
+            raise InvalidInputError(f"point is not on M_π: {name} must be 0 (max |{name}| = {size:.3g}); use "
+                                    "project_onehot_to_manifold first")
+    bad = [name for name, value in params.items() if not bool(torch.isfinite(value.detach()).all())]
+    if bad:
+        raise InvalidInputError(f"params hold non-finite values in {', '.join(bad)}")
+    log_pi = np.log(cov.pi)
+    shift = params["b"].detach().double().cpu().numpy() - log_pi
+    tolerance = max(B_RELATIVE_TOLERANCE, 2 * torch.finfo(params["b"].dtype).eps) * max(1.0, np.abs(log_pi).max())
+    if not np.ptp(shift) <= tolerance:
+        raise InvalidInputError(f"point is not on M_π: softmax(b) must be π (b - log π varies by {np.ptp(shift):.3g})"
+                                "; use project_onehot_to_manifold first")
+
+
+def _kron(a: Tensor, b: Tensor) -> Tensor:
+    """The Kronecker product a ⊗ b of two matrices (entry ((i, k), (j, l)) = a_ij b_kl), for strided inputs too."""
+    return (a[:, None, :, None] * b[None, :, None, :]).reshape(a.shape[0] * b.shape[0], a.shape[1] * b.shape[1])
+
+
+def complement_basis(k: int, dtype: torch.dtype = torch.float64) -> Tensor:
+    """U (k × (k - 1)): an orthonormal basis of 1^⊥ in R^k (the eigenvectors of I - 11ᵀ/k for eigenvalue 1)."""
+    centring = torch.eye(k, dtype=dtype) - torch.full((k, k), 1.0 / k, dtype=dtype)
+    return torch.linalg.eigh(centring)[1][:, 1:]
+
+
+def _multistate_blocks(z: Tensor, sums: Tensor, cov: Autocovariance, terms: list, tying: bool
+                       ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(block, restricted block, Schur complement of the restricted block after b, Cov_n(z_n)) from z_n (N, d) and
+    T_r = Σ_n Σ_{i≤n} ρ_r^{n+1-i} K_{n,i} (``lag_sums``) for the components C_m = Σ_r ρ_r^m M_r (SPEC §11, §12):
+
+        H_{E_c E_c'} = Σ_cc' mean z zᵀ - mean_n Σ_{i≤n} [(C_m)_{c'c} K_{n,i} + (C_m)_{cc'} K_{n,i}ᵀ],  m = n + 1 - i,
+        H_{E_c b_j} = Σ_cj z̄,   H_bb = Σ = D_π - ππᵀ;
+    untied H_EE = 0, H_{E_c A_c'} = -mean_n Σ_{i≤n} (C_m)_{cc'} K_{n,i}ᵀ, H_AA = Σ ⊗ mean z zᵀ, H_Ab = Σ ⊗ z̄.
+    With symbol-major coordinates the lag sum is Re Σ_r (M_rᵀ ⊗ T_r + M_r ⊗ T_rᵀ)/N.  Restricted to 1^⊥ (U) the
+    Schur complement is (UᵀΣU) ⊗ Cov_n(z_n) - (U ⊗ I)ᵀ lag (U ⊗ I) tied, from the centred z (no cancellation).
+    """
+    seq_len, d = z.shape
+    dtype, device = z.dtype, z.device
+    k = cov.symbols
+    zbar = z.mean(dim=0)
+    second = z.T @ z / seq_len
+    second = (second + second.T) / 2
+    centred = z - zbar
+    cov_z = centred.T @ centred / seq_len
+    cov_z = (cov_z + cov_z.T) / 2
+    sigma = torch.as_tensor(cov.variance, dtype=dtype, device=device)
+    forward = torch.zeros(k * d, k * d, dtype=torch.complex128)  # Σ_r M_r ⊗ T_rᵀ: (c, α), (c', γ) ↦ Σ (C)_{cc'} K_γα
+    for term, T in zip(terms, sums):
+        forward += _kron(torch.as_tensor(term.matrix, dtype=torch.complex128), T.T)
+    cross = (forward.real / seq_len).to(dtype=dtype, device=device)
+    lag = cross + cross.T  # Σ_r M_rᵀ ⊗ T_r is the transpose of Σ_r M_r ⊗ T_rᵀ
+    U = complement_basis(k, dtype).to(device)
+    P = _kron(U, torch.eye(d, dtype=dtype, device=device))
+    sigma_u = U.T @ sigma @ U
+    head = _kron(sigma, second)
+    if tying:
+        block = torch.cat([torch.cat([head - lag, _kron(sigma, zbar[:, None])], dim=1),
+                           torch.cat([_kron(sigma, zbar[None, :]), sigma], dim=1)])
+        R = torch.block_diag(P, U)
+        schur = _kron(sigma_u, cov_z) - P.T @ lag @ P
+    else:
+        zeros = torch.zeros(k * d, k * d, dtype=dtype, device=device)
+        none = torch.zeros(k * d, k, dtype=dtype, device=device)
+        block = torch.cat([torch.cat([zeros, -cross, none], dim=1),
+                           torch.cat([-cross.T, head, _kron(sigma, zbar[:, None])], dim=1),
+                           torch.cat([none.T, _kron(sigma, zbar[None, :]), sigma], dim=1)])
+        R = torch.block_diag(P, P, U)
+        mixed = -P.T @ cross @ P
+        schur = torch.cat([torch.cat([torch.zeros_like(mixed), mixed], dim=1),
+                           torch.cat([mixed.T, _kron(sigma_u, cov_z)], dim=1)])
+    restricted = R.T @ block @ R
+    return block, (restricted + restricted.T) / 2, (schur + schur.T) / 2, cov_z
+
+
+def multistate_curvature(params: Params, source: Source, *, tying: bool, memory: int | None = None,
+                         dtype: torch.dtype = torch.float64) -> MultistateCurvature:
+    """The nonzero Hessian block of the one-hot model's population loss at a point of M_π of ``source`` (any
+    stationary source on the model's k symbols: ``FiniteChain``, or a binary one at k = 2) and its verdict
+    (SPEC §11 at every point of M_π, §12 for any depth, memory and layer norm; ``_multistate_blocks``).
+
+    ``params`` must lie on M_π (E = 0, A = 0 untied, softmax(b) = π; ``project_onehot_to_manifold``).  z_n and
+    T(ρ_r) come from forward-mode autograd of the model's own forward pass (``lag_sums``), the rounding from
+    repeating it in float32 (``_shadow_estimate``).  Tied: a local minimum iff the Schur complement S on 1^⊥
+    exceeds 4 ``error_bound``, a saddle iff an eigenvalue is below minus that; untied: a saddle as soon as an
+    entry of the restricted E–A block exceeds ``error_bound`` (H_EE = 0 exactly: a 2 × 2 principal minor is
+    negative), else by S.  At θ_π this is §11's E-block -2 M_s ⊗ I_d (tied) and ±(M ⊗ I_d) (untied).
+    """
+    _check_memory(memory)
+    cov = _onehot_source(params, source)
+    if not tying and "A" not in params:
+        raise InvalidInputError("tying=False needs the head A in params")
+    needed = ("pos", "b", *(layer_key(name, layer) for layer in range(num_layers(params)) for name in BLOCK))
+    missing = [name for name in needed if name not in params]
+    if missing or num_layers(params) < 1:
+        raise InvalidInputError(f"params lack {', '.join(missing) or 'W_Q'}")
+    _check_onehot_on_manifold(params, cov, tying)
+    scale = float(np.abs(cov.variance).max())
+    terms = [t for t in cov.components if np.abs(t.matrix).max() > 1e-15 * scale]
+    rhos = [t.rho for t in terms]
+
+    def blocks(precision: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        z, sums = lag_sums(params, rhos, memory, precision)
+        return z, *_multistate_blocks(z, sums, cov, terms, tying)
+
+    z, block, restricted, schur, cov_z = blocks(dtype)
+    if not (torch.isfinite(z).all() and torch.isfinite(block).all()):
+        raise InvalidInputError("the forward pass at x̃ = pos overflows at these weights "
+                                f"(max |z| = {z.abs().max().item():.3g}); the curvature is not defined")
+    eigenvalues, vectors = torch.linalg.eigh(restricted)
+    schur_eigenvalues = torch.linalg.eigvalsh(schur)
+    shadow = blocks(torch.float32)[2]
+    solver = restricted.shape[0] * torch.finfo(dtype).eps / 2 * torch.linalg.matrix_norm(restricted, ord=2).item()
+    bound = 2.0 * (_shadow_estimate((restricted, shadow), dtype) + solver)
+    reason = _deep_kink_reason(params, memory, dtype)
+    if not reason and not math.isfinite(bound):
+        reason = "the float32 pass that estimates the rounding overflows at these weights"
+    if reason:
+        classification = UNDECIDED
+    else:
+        classification, reason = _classify(schur_eigenvalues, 4 * bound)
+        half = schur.shape[0] // 2
+        if not tying and schur[:half, half:].abs().max().item() > bound:
+            classification, reason = SADDLE_POINT, ""
+    escape = None
+    if classification == SADDLE_POINT:
+        k, d = params["E"].shape
+        U = complement_basis(k, dtype).to(restricted.device)
+        P = _kron(U, torch.eye(d, dtype=dtype, device=U.device))
+        R = torch.block_diag(P, U) if tying else torch.block_diag(P, P, U)
+        v = R @ vectors[:, 0]
+        v = v * torch.sign(v[v.abs().argmax()])
+        names = ("E", "b") if tying else ("E", "A", "b")
+        sizes = [k * d, k] if tying else [k * d, k * d, k]
+        escape = {name: part.reshape(k, d) if name != "b" else part for name, part in zip(names, v.split(sizes))}
+    return MultistateCurvature(tying=tying, block=block, restricted=restricted, eigenvalues=eigenvalues, schur=schur,
+                               schur_eigenvalues=schur_eigenvalues, classification=classification, error_bound=bound,
+                               reason=reason, escape_direction=escape, hidden_mean=z.mean(dim=0), covariance=cov_z)
