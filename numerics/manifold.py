@@ -37,6 +37,13 @@ so with ω_{n,i} = λ^{n+1-i} a_{n,i}, σ_n = Σ_i ω_{n,i}, t_n = Σ_i ω_{n,i}
 Cost O(N² d² + N r d²) time (one (N × N)(N × d²) product for all C_n, then the FF per position) and
 O(N² + N d (d + r)) memory: N = 1024, d = 8 takes about 0.07 s on two CPU cores, where the exact loss
 needs 2^N sequences and the explicit K_{n,i} would need N² d² numbers.
+
+Any stationary binary source, depth, attention memory and layer norm (claim ``MANIFOLD-GENERAL``, SPEC §12): the
+argument above used only E[(π1 - x_{n+1}) x_i] = -Cov(x_{n+1}, x_i) = -c(n+1-i), so λ^{n+1-i} becomes
+w(n+1-i) = c(n+1-i)/c(0) (``numerics.autocovariance``: c(m) from the source's hidden chain; the second-order
+source has c(m) = 0 at odd m) and z_n, K_{n,i} are those of the whole model with its mask (the head reads LN_f(z_n)
+with layer norm).  One layer without layer norm keeps the closed form above (the mask enters the softmax and the
+weights Ω); any other model goes through ``lag_sums``, forward-mode passes with geometrically weighted tangents.
 """
 
 from __future__ import annotations
@@ -80,7 +87,7 @@ class ManifoldCurvature:
     ``block`` as {"e": tensor, "b": float} (tied) or {"e", "a", "b"} (untied); the loss decreases
     along it to second order.  ``hidden_mean`` = z̄, ``second_moment`` = mean_n z_n z_nᵀ,
     ``covariance`` = Cov_n(z_n) (formed from the centred z_n, no cancellation),
-    ``lag_jacobian`` = A, ``k`` = π0 π1, ``lam`` = λ = 1 - p - q.
+    ``lag_jacobian`` = A, ``k`` = π0 π1 = c(0), ``lam`` = w(1) = c(1)/c(0) (first order: λ = 1 - p - q).
     """
 
     tying: bool
