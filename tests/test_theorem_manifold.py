@@ -411,6 +411,17 @@ def test_own_two_layer_and_layer_norm_checkpoints_are_accepted_with_matching_fla
         assert (report["inputs"]["layers"], report["inputs"]["layer_norm"]) == shape
 
 
+def test_untied_layer_norm_is_degenerate_along_the_ones_direction_of_e(capsys):
+    """Untied, e enters the pre-norm blocks only through x̃, and every reader of the residual stream is a layer norm,
+    which ignores a shift by c·1: e → e + t·1 is an exact symmetry, so S has a 0 eigenvalue (the class still follows
+    from the e-a block: a saddle), and the spectrum check cannot resolve that eigenvalue's sign."""
+    code, report, _ = run(["--no-tying", "--layer-norm", "--d", "3", "--seq-len", "4"], capsys)
+    assert code == 3 and report["prediction"] == "saddle point"
+    assert min(abs(v) for v in report["closed_form"]["schur_eigenvalues"]) < 1e-12
+    spectrum = next(c for c in report["checks"] if c["name"] == "Hessian spectrum = M_π formula")
+    assert spectrum["passed"] is None and "cannot be resolved" in spectrum["detail"]
+
+
 def test_layer_norm_at_unit_gains_is_degenerate_along_the_ones_direction(tmp_path, capsys):
     """Pre-norm blocks ignore a shift of x̃ by c·1 and LN_f's output has mean 0: with gains 1 (the released code's
     initial layer norm) e ∝ 1 moves no logit but by a constant, which b absorbs, so S has an exact 0 eigenvalue:
@@ -456,7 +467,9 @@ def test_a_released_layer_norm_checkpoint_needs_relu_and_the_flag(tmp_path, caps
 
 @pytest.mark.parametrize("k, layers, argv, message", [
     (2, 2, [], "has 2 layer(s), but --layers 1 was given: pass --layers 2"),
-    (3, 1, [], "has k=3 symbols: the k-state block of M_π is not implemented"),
+    (3, 1, [], "is a model of 3 symbols but a binary source (--p, --q) was given; give its chain with --chain"),
+    (3, 1, ["--chain", "sticky5"], "is a model of 3 symbols but a 5-state chain was given"),
+    (2, 1, ["--chain", "switching3"], "is a model of 2 symbols but a 3-state chain was given"),
 ])
 def test_released_checkpoints_that_do_not_fit_are_one_line(k, layers, argv, message, tmp_path, capsys):
     code, report, err = run(["--checkpoint", str(_released(tmp_path, k, layers)), *argv], capsys)
@@ -467,17 +480,40 @@ def test_released_checkpoints_that_do_not_fit_are_one_line(k, layers, argv, mess
     (["--memory", "0"], "--memory 0: attention sees the current symbol and the W >= 1 before it"),
     (["--memory", "-3"], "--memory -3"),
     (["--layers", "0"], "--layers 0: the model has 1 to 16 blocks"),
-    (["--chain", "sticky5"], "a 5-state chain: the k-state block of M_π is not implemented"),
     (["--transition", "0.9,0.1;0.2,0.8", "--source", "second-order"], "--source second-order takes the lagged"),
-    (["--embedding", "onehot"], "classifies the scalar model"),
+    (["--chain", "switching3", "--source", "second-order"], "--source second-order takes the lagged"),
+    (["--embedding", "onehot", "--seq-len", "13"], "checked against the dense Hessian of its exact loss only"),
+    (["--atlas", "--chain", "switching3"], "--atlas maps the first-order one-layer scalar model"),
     (["--activation", "relu"], "without one it has no use"),
-    (["--atlas", "--layers", "2"], "--atlas maps the first-order one-layer model"),
+    (["--atlas", "--layers", "2"], "--atlas maps the first-order one-layer scalar model"),
     (["--source", "second-order", "--seq-len", "1"], "needs --seq-len >= 2"),
     (["--source", "third-order"], "invalid choice"),
 ])
 def test_bad_model_flags_exit_2_with_one_line(argv, message, capsys):
     code, report, err = run(argv, capsys)
     assert code == 2 and report is None and message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv", [["--chain", "switching3", "--layers", "2", "--memory", "1", "--d", "3"],
+                                  ["--transition", "0.1,0.6,0.3;0.5,0.2,0.3;0.2,0.2,0.6", "--no-tying", "--d", "2",
+                                   "--seq-len", "3"],
+                                  ["--embedding", "onehot", "--d", "3", "--seq-len", "4", "--layer-norm"]],
+                         ids=["switching3 deep", "untied", "k = 2 one-hot, layer norm"])
+def test_the_one_hot_block_of_a_k_state_chain_is_confirmed_by_the_dense_hessian(argv, capsys):
+    code, report, _ = run(argv, capsys)
+    assert code == 0 and report["verdict"] == "confirmed", report["checks"]
+    assert report["claims"] == ["MULTI-STATE", "MANIFOLD-GENERAL"] and report["inputs"]["model"].startswith("one-hot")
+    names = {c["name"]: c["passed"] for c in report["checks"]}
+    assert names["M_π block = dense Hessian"] is True and names["null-space dimension (M_π formula)"] is True
+    assert report["closed_form"]["route"] == "forward-mode"
+
+
+def test_a_released_three_symbol_checkpoint_is_classified_with_its_chain(tmp_path, capsys):
+    path = _released(tmp_path, k=3)
+    code, report, _ = run(["--checkpoint", str(path), "--chain", "switching3"], capsys)
+    assert code == 0 and report["verdict"] == "confirmed", report["checks"]
+    assert report["inputs"]["checkpoint_format"] == "released GPT-2 state dict (the one-hot model on k = 3 symbols)"
+    assert (report["inputs"]["d"], report["inputs"]["seq_len"]) == (4, 7)
 
 
 def test_help_explains_the_new_flags_with_examples(capsys):

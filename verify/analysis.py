@@ -14,7 +14,7 @@ from fractions import Fraction
 import torch
 from torch import Tensor
 
-from numerics.manifold import UNDECIDED, manifold_curvature, project_to_manifold
+from numerics.manifold import UNDECIDED, manifold_curvature
 from numerics.markov import MarkovChain
 from numerics.stationary_points import onehot_theta_star, theta_pi, theta_star
 from numerics.transformer import Params, has_layer_norm, num_layers
@@ -233,25 +233,20 @@ def analyse_bigram(config: Config, theorem: str, scan: int = 0) -> Report:
 
 
 def analyse_manifold(config: Config, theorem: str, params: Params, *, samples: int | None, seed: int) -> Report:
-    """A point of M_π (claims MANIFOLD, MANIFOLD-GENERAL): ``params`` (any depth, with or without layer norm)
-    projected onto M_π of ``config.source`` and classified by the normal block (``numerics.manifold``, attention
-    memory ``config.memory``; closed form for one layer without layer norm, forward mode otherwise), then checked
+    """A point of M_π (claims MANIFOLD, MANIFOLD-GENERAL): ``params`` (any depth, with or without layer norm; the
+    one-hot model for a k-state chain) projected onto M_π of ``config.source`` and classified by the normal block
+    (``manifold_checks.normal_block``, attention memory ``config.memory``), then checked
     against the exact loss's dense Hessian when N ≤ ``DENSE_MANIFOLD_SEQ_LEN`` (tied, first order, no layer norm:
     also the special case W_O = W_1 = W_2 = 0 at two position spreads), else against a Monte-Carlo mean of
     per-sequence Hessians: ``samples`` of them, or (None) as many as the class check needs by a pilot's spread
     (``manifold_checks.monte_carlo_block``)."""
-    source = config.source
-    chain = MarkovChain(config.p, config.q)  # H(π) and H_rate; the lagged second-order chain's are those of (p, q)
-    exact = {k: v.detach().cpu().double() for k, v in params.items()}
-    exact = project_to_manifold(exact, tying=config.tying, source=source)
-    on_device = {k: v.to(config.device) for k, v in exact.items()}
-    layers, layer_norm = num_layers(exact), has_layer_norm(exact)
-    route = "closed-form" if layers == 1 and not layer_norm else "forward-mode"
+    # H(π) and H_rate of the k-state chain, or of (p, q): the lagged second-order chain's are those of (p, q)
+    chain = config.source if config.onehot else MarkovChain(config.p, config.q)
     # one thread here and below: many small operations, where a second thread on 2 shared busy cores stalls (the
     # forward-mode block at N = 1024, two layers, W = 40: 0.8 s on one thread, 6.5 s on two)
-    with stage(f"normal block on M_π ({route})"), cpu_threads(config.device):
-        curvature = manifold_curvature(on_device, tying=config.tying, source=source, memory=config.memory,
-                                       route=route)
+    with stage("normal block on M_π"), cpu_threads(config.device):
+        exact, curvature, route = M.normal_block(config, params)
+    layers, layer_norm = num_layers(exact), has_layer_norm(exact)
     eigenvalues = curvature.eigenvalues.tolist()
     closed = {"loss": chain.unigram_loss(),
               "hessian_eigenvalues": [v for v in eigenvalues if abs(v) > curvature.error_bound],
@@ -270,7 +265,7 @@ def analyse_manifold(config: Config, theorem: str, params: Params, *, samples: i
                 checks = [*C.model_checks(config),
                           *M.dense_checks(point, curvature, chain.unigram_loss(), chain.entropy_rate(),
                                           unigram_gap(config))]
-            if config.tying and config.order == "first-order" and not layer_norm:
+            if config.tying and config.order == "first-order" and not (layer_norm or config.onehot):
                 with stage("special case W_O = W_1 = W_2 = 0 at two position spreads"):
                     checks += M.manifold_checks(config, chain, layers=layers)
         numeric = point.summary() | {"method": "dense Hessian of the exact loss"}
@@ -286,8 +281,9 @@ def analyse_manifold(config: Config, theorem: str, params: Params, *, samples: i
         # cores made them 8x slower (one chunk of 64 positions, 2000 sequences, N = 1024: 7.2 s against 0.9 s)
         what = "pilot, then the size it needs" if samples is None else f"{samples} sequences"
         with stage(f"Monte-Carlo Hessian of the normal block ({what})"), cpu_threads(config.device):
-            sampled, size = M.monte_carlo_block(on_device, source, curvature, tying=config.tying, samples=samples,
-                                                seed=seed, memory=config.memory, progress=progress)
+            on_device = {k: v.to(config.device) for k, v in exact.items()}
+            sampled, size = M.monte_carlo_block(on_device, config.source, curvature, tying=config.tying,
+                                                samples=samples, seed=seed, memory=config.memory, progress=progress)
         checks = [M.sampled_block_check(curvature, sampled), M.sampled_class_check(curvature, sampled, size)]
         found = torch.linalg.eigvalsh(sampled.mean)
         numeric = {"method": f"Monte-Carlo mean of {sampled.samples} per-sequence Hessians of the normal block",
@@ -299,10 +295,13 @@ def analyse_manifold(config: Config, theorem: str, params: Params, *, samples: i
     prediction = curvature.classification
     if prediction == UNDECIDED:
         prediction = f"undecided: {curvature.reason}"
-    general = config.order != "first-order" or config.memory is not None or layers > 1 or layer_norm
-    claims = ["MODEL", "MANIFOLD", *(["MANIFOLD-GENERAL"] if general else [])]
+    general = config.order != "first-order" or config.memory is not None or layers > 1 or layer_norm or config.onehot
+    claims = ["MULTI-STATE" if config.onehot else "MODEL", *([] if config.onehot else ["MANIFOLD"]),
+              *(["MANIFOLD-GENERAL"] if general else [])]
     attention = "full causal" if config.memory is None or config.memory >= config.seq_len - 1 else (
         f"the current symbol and the {config.memory} before it")
-    inputs = config.inputs() | {"source": f"{config.order} (p={config.p:g}, q={config.q:g})", "layers": layers,
-                                "layer_norm": layer_norm, "memory": config.memory, "attention": attention}
+    described = (f"the {config.source.k}-state chain {config.chain_name}" if config.onehot
+                 else f"{config.order} (p={config.p:g}, q={config.q:g})")
+    inputs = config.inputs() | {"source": described, "layers": layers, "layer_norm": layer_norm,
+                                "memory": config.memory, "attention": attention}
     return Report(theorem, claims, inputs, prediction, closed, numeric, checks)

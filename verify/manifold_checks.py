@@ -28,19 +28,25 @@ from numerics.manifold import (
     LOCAL_MINIMUM,
     SADDLE_POINT,
     ManifoldCurvature,
+    MultistateCurvature,
     SampledBlock,
+    manifold_curvature,
+    multistate_curvature,
+    project_onehot_to_manifold,
+    project_to_manifold,
     sampled_block,
     sampling_bytes,
-    unigram_logit,
 )
 from numerics.markov import MarkovChain
 from numerics.population import memory_budget_bytes
-from numerics.transformer import Params, init_params, layer_key
+from numerics.transformer import Params, has_layer_norm, init_params, layer_key, num_layers
 from verify import checks as C
 from verify.cli import Config
 from verify.measure import MeasuredPoint, classify, closed_form_rounding, measure
 from verify.report import Check
 
+#: The normal block of the scalar model or of the one-hot model (k symbols).
+Curvature = ManifoldCurvature | MultistateCurvature
 #: Standard errors allowed between the Monte-Carlo block and the closed form, per entry.
 STANDARD_ERRORS = 4.0
 #: Fewest state changes in the sample for its standard errors to mean anything: a chain that
@@ -56,31 +62,53 @@ WORK_BUDGET = 300_000_000
 
 def manifold_point(config: Config, source: Source, *, pos_std: float, weight_std: float, seed: int,
                    all_weights: bool = False, layers: int = 1, layer_norm: bool = False) -> Params:
-    """A point of M_π of ``source`` in float64 on the CPU with ``layers`` blocks: e = a = 0, b = log(π1/π0),
-    pos ~ N(0, pos_std²) and every W_Q, W_K, W_V ~ N(0, weight_std²) (and, if ``all_weights``, W_O, W_1, W_2 too;
-    otherwise 0); with ``layer_norm`` every gain 1 + N(0, weight_std²) and bias N(0, weight_std²)."""
-    params = init_params(config.d, config.seq_len, tying=config.tying, layers=layers, std=1.0, seed=seed)
+    """A point of M_π of ``source`` in float64 on the CPU with ``layers`` blocks: e = a = 0 (one-hot model of
+    ``config.onehot``: E = A = 0), b = log(π1/π0) (one-hot: log π), pos ~ N(0, pos_std²) and every W_Q, W_K,
+    W_V ~ N(0, weight_std²) (and, if ``all_weights``, W_O, W_1, W_2 too; otherwise 0); with ``layer_norm`` every
+    gain 1 + N(0, weight_std²) and bias N(0, weight_std²)."""
+    params = init_params(config.d, config.seq_len, tying=config.tying, layers=layers, std=1.0, seed=seed,
+                         symbols=source.k if config.onehot else None)
     params = {k: v * (pos_std if k == "pos" else weight_std) for k, v in params.items()}
-    zero = ["e", "a"] + ([] if all_weights else [layer_key(name, layer) for layer in range(layers)
-                                                 for name in ("W_O", "W_1", "W_2")])
-    params |= {k: torch.zeros_like(params[k]) for k in zero if k in params}
+    if not all_weights:
+        params |= {k: torch.zeros_like(params[k]) for k in (layer_key(name, layer) for layer in range(layers)
+                                                             for name in ("W_O", "W_1", "W_2"))}
     if layer_norm:
         norms = init_params(config.d, config.seq_len, layers=layers, layer_norm=True, std=0.0)
         gen = torch.Generator().manual_seed(seed + 1)
         params |= {k: v + weight_std * torch.randn(v.shape, generator=gen, dtype=torch.float64)
                    for k, v in norms.items() if k.startswith("ln_")}
-    params["b"] = torch.tensor(unigram_logit(source), dtype=torch.float64)
-    return params
+    if config.onehot:
+        return project_onehot_to_manifold(params, source, tying=config.tying)
+    return project_to_manifold(params, tying=config.tying, source=source)
+
+
+def normal_block(config: Config, params: Params) -> tuple[Params, Curvature, str]:
+    """``params`` projected onto M_π of ``config.source`` (float64, CPU), its normal block (computed on
+    ``config.device``, attention memory ``config.memory``) and the route: the one-hot model of a k-state chain
+    by ``multistate_curvature`` (forward mode), the scalar model by ``manifold_curvature`` (the closed form for one
+    layer without layer norm, forward mode otherwise)."""
+    source = config.source
+    exact = {k: v.detach().cpu().double() for k, v in params.items()}
+    if config.onehot:
+        exact = project_onehot_to_manifold(exact, source, tying=config.tying)
+        on_device = {k: v.to(config.device) for k, v in exact.items()}
+        return exact, multistate_curvature(on_device, source, tying=config.tying, memory=config.memory), \
+            "forward-mode"
+    exact = project_to_manifold(exact, tying=config.tying, source=source)
+    on_device = {k: v.to(config.device) for k, v in exact.items()}
+    route = "closed-form" if num_layers(exact) == 1 and not has_layer_norm(exact) else "forward-mode"
+    return exact, manifold_curvature(on_device, tying=config.tying, source=source, memory=config.memory,
+                                     route=route), route
 
 
 def normal_indices(point: MeasuredPoint, tying: bool) -> list[int]:
-    """Flat indices of the normal coordinates in ``ManifoldCurvature.block``'s order: e, (a,) b."""
+    """Flat indices of the normal coordinates in the block's order: e, (a,) b (one-hot: E, (A,) b, symbol-major)."""
     names = block_names(point.layout)
-    order = ("e", "b") if tying else ("e", "a", "b")
+    order = [name for name in (("e", "E", "b") if tying else ("e", "E", "a", "A", "b")) if name in names]
     return [i for block in order for i, name in enumerate(names) if name == block]
 
 
-def formula_block_check(point: MeasuredPoint, curvature: ManifoldCurvature, name: str) -> Check:
+def formula_block_check(point: MeasuredPoint, curvature: Curvature, name: str) -> Check:
     """The dense Hessian's normal block equals the closed form entry by entry, and the rest of the
     dense Hessian vanishes (the formula says M_π's tangent space is in the kernel)."""
     idx = normal_indices(point, point.config.tying)
@@ -132,18 +160,17 @@ def manifold_checks(config: Config, chain: MarkovChain, *, layers: int = 1) -> l
     return checks
 
 
-def escape_vector(point: MeasuredPoint, curvature: ManifoldCurvature) -> Tensor:
+def escape_vector(point: MeasuredPoint, curvature: Curvature) -> Tensor:
     """The escape direction (a unit vector in the normal coordinates) as a flat step in all D."""
     parts = curvature.escape_direction
-    normal = torch.cat([parts["e"].reshape(-1).cpu().double()]
-                       + ([parts["a"].reshape(-1).cpu().double()] if "a" in parts else [])
-                       + [torch.tensor([parts["b"]], dtype=torch.float64)])
+    normal = torch.cat([torch.as_tensor(parts[name]).reshape(-1).cpu().double()
+                        for name in ("e", "E", "a", "A", "b") if name in parts])
     flat = torch.zeros(point.theta.numel(), dtype=torch.float64)
     flat[normal_indices(point, point.config.tying)] = normal
     return flat
 
 
-def dense_checks(point: MeasuredPoint, curvature: ManifoldCurvature, unigram_loss: float,
+def dense_checks(point: MeasuredPoint, curvature: Curvature, unigram_loss: float,
                  entropy_rate: float, gap: float | None) -> list[Check]:
     """Claim MANIFOLD at one point against the exact loss (N ≤ 12): stationary at H(π), the dense
     Hessian equal to the block with nothing outside it, the same nonzero spectrum and null space

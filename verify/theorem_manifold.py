@@ -7,7 +7,10 @@ its hidden states z_n at x̃ = pos and their Jacobians (numerics/manifold.py; SP
 local minimum iff the Schur complement S = π0π1 Cov_n(z_n) - (A + Aᵀ), A = mean_n Σ_{i≤n} c(n+1-i) K_{n,i},
 is positive definite.  Any source of --source (the first-order chain (p, q), the paper's lagged second-order
 chain), depth (--layers), attention memory (--memory) and layer norm (--layer-norm): one layer without layer
-norm by the closed form, every other model by forward-mode autograd of its own forward pass.
+norm by the closed form, every other model by forward-mode autograd of its own forward pass.  A k-state chain
+(--chain, --transition; k >= 3, or --embedding onehot) gives the one-hot model's block in (E, b), untied
+(E, A, b), with the autocovariance matrices C_m (SPEC §11, §12), checked against the dense Hessian (N <= 12); a
+2-state chain is the scalar model of its (p, q).
 
 This command draws a random point of M_π (every weight ~ N(0, --weight-std²), positions
 ~ N(0, --pos-std²), layer-norm gains 1 + N(0, --weight-std²)) or reads one from --checkpoint (ours, or the
@@ -24,6 +27,7 @@ Examples:
   python -m verify.theorem_manifold --source second-order --layers 2 --memory 2 --layer-norm --seq-len 6
   python -m verify.theorem_manifold --source second-order --layers 2 --seq-len 1024 --memory 40
   python -m verify.theorem_manifold --checkpoint model.pt --activation relu --layer-norm
+  python -m verify.theorem_manifold --chain switching3 --layers 2 --memory 1 --seq-len 4
 
 Exit code 0: every check agrees with the prediction; 1: some check disagrees; 2: bad input;
 3: inconclusive (e.g. an eigenvalue of the block within its error bound of 0).
@@ -42,7 +46,7 @@ import torch
 
 from numerics.markov import InvalidInputError
 from numerics.released import read_file, read_state_dict, to_scalar, unwrap
-from numerics.transformer import Params, has_layer_norm, init_params, num_layers
+from numerics.transformer import Params, has_layer_norm, init_params, is_onehot, num_layers
 from verify.analysis import DENSE_MANIFOLD_SEQ_LEN, analyse_manifold
 from verify.cli import (
     RESUME_WITHOUT_OUT,
@@ -112,10 +116,11 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--checkpoint", metavar="FILE",
                     help="classify a saved parameter dict instead of a random point: ours (torch.save of {name: "
                          "tensor}, the names of numerics.transformer) or the released code's GPT-2/nanoGPT state dict "
-                         f"(keys {RELEASED_KEY}, transformer.h.0.attn.c_attn.weight, ...; model.pt or ckpt.pt) with "
-                         "k = 2 symbols, mapped exactly onto the scalar model; d, N and tying come from it, its depth "
-                         "and layer norm must match --layers and --layer-norm. Example: --checkpoint model.pt "
-                         "--activation relu --layer-norm")
+                         f"(keys {RELEASED_KEY}, transformer.h.0.attn.c_attn.weight, ...; model.pt or ckpt.pt): k = 2 "
+                         "symbols mapped exactly onto the scalar model, k >= 3 kept one-hot (give its chain with "
+                         "--chain/--transition; N <= 12); d, N and tying come from it, its depth and layer norm must "
+                         "match --layers and --layer-norm. Example: --checkpoint model.pt --activation relu "
+                         "--layer-norm")
     ap.add_argument("--activation", choices=["relu", "gelu"], default=None,
                     help="the feed-forward a released checkpoint was trained with (a state dict does not say; "
                          "default: the released code's for its layout, ReLU without layer norm, GELU with it); GELU "
@@ -177,30 +182,26 @@ def own_checkpoint(data: object, path: str) -> Params:
     return {k: v.detach().double() for k, v in data.items()}
 
 
-def released_checkpoint(data: object, path: str, activation: str | None) -> Params:
-    """The scalar model computing a released k = 2 checkpoint exactly (``numerics.released``: the GPT-2 layout onto
-    our one-hot model, then ``to_scalar``: e = E_1 - E_0, pos + E_0, b = b_1 - b_0); what it cannot map is refused
-    there (GELU, several heads, nonzero block biases), a k-state checkpoint here."""
+def released_checkpoint(data: object, activation: str | None) -> tuple[Params, str]:
+    """A released checkpoint mapped exactly (``numerics.released``: the GPT-2 layout onto our one-hot model; what it
+    cannot map, GELU, several heads, nonzero block biases, is refused there) and how: k = 2 onward to the scalar
+    model (``to_scalar``: e = E_1 - E_0, pos + E_0, b = b_1 - b_0), k ≥ 3 the one-hot model itself."""
     model = read_state_dict(unwrap(data), activation=activation)
-    if model.k != 2:
-        raise InvalidInputError(f"checkpoint {path} has k={model.k} symbols: the k-state block of M_π is not "
-                                "implemented in theorem_manifold (k = 2 checkpoints are mapped to the scalar model)")
-    return to_scalar(model.params)
-
-
-#: how the report names the two checkpoint layouts (inputs.checkpoint_format)
-LAYOUTS = {False: "numerics.transformer (the scalar model's names)",
-           True: "released GPT-2 state dict (k = 2 one-hot, mapped exactly to the scalar model)"}
+    if model.k == 2:
+        return to_scalar(model.params), "released GPT-2 state dict (k = 2 one-hot, mapped exactly to the scalar model)"
+    return model.params, f"released GPT-2 state dict (the one-hot model on k = {model.k} symbols)"
 
 
 def load_checkpoint(path: str, *, layers: int, layer_norm: bool,
                     activation: str | None = None) -> tuple[Params, str]:
-    """The scalar model's parameters in ``path`` in float64 (``own_checkpoint`` or, by its keys,
-    ``released_checkpoint``) and which layout it had (``LAYOUTS``); a depth or layer norm other than ``layers`` and
-    ``layer_norm`` (the flags) is bad input (one line)."""
+    """The parameters in ``path`` in float64 (``own_checkpoint`` or, by its keys, ``released_checkpoint``) and which
+    layout it had; a depth or layer norm other than ``layers`` and ``layer_norm`` (the flags) is bad input (one
+    line)."""
     data = read_file(path)
-    released = is_released(data)
-    params = released_checkpoint(data, path, activation) if released else own_checkpoint(data, path)
+    if is_released(data):
+        params, layout = released_checkpoint(data, activation)
+    else:
+        params, layout = own_checkpoint(data, path), "numerics.transformer (the scalar model's names)"
     depth, norm = num_layers(params), has_layer_norm(params)
     if depth != layers:
         raise InvalidInputError(f"checkpoint {path} has {depth} layer(s), but --layers {layers} was given: "
@@ -208,7 +209,22 @@ def load_checkpoint(path: str, *, layers: int, layer_norm: bool,
     if norm != layer_norm:
         raise InvalidInputError(f"checkpoint {path} has layer norm (ln_1, ln_2, ln_f), but --layer-norm was not "
                                 "given" if norm else f"checkpoint {path} has no layer norm, but --layer-norm was given")
-    return params, LAYOUTS[released]
+    return params, layout
+
+
+def _checkpoint_config(args: argparse.Namespace, params: Params) -> Config:
+    """The config of a checkpoint's run: d, N and tying from ``params``; its symbols must be the chain's (a one-hot
+    checkpoint on k ≥ 3 symbols needs --chain/--transition with k states, the scalar model a binary source)."""
+    onehot = is_onehot(params)
+    shape = dict(d=params["E" if onehot else "e"].shape[-1], seq_len=params["pos"].shape[0],
+                 tying="a" not in params and "A" not in params)
+    config = config_from(argparse.Namespace(**(vars(args) | shape)), max_seq_len=MAX_SEQ_LEN)
+    symbols = params["E"].shape[0] if onehot else 2
+    if onehot != config.onehot or (onehot and config.source.k != symbols):
+        given = f"a {config.source.k}-state chain" if config.onehot else "a binary source (--p, --q)"
+        raise InvalidInputError(f"checkpoint {args.checkpoint} is a model of {symbols} symbols but {given} was given"
+                                + ("; give its chain with --chain or --transition" if onehot else ""))
+    return config
 
 
 def _model_flags(args: argparse.Namespace) -> None:
@@ -219,24 +235,19 @@ def _model_flags(args: argparse.Namespace) -> None:
     if args.memory is not None and args.memory < 1:
         raise InvalidInputError(f"--memory {args.memory}: attention sees the current symbol and the W >= 1 before "
                                 "it; omit --memory for full attention")
-    if args.embedding == "onehot":
-        raise InvalidInputError("theorem_manifold classifies the scalar model (x e, one logit); a one-hot k = 2 "
-                                "model is the same function: give --p/--q, or its checkpoint (mapped by to_scalar)")
-    if args.transition is not None or args.chain is not None:
+    if args.transition is not None or args.chain is not None or args.embedding == "onehot":
         if args.source == "second-order":
-            raise InvalidInputError("--chain/--transition give a first-order chain; --source second-order takes "
-                                    "the lagged chain's kernel as --p, --q")
-        chain = chain_from(args)
-        if chain.k != 2:
-            raise InvalidInputError(f"a {chain.k}-state chain: the k-state block of M_π is not implemented in "
-                                    "theorem_manifold; a 2-state chain is classified as its (p, q)")
-        args.embedding = "scalar"  # config_from reads the 2-state chain as its (p, q)
+            raise InvalidInputError("--chain/--transition/--embedding onehot take a first-order chain; --source "
+                                    "second-order takes the lagged chain's kernel as --p, --q (scalar model)")
+        if chain_from(args).k == 2 and args.embedding == "auto":
+            args.embedding = "scalar"  # config_from reads the 2-state chain as its (p, q)
     if args.source == "second-order":
         args.default_pair = SECOND_ORDER_PAIR
     if args.atlas and (args.source != "first-order" or args.layers != 1 or args.memory is not None
-                       or args.layer_norm):
-        raise InvalidInputError("--atlas maps the first-order one-layer model with full attention and no layer "
-                                "norm; drop --source second-order, --layers, --memory and --layer-norm")
+                       or args.layer_norm or args.embedding != "auto" or args.chain or args.transition):
+        raise InvalidInputError("--atlas maps the first-order one-layer scalar model with full attention and no "
+                                "layer norm over p + q; drop --source second-order, --layers, --memory, --layer-norm, "
+                                "--chain, --transition and --embedding")
 
 
 def _config(args: argparse.Namespace, argv: list[str]) -> tuple[Config, Params | None, str | None]:
@@ -261,15 +272,17 @@ def _config(args: argparse.Namespace, argv: list[str]) -> tuple[Config, Params |
                                 "(the checkpoint fixes d, N and tying)")
     params, layout = load_checkpoint(args.checkpoint, layers=args.layers, layer_norm=args.layer_norm,
                                      activation=args.activation)
-    shape = dict(d=params["e"].numel(), seq_len=params["pos"].shape[0], tying="a" not in params)
-    config = config_from(argparse.Namespace(**(vars(args) | shape)), max_seq_len=MAX_SEQ_LEN)
-    return _source_inputs(config, args), params, layout
+    return _source_inputs(_checkpoint_config(args, params), args), params, layout
 
 
 def _source_inputs(config: Config, args: argparse.Namespace) -> Config:
     """``config`` with the source's order and the attention memory, checked for the Monte-Carlo route."""
     if args.source == "second-order" and config.seq_len < 2:
         raise InvalidInputError("--source second-order needs --seq-len >= 2 (its law starts from a pair of symbols)")
+    if config.onehot and config.seq_len > DENSE_MANIFOLD_SEQ_LEN:
+        raise InvalidInputError(f"the one-hot model on {config.source.k} symbols is checked against the dense Hessian "
+                                f"of its exact loss only (the Monte-Carlo check is binary): use --seq-len <= "
+                                f"{DENSE_MANIFOLD_SEQ_LEN}")
     return _monte_carlo_inputs(replace(config, order=args.source, memory=args.memory), args.samples)
 
 
