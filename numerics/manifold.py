@@ -61,7 +61,7 @@ from torch.func import grad, jacrev, jvp, vmap
 # computes (a corrupted one in the mutation tests too) is what the estimator measures
 from numerics import transformer as model
 from numerics.autocovariance import Autocovariance, Source, autocovariance
-from numerics.markov import InvalidInputError, MarkovChain
+from numerics.markov import FiniteChain, InvalidInputError, MarkovChain, SecondOrderChain
 from numerics.population import expected_cross_entropy, memory_budget_bytes
 from numerics.transformer import BLOCK, Params, has_layer_norm, layer_key, num_layers
 
@@ -174,6 +174,9 @@ def _check_architecture(params: Params, tying: bool) -> None:
     missing = [name for name in needed if name not in params]
     if missing or num_layers(params) < 1:
         raise InvalidInputError(f"params lack {', '.join(missing) or 'W_Q'} (tying={tying})")
+    if params["pos"].dim() != 2 or params["pos"].shape[1] != params["e"].shape[-1]:
+        raise InvalidInputError(f"pos must be (N, d) with d = len(e) = {params['e'].shape[-1]}, got shape "
+                                f"{tuple(params['pos'].shape)}")
 
 
 def _check_memory(memory: int | None) -> None:
@@ -585,10 +588,37 @@ def _deep_kink_reason(params: Params, memory: int | None, dtype: torch.dtype) ->
 
 
 def _shadow_estimate(blocks: tuple[Tensor, Tensor], dtype: torch.dtype) -> float:
-    """Rounding estimate of a forward-mode block from the same computation in float32: the difference of the two
-    results scaled by the ratio of unit roundoffs, times 16 for the variation of the error between precisions."""
+    """Rounding estimate of a block from a shadow computation at float32's unit roundoff (``shifted_source`` and, on
+    the forward-mode route, float32 arithmetic): the difference of the two results scaled by the ratio of unit
+    roundoffs, times 16 for the variation of the error between precisions; inf when the shadow is not finite."""
+    gap = blocks[0] - blocks[1].to(blocks[0].dtype)
+    if not bool(torch.isfinite(gap).all()):
+        return math.inf
     ratio = torch.finfo(dtype).eps / torch.finfo(torch.float32).eps
-    return 16.0 * ratio * torch.linalg.matrix_norm(blocks[0] - blocks[1].to(blocks[0].dtype), ord=2).item()
+    return 16.0 * ratio * torch.linalg.matrix_norm(gap, ord=2).item()
+
+
+def shifted_source(source: Source) -> Source:
+    """The source with every defining probability (p, q or the table's entries) scaled by 1 - u32 (float32's unit
+    roundoff): the curvature's sensitivity to the rounding of the source's numbers — λ = 1 - p - q near 0, the
+    stationary law, the geometric components of a slowly mixing or nearly defective chain — seen at a size the
+    float64 result can show, then scaled back by ``_shadow_estimate``."""
+    shrink = 1.0 - torch.finfo(torch.float32).eps / 2
+    if isinstance(source, MarkovChain):
+        return MarkovChain(source.p * shrink, source.q * shrink)
+    if isinstance(source, SecondOrderChain):
+        return SecondOrderChain(tuple(tuple(t * shrink for t in row) for row in source.table))
+    moved = source.transition * shrink  # rows re-closed on the diagonal, which absorbs the shift
+    return FiniteChain(moved + np.diag(1.0 - moved.sum(axis=1)), name=source.name)
+
+
+def _source_numbers(source: Source) -> tuple[float, float]:
+    """(k, w(1)) = (c(0), c(1)/c(0)) of a binary source."""
+    if isinstance(source, MarkovChain):
+        return source.pi[0] * source.pi[1], source.eigenvalue
+    cov = autocovariance(source)
+    k = float(cov.variance[1, 1])
+    return k, float(cov.scalar(1)[0]) / k
 
 
 ROUTES = ("auto", "closed-form", "forward-mode")
@@ -605,8 +635,9 @@ def manifold_curvature(
     2-state ``FiniteChain``); the data enter only through c(m) = Cov(x_{t+m}, x_t) (SPEC §12), i.e. the block
     of the module doc with λ^{n+1-i} replaced by w(n+1-i) = c(n+1-i)/c(0) and k = c(0).  Any depth, layer norm
     (the head reads LN_f(z_n); K includes it) and attention memory ``memory`` (None: full causal attention).
-    ``params`` must lie on M_π (e = 0, a = 0 untied, b = log π1/π0; see ``project_to_manifold``); anything else
-    raises ``InvalidInputError``.  N = ``params["pos"].shape[0]`` is unrestricted (no 2^N).
+    ``params`` must lie on M_π (e = 0, a = 0 untied, b = log π1/π0 to 1e-12 relative; see ``project_to_manifold``);
+    anything else raises ``InvalidInputError``.  The block is the Hessian at the point of M_π over ``params`` with the
+    exact b (a b off by δ adds about δ E[∇²ℓ], beyond ``error_bound`` when the block itself is tiny).  N = ``params["pos"].shape[0]`` is unrestricted (no 2^N).
 
     ``route``: "closed-form" (one layer without layer norm: the formulas of the module doc, O(N² d²)),
     "forward-mode" (``forward_mode_lag_jacobian``: any model; its rounding estimated by repeating it in
@@ -628,21 +659,20 @@ def manifold_curvature(
     closed = num_layers(params) == 1 and not has_layer_norm(params)
     if route == "closed-form" and not closed:
         raise InvalidInputError("the closed-form route is the one-layer model without layer norm; use forward-mode")
-    if isinstance(source, MarkovChain):
-        k, lam = source.pi[0] * source.pi[1], source.eigenvalue
-    else:
-        cov = autocovariance(source)
-        k = float(cov.variance[1, 1])
-        lam = float(cov.scalar(1)[0]) / k
+    k, lam = _source_numbers(source)
+    shifted = shifted_source(source)
+    k_shifted = _source_numbers(shifted)[0]
     seq_len = params["pos"].shape[0]
     if route == "forward-mode" or (route == "auto" and not closed):
         z, lag = forward_mode_lag_jacobian(params, source, memory, dtype)
-        shadow = _assemble(*forward_mode_lag_jacobian(params, source, memory, torch.float32), k, tying)
+        shadow = _assemble(*forward_mode_lag_jacobian(params, shifted, memory, torch.float32), k_shifted, tying)
         reason = _deep_kink_reason(params, memory, dtype)
     else:
         weights = lag_weights(source, seq_len, memory, device=params["pos"].device, dtype=dtype)
         fwd = _forward(params, weights, memory, dtype)
-        z, lag, shadow = fwd.z, fwd.lag_jacobian, None
+        z, lag = fwd.z, fwd.lag_jacobian
+        moved = lag_weights(shifted, seq_len, memory, device=params["pos"].device, dtype=dtype)
+        shadow = _assemble(z, _forward(params, moved, memory, dtype).lag_jacobian, k_shifted, tying)
         reason = _kink_reason(fwd, params["W_1"], params["W_2"], dtype)
     if not (torch.isfinite(z).all() and torch.isfinite(lag).all()):
         raise InvalidInputError("the forward pass at x̃ = pos overflows at these weights "
@@ -650,13 +680,13 @@ def manifold_curvature(
     block, schur, zbar, second, cov_z = _assemble(z, lag, k, tying)
     eigenvalues, vectors = torch.linalg.eigh(block)
     schur_eigenvalues = torch.linalg.eigvalsh(schur)
-    if shadow is None:
-        bound = error_estimate(fwd, k, block, dtype)
+    if closed and route != "forward-mode":
+        bound = error_estimate(fwd, k, block, dtype) + 2.0 * _shadow_estimate((block, shadow[0]), dtype)
     else:
         solver = block.shape[0] * torch.finfo(dtype).eps / 2 * torch.linalg.matrix_norm(block, ord=2).item()
         bound = 2.0 * (_shadow_estimate((block, shadow[0]), dtype) + solver)
-        if not math.isfinite(bound):
-            reason = reason or "the float32 pass that estimates the rounding overflows at these weights"
+    if not math.isfinite(bound):
+        reason = reason or "the float32 shadow pass that estimates the rounding overflows at these weights"
     if reason:
         classification = UNDECIDED
     else:

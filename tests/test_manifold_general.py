@@ -8,6 +8,7 @@ under the source (first order: π and the kernel; second order: the pair law and
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -221,3 +222,48 @@ def test_refusals():
         manifold_curvature(point, 0.5, 0.8, tying=True, source=SOURCES["first order (0.5, 0.8)"])
     with pytest.raises(InvalidInputError, match="route must be"):
         manifold_curvature(point, 0.5, 0.8, tying=True, route="fast")
+
+
+# --- hard inputs found by an independent review (mpmath references at 80-90 digits) ---
+
+
+@pytest.mark.parametrize("seed, scale, p, q", [
+    (11, 2.354290073931673e-09, 0.4789372587371202, 0.5210627412628799),  # exact 1-p-q = -5.55e-17, S_min -1.93e-13
+    (2, 1.3159525186204539e-05, 0.4127351377598815, 0.5872647622401185),  # 1-p-q ≈ -1e-7, exact S_min -1.10e-13
+])
+@pytest.mark.parametrize("route", ["closed-form", "forward-mode"])
+def test_a_saddle_next_to_p_plus_q_one_is_never_called_a_local_minimum(seed, scale, p, q, route):
+    """λ = 1 - p - q rounded twice (1.0 - p - q) read 0.0 here and both routes said "local minimum" at true saddles.
+    λ is now correctly rounded and the bound carries the source's rounding (``shifted_source``)."""
+    point = model.init_params(2, 3, std=10.0, seed=seed)
+    point["pos"] = point["pos"] / 10 * scale
+    point = project_to_manifold(point, p, q, tying=True)
+    curvature = manifold_curvature(point, p, q, tying=True, route=route)
+    assert curvature.classification != "local minimum"
+    assert curvature.schur_eigenvalues[0].item() == pytest.approx(-1.93e-13 if seed == 11 else -1.10e-13, rel=0.02)
+
+
+@pytest.mark.parametrize("route", ["closed-form", "forward-mode"])
+def test_a_slowly_mixing_second_order_chain_is_not_called_a_saddle(route):
+    """lagged(1e-4, 1e-4): an eigenvector pair law gave c(1)/k = 3.9e-13 instead of 0 and a false "saddle point" at a
+    point whose exact S is [+1.68e-15, +2.39e-15]; the GTH pair law keeps c(1) at rounding level."""
+    source = SecondOrderChain.lagged(1e-4, 1e-4)
+    point = model.init_params(2, 4, std=0.02, seed=0)
+    for name in ("W_O", "W_1", "W_2"):
+        point[name] = torch.zeros_like(point[name])
+    point["pos"] = point["pos"] * 5e-6
+    point = project_to_manifold(point, tying=True, source=source)
+    curvature = manifold_curvature(point, tying=True, source=source, route=route)
+    assert curvature.classification != SADDLE_POINT
+    assert curvature.schur_eigenvalues.min().item() > 0  # exact: 1.68e-15 and 2.39e-15
+    assert abs(autocovariance(source).scalar(1)[0]) <= 1e-15 * autocovariance(source).variance[1, 1]
+
+
+def test_an_overflowing_float32_shadow_is_undecided_not_a_crash():
+    """Three layers at weights of size 30: the float32 shadow pass overflows; the verdict says so."""
+    point = model.init_params(3, 7, layers=3, std=30.0, seed=4, tying=False)
+    point["pos"] = point["pos"] * 100 / 30
+    point = project_to_manifold(point, 0.2, 0.7, tying=False)
+    curvature = manifold_curvature(point, 0.2, 0.7, tying=False, memory=1)
+    assert curvature.classification == UNDECIDED and math.isinf(curvature.error_bound)
+    assert "float32 shadow pass" in curvature.reason and "overflows" in curvature.reason
