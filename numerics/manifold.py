@@ -1059,7 +1059,8 @@ def multistate_curvature(params: Params, source: Source, *, tying: bool, memory:
 
     ``params`` must lie on M_π (E = 0, A = 0 untied, softmax(b) = π; ``project_onehot_to_manifold``).  z_n and
     T(ρ_r) come from forward-mode autograd of the model's own forward pass (``lag_sums``), the rounding from
-    repeating it in float32 (``_shadow_estimate``).  Tied: a local minimum iff the Schur complement S on 1^⊥
+    repeating it in float32 with the source's numbers moved by float32's rounding (``shifted_source``,
+    ``_shadow_estimate``).  Tied: a local minimum iff the Schur complement S on 1^⊥
     exceeds 4 ``error_bound``, a saddle iff an eigenvalue is below minus that; untied: a saddle as soon as an
     entry of the restricted E–A block exceeds ``error_bound`` (H_EE = 0 exactly: a 2 × 2 principal minor is
     negative), else by S.  At θ_π this is §11's E-block -2 M_s ⊗ I_d (tied) and ±(M ⊗ I_d) (untied).
@@ -1073,21 +1074,21 @@ def multistate_curvature(params: Params, source: Source, *, tying: bool, memory:
     if missing or num_layers(params) < 1:
         raise InvalidInputError(f"params lack {', '.join(missing) or 'W_Q'}")
     _check_onehot_on_manifold(params, cov, tying)
-    scale = float(np.abs(cov.variance).max())
-    terms = [t for t in cov.components if np.abs(t.matrix).max() > 1e-15 * scale]
-    rhos = [t.rho for t in terms]
 
-    def blocks(precision: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        z, sums = lag_sums(params, rhos, memory, precision)
-        return z, *_multistate_blocks(z, sums, cov, terms, tying)
+    def blocks(chain: Autocovariance, precision: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        scale = float(np.abs(chain.variance).max())
+        terms = [t for t in chain.components if np.abs(t.matrix).max() > 1e-15 * scale]
+        z, sums = lag_sums(params, [t.rho for t in terms], memory, precision)
+        return z, *_multistate_blocks(z, sums, chain, terms, tying)
 
-    z, block, restricted, schur, cov_z = blocks(dtype)
+    z, block, restricted, schur, cov_z = blocks(cov, dtype)
     if not (torch.isfinite(z).all() and torch.isfinite(block).all()):
         raise InvalidInputError("the forward pass at x̃ = pos overflows at these weights "
                                 f"(max |z| = {z.abs().max().item():.3g}); the curvature is not defined")
     eigenvalues, vectors = torch.linalg.eigh(restricted)
     schur_eigenvalues = torch.linalg.eigvalsh(schur)
-    shadow = blocks(torch.float32)[2]
+    # the shadow: float32 arithmetic and the source's numbers moved by float32's rounding (``shifted_source``)
+    shadow = blocks(autocovariance(shifted_source(source)), torch.float32)[2]
     solver = restricted.shape[0] * torch.finfo(dtype).eps / 2 * torch.linalg.matrix_norm(restricted, ord=2).item()
     bound = 2.0 * (_shadow_estimate((restricted, shadow), dtype) + solver)
     reason = _deep_kink_reason(params, memory, dtype)
