@@ -637,7 +637,8 @@ def manifold_curvature(
     (the head reads LN_f(z_n); K includes it) and attention memory ``memory`` (None: full causal attention).
     ``params`` must lie on M_π (e = 0, a = 0 untied, b = log π1/π0 to 1e-12 relative; see ``project_to_manifold``);
     anything else raises ``InvalidInputError``.  The block is the Hessian at the point of M_π over ``params`` with the
-    exact b (a b off by δ adds about δ E[∇²ℓ], beyond ``error_bound`` when the block itself is tiny).  N = ``params["pos"].shape[0]`` is unrestricted (no 2^N).
+    exact b (a b off by δ adds about δ E[∇²ℓ], beyond ``error_bound`` when the block itself is tiny).
+    N = ``params["pos"].shape[0]`` is unrestricted (no 2^N).
 
     ``route``: "closed-form" (one layer without layer norm: the formulas of the module doc, O(N² d²)),
     "forward-mode" (``forward_mode_lag_jacobian``: any model; its rounding estimated by repeating it in
