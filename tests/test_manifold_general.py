@@ -267,3 +267,15 @@ def test_an_overflowing_float32_shadow_is_undecided_not_a_crash():
     curvature = manifold_curvature(point, 0.2, 0.7, tying=False, memory=1)
     assert curvature.classification == UNDECIDED and math.isinf(curvature.error_bound)
     assert "float32 shadow pass" in curvature.reason and "overflows" in curvature.reason
+
+
+def test_a_nearly_defective_pair_chain_keeps_forward_mode_within_its_bound():
+    """Components α_r ≈ 5e4 c(0) of opposite signs: forward mode's A is a small difference of large terms; its bound
+    counts their size (it was 900 times too small); the closed form, which needs no components, is the reference."""
+    source = SecondOrderChain(((0.5077762787684749, 0.35020204726633264), (0.47079259994007955, 0.5559973801928206)))
+    cov = autocovariance(source)
+    assert max(abs(t.matrix[1, 1]) for t in cov.components) > 1e3 * cov.variance[1, 1]
+    point = project_to_manifold(model.init_params(3, 150, std=1.0, seed=0), tying=True, source=source)
+    closed = manifold_curvature(point, tying=True, source=source, route="closed-form")
+    forward = manifold_curvature(point, tying=True, source=source, route="forward-mode")
+    assert (closed.block - forward.block).abs().max().item() <= forward.error_bound
