@@ -906,7 +906,7 @@ def escape_variants(args: argparse.Namespace) -> list[dict]:
 
 
 def _plan(args: argparse.Namespace, sizes: dict[str, tuple[TrainConfig, int]],
-          settings: dict[str, list[Setting]], variants: int) -> list[tuple[str, TrainConfig, int]]:
+          settings: dict[str, list[Setting]], variants: int = 1) -> list[tuple[str, TrainConfig, int]]:
     """(experiment, run configuration, runs) of everything ``main`` will train: each setting's seeds, or the
     escape study's seeds per variant."""
     if "escape" in sizes:
@@ -1019,7 +1019,10 @@ def report_escape(args: argparse.Namespace, source: Source, base: TrainConfig, s
 def _source_text(source: Source) -> str:
     if isinstance(source, MarkovChain):
         return f"first order p={source.p:g}, q={source.q:g}"
-    return f"second order table {[list(row) for row in source.table]}"
+    (p, same_p), (one_minus_q, same_q) = source.table
+    if p == same_p and one_minus_q == same_q:  # the lagged chain: x_{n+1} ~ P(. | x_{n-1})
+        return f"second order (lagged) p={p:g}, q={1 - one_minus_q:g}"
+    return f"second order, P(x_(n+1) = 1 | x_(n-1) = a, x_n = b) = {[list(row) for row in source.table]}"
 
 
 if __name__ == "__main__":
