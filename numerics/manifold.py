@@ -543,7 +543,8 @@ def forward_mode_lag_jacobian(params: Params, source: Source, memory: int | None
     coefficients = torch.tensor([t.matrix[1, 1] / k for t in terms], dtype=torch.complex128)
     lag = (coefficients[:, None, None] * sums).sum(dim=0).real / seq_len if terms else torch.zeros(z.shape[1],
                                                                                                    z.shape[1])
-    spread = sum(abs(a.item()) * torch.linalg.matrix_norm(t, ord=2).item() for a, t in zip(coefficients, sums))
+    # Frobenius (≥ the 2-norm): no SVD, so a non-finite T of an overflowing pass gives inf instead of an error
+    spread = sum(abs(a.item()) * torch.linalg.matrix_norm(t).item() for a, t in zip(coefficients, sums))
     return z, lag.to(dtype=dtype, device=z.device), spread / seq_len
 
 

@@ -83,7 +83,7 @@ def test_one_and_two_workers_give_the_same_records_and_outputs(argv, tmp_path, c
     assert summaries[0] == summaries[1]
     if name == "escape":  # the checkpoints, written by each task into its output folder
         saved = [torch.load(tmp_path / folder / "escape/params.pt") for folder in ("one", "two")]
-        assert saved[0].keys() == saved[1].keys() == {"adamw", "sgd"}
+        assert saved[0].keys() == saved[1].keys() == {"adamw, 1 layer, W=full", "sgd, 1 layer, W=full"}
         assert all(torch.equal(saved[0][o][0][at][k], saved[1][o][0][at][k])
                    for o in saved[0] for at in saved[0][o][0] for k in saved[0][o][0][at])
 

@@ -62,7 +62,7 @@ def test_two_state_transition_keeps_p_and_q_and_agrees_with_the_scalar_model(cap
     (theorem_local_min, ["--chain", "sticky5", "--sweep", "3"], "binary scalar model"),
     (theorem_local_min, ["--chain", "sticky5", "--seq-len", "9"], "too many"),
     (theorem_global_min, ["--chain", "sticky5", "--d", "3"], "d >= k"),
-    (theorem_manifold, ["--chain", "sticky5"], "theorem_local_min --chain"),
+    (theorem_manifold, ["--chain", "sticky5", "--source", "second-order"], "take a first-order chain"),
 ])
 def test_bad_chains_exit_2_with_one_line(module, argv, message, capsys):
     assert module.run([*argv, "--json"]) == 2

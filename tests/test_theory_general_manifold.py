@@ -33,7 +33,8 @@ def test_the_registry_and_the_claims_file_credit_each_identity_once_under_its_cl
     assert sorted(r.name for r in registry.identities() if r.name in names) == sorted(names)
     registered = {claim["id"]: set(claim["checks"]) for claim in claims()}
     assert all(r.name in registered[r.claim] for r in RESULTS)
-    assert {r.name for r in M.general_results() if r.claim == M.GENERAL_CLAIM} == registered[M.GENERAL_CLAIM]
+    symbolic = {r.name for r in registry.identities()}  # the claim also lists the numeric checks of theorem_manifold
+    assert {r.name for r in M.general_results() if r.claim == M.GENERAL_CLAIM} == registered[M.GENERAL_CLAIM] & symbolic
 
 
 @pytest.mark.parametrize(("length", "dim", "tying"), SIZES)
