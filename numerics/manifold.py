@@ -75,7 +75,26 @@ B_RELATIVE_TOLERANCE = 1e-12
 
 
 @dataclass(frozen=True)
-class ManifoldCurvature:
+class CurvatureVerdict:
+    """What every M_π curvature result holds: the block, its spectrum, the Schur complement after eliminating b and
+    the verdict read from it (``classification`` with ``error_bound`` and, when undecided, ``reason``)."""
+
+    tying: bool
+    block: Tensor
+    eigenvalues: Tensor
+    schur: Tensor
+    schur_eigenvalues: Tensor
+    classification: str
+    error_bound: float
+    reason: str
+
+    @property
+    def min_eigenvalue(self) -> float:
+        return self.eigenvalues[0].item()
+
+
+@dataclass(frozen=True)
+class ManifoldCurvature(CurvatureVerdict):
     """The nonzero part of the Hessian at a point of M_π, its spectrum and the verdict.
 
     ``block``: tied, the (e, b) block ordered [e_1..e_d, b]; untied, the (e, a, b) block ordered
@@ -90,14 +109,6 @@ class ManifoldCurvature:
     ``lag_jacobian`` = A, ``k`` = π0 π1 = c(0), ``lam`` = w(1) = c(1)/c(0) (first order: λ = 1 - p - q).
     """
 
-    tying: bool
-    block: Tensor
-    eigenvalues: Tensor
-    schur: Tensor
-    schur_eigenvalues: Tensor
-    classification: str
-    error_bound: float
-    reason: str
     escape_direction: dict[str, Tensor | float] | None
     hidden_mean: Tensor
     second_moment: Tensor
@@ -105,10 +116,6 @@ class ManifoldCurvature:
     lag_jacobian: Tensor
     k: float
     lam: float
-
-    @property
-    def min_eigenvalue(self) -> float:
-        return self.eigenvalues[0].item()
 
 
 @dataclass(frozen=True)
@@ -928,7 +935,7 @@ def sampled_block(
 
 
 @dataclass(frozen=True)
-class MultistateCurvature:
+class MultistateCurvature(CurvatureVerdict):
     """The nonzero Hessian block of the one-hot model at a point of M_π of a k-symbol source, and its verdict.
 
     ``block``: tied, the (E, b) block in the parameters' own coordinates, ordered [E_0 (d), …, E_{k-1} (d),
@@ -941,22 +948,10 @@ class MultistateCurvature:
     {"E": (k, d), ("A": (k, d),) "b": (k,)}, a unit vector of the parameters' coordinates.
     """
 
-    tying: bool
-    block: Tensor
     restricted: Tensor
-    eigenvalues: Tensor
-    schur: Tensor
-    schur_eigenvalues: Tensor
-    classification: str
-    error_bound: float
-    reason: str
     escape_direction: dict[str, Tensor] | None
     hidden_mean: Tensor
     covariance: Tensor
-
-    @property
-    def min_eigenvalue(self) -> float:
-        return self.eigenvalues[0].item()
 
 
 def _onehot_source(params: Params, source: Source) -> Autocovariance:
