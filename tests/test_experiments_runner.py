@@ -16,7 +16,7 @@ import torch
 from numerics.markov import MarkovChain, SecondOrderChain, preset
 from numerics.train import TrainConfig
 from numerics.train import train as real_train
-from tests.runner_tasks import default_sigint
+from tests.runner_tasks import configs, default_sigint, spectrum
 from verify import experiments, runner
 from verify.runner import RESULTS_FILE, load_results
 
@@ -169,7 +169,13 @@ def test_ctrl_c_on_the_command_keeps_finished_runs_under_keys_found_from_this_pr
 
 def test_workers_are_spawned_once_cuda_is_initialised(monkeypatch):
     """On a GPU the command reads the free GPU memory (``check_feasible``) before the pool starts, which
-    initialises CUDA; forked workers could not use it, and every run would fail."""
+    initialises CUDA; forked workers could not use it, and every run would fail.  The spawned pool must then
+    run the tasks for real: fresh interpreters that import the task by name give the in-process records."""
     assert runner._start_method() == ("fork" if sys.platform == "linux" else None)
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
     assert runner._start_method() == "spawn"
+    work = configs(3)
+    spawned = runner.run_tasks(spectrum, work, workers=2, progress=False)
+    here = runner.run_tasks(spectrum, work, workers=1, progress=False)
+    assert [e["status"] for e in spawned.entries] == ["ok"] * 3
+    assert [e["record"] for e in spawned.entries] == [e["record"] for e in here.entries]
