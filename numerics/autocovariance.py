@@ -141,8 +141,12 @@ class _FirstOrderBinary(Autocovariance):
         return (Component(complex(lam), pi0 * pi1 * np.array([[1.0, -1.0], [-1.0, 1.0]])),) if lam != 0 else ()
 
 
+@functools.lru_cache(maxsize=64)
 def autocovariance(source: Source) -> Autocovariance:
-    """The ``Autocovariance`` of a first-order binary chain, a k-state chain or a binary second-order chain."""
+    """The ``Autocovariance`` of a first-order binary chain, a k-state chain or a binary second-order chain.
+
+    Cached per source (sources are immutable): a training run classifies its M_π projection at every evaluation,
+    and each classification reads the source's numbers several times; the eigen-decomposition is done once."""
     if isinstance(source, MarkovChain):
         return _FirstOrderBinary(source.transition, np.array(source.pi), np.eye(2),
                                  f"the chain (p={source.p:g}, q={source.q:g})", source)
